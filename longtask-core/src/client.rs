@@ -1,0 +1,309 @@
+//! [`Client`]: the application's handle for submitting tasks and following them.
+//!
+//! ```
+//! # #[tokio::main(flavor = "current_thread")] async fn main() -> longtask_core::Result<()> {
+//! use std::time::Duration;
+//! use longtask_core::{Client, Job, JobError, MemoryBackend, SubmitOptions, TaskContext, TaskStatus};
+//!
+//! struct Email;
+//! impl Job for Email {
+//!     const NAME: &'static str = "email";
+//!     type Params = String;
+//!     type Output = ();
+//!     async fn run(&self, _to: String, _cx: TaskContext) -> Result<(), JobError> { Ok(()) }
+//! }
+//!
+//! let client = Client::new(MemoryBackend::new());
+//! let id = client.submit::<Email>("ada@example.com".into()).await?;
+//! assert_eq!(client.status(id).await?.status, TaskStatus::Queued);
+//!
+//! let later = client
+//!     .submit_with::<Email>(
+//!         "bob@example.com".into(),
+//!         SubmitOptions::new().delay(Duration::from_secs(3600)).idempotency_key("welcome-bob"),
+//!     )
+//!     .await?;
+//! assert_eq!(client.status(later.id).await?.status, TaskStatus::Scheduled);
+//! # Ok(()) }
+//! ```
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use futures::{stream::BoxStream, StreamExt};
+
+use crate::{
+    backend::Backend,
+    error::{Error, Result},
+    job::Job,
+    progress::TaskEvent,
+    store::CancelOutcome,
+    task::{Inserted, NewTask, RunAt, TaskId, TaskQuery, TaskRecord, TaskStatus},
+};
+
+/// Longest accepted idempotency key or owner, in bytes.
+pub const MAX_KEY_LEN: usize = 512;
+
+/// Options for one submission; unset fields take the job's [`JobOptions`](crate::JobOptions).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[must_use]
+pub struct SubmitOptions {
+    run_at: RunAt,
+    priority: Option<i32>,
+    max_attempts: Option<u32>,
+    retention: Option<Duration>,
+    idempotency_key: Option<String>,
+    owner: Option<String>,
+}
+
+impl SubmitOptions {
+    /// Options taking every default from the job.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Run no earlier than `delay` from now.
+    pub fn delay(mut self, delay: Duration) -> Self {
+        self.run_at = RunAt::After(delay);
+        self
+    }
+
+    /// Run no earlier than `at`.
+    pub fn run_at(mut self, at: DateTime<Utc>) -> Self {
+        self.run_at = RunAt::At(at);
+        self
+    }
+
+    /// Overrides the job's priority (higher runs first).
+    pub fn priority(mut self, priority: i32) -> Self {
+        self.priority = Some(priority);
+        self
+    }
+
+    /// Overrides the job's attempts (at least 1).
+    pub fn max_attempts(mut self, attempts: u32) -> Self {
+        self.max_attempts = Some(attempts.max(1));
+        self
+    }
+
+    /// Overrides the job's retention.
+    pub fn retention(mut self, retention: Duration) -> Self {
+        self.retention = Some(retention);
+        self
+    }
+
+    /// Submitting again with the same key (for the same job) returns the first task instead of
+    /// creating another, for as long as the first task is kept.
+    pub fn idempotency_key(mut self, key: impl Into<String>) -> Self {
+        self.idempotency_key = Some(key.into());
+        self
+    }
+
+    /// Stamps the task with its owner (a user or tenant id), for authorization.
+    pub fn owner(mut self, owner: impl Into<String>) -> Self {
+        self.owner = Some(owner.into());
+        self
+    }
+}
+
+/// Submits tasks and follows them. Cheap to clone.
+#[derive(Clone, Debug)]
+pub struct Client {
+    backend: Backend,
+}
+
+impl Client {
+    /// A client over `backend`.
+    ///
+    /// ```
+    /// let client = longtask_core::Client::new(longtask_core::MemoryBackend::new());
+    /// ```
+    pub fn new(backend: impl Into<Backend>) -> Self {
+        Self {
+            backend: backend.into(),
+        }
+    }
+
+    /// The backend this client uses.
+    pub fn backend(&self) -> &Backend {
+        &self.backend
+    }
+
+    /// Submits a task of job `J` with default options; returns its id.
+    pub async fn submit<J: Job>(&self, params: J::Params) -> Result<TaskId> {
+        Ok(self
+            .submit_with::<J>(params, SubmitOptions::default())
+            .await?
+            .id)
+    }
+
+    /// Submits a task with options. With an idempotency key that was used before (for this job),
+    /// returns the existing task with `created: false`.
+    pub async fn submit_with<J: Job>(
+        &self,
+        params: J::Params,
+        options: SubmitOptions,
+    ) -> Result<Inserted> {
+        let task = new_task::<J>(&params, options)?;
+        let mut inserted = self.backend.store().insert(vec![task]).await?;
+        inserted
+            .pop()
+            .ok_or_else(|| Error::InvalidInput("the backend inserted nothing".to_owned()))
+    }
+
+    /// Submits many tasks of job `J` at once (atomically: all or none); returns their ids in order.
+    pub async fn submit_many<J: Job>(
+        &self,
+        params: impl IntoIterator<Item = J::Params>,
+    ) -> Result<Vec<TaskId>> {
+        let tasks = params
+            .into_iter()
+            .map(|p| new_task::<J>(&p, SubmitOptions::default()))
+            .collect::<Result<Vec<_>>>()?;
+        if tasks.is_empty() {
+            return Ok(Vec::new());
+        }
+        let inserted = self.backend.store().insert(tasks).await?;
+        Ok(inserted.into_iter().map(|i| i.id).collect())
+    }
+
+    /// Submits prepared tasks (for callers that encode parameters themselves).
+    pub async fn submit_raw(&self, tasks: Vec<NewTask>) -> Result<Vec<Inserted>> {
+        for task in &tasks {
+            validate(task)?;
+        }
+        self.backend.store().insert(tasks).await
+    }
+
+    /// The task's record. Fails with [`Error::NotFound`] for an unknown (or purged) id.
+    pub async fn status(&self, id: TaskId) -> Result<TaskRecord> {
+        self.backend
+            .store()
+            .get(id)
+            .await?
+            .ok_or(Error::NotFound(id))
+    }
+
+    /// The task's output, decoded, once it has succeeded; `None` before.
+    pub async fn output<J: Job>(&self, id: TaskId) -> Result<Option<J::Output>> {
+        let task = self.status(id).await?;
+        match task.output {
+            Some(json) if task.status == TaskStatus::Succeeded => serde_json::from_str(&json)
+                .map(Some)
+                .map_err(|e| Error::codec("decode", format!("output of job `{}`", J::NAME), e)),
+            _ => Ok(None),
+        }
+    }
+
+    /// Cancels the task: at once if it is waiting, else at its worker's next heartbeat.
+    pub async fn cancel(&self, id: TaskId) -> Result<CancelOutcome> {
+        self.backend.store().cancel(id).await
+    }
+
+    /// Lists tasks.
+    pub async fn list(&self, query: &TaskQuery) -> Result<Vec<TaskRecord>> {
+        self.backend.store().list(query).await
+    }
+
+    /// A live stream of the task's record: the current one first, then one per change (progress
+    /// or status), ending after a final status. Falls back to polling once a second when the
+    /// progress sink cannot report status changes.
+    pub async fn watch(&self, id: TaskId) -> Result<BoxStream<'static, Result<TaskRecord>>> {
+        let first = self.status(id).await?;
+        let events = self.backend.progress().watch(id).await?;
+        let store = self.backend.store().clone();
+        let state = (Some(first), events, store, false);
+        Ok(futures::stream::unfold(
+            state,
+            move |(first, mut events, store, done)| async move {
+                if done {
+                    return None;
+                }
+                if let Some(first) = first {
+                    let finished = first.status.is_final();
+                    return Some((Ok(first), (None, events, store, finished)));
+                }
+                loop {
+                    let changed = tokio::time::timeout(Duration::from_secs(1), events.next()).await;
+                    if let Ok(None) = changed {
+                        // The sink's stream ended: the task has finished (or the sink closed);
+                        // poll until the store shows the final state.
+                        events = futures::stream::pending::<TaskEvent>().boxed();
+                    }
+                    let record = match store.get(id).await {
+                        Ok(Some(record)) => record,
+                        Ok(None) => return Some((Err(Error::NotFound(id)), (None, events, store, true))),
+                        Err(err) => return Some((Err(err), (None, events, store, true))),
+                    };
+                    let finished = record.status.is_final();
+                    if changed.is_ok() || finished {
+                        return Some((Ok(record), (None, events, store, finished)));
+                    }
+                }
+            },
+        )
+        .boxed())
+    }
+
+    /// Waits until the task reaches a final status, for at most `timeout`; returns its record.
+    pub async fn wait(&self, id: TaskId, timeout: Duration) -> Result<TaskRecord> {
+        let wait = async {
+            let mut updates = self.watch(id).await?;
+            let mut last = None;
+            while let Some(update) = updates.next().await {
+                let record = update?;
+                if record.status.is_final() {
+                    return Ok(record);
+                }
+                last = Some(record);
+            }
+            last.ok_or(Error::NotFound(id))
+        };
+        tokio::time::timeout(timeout, wait)
+            .await
+            .map_err(|_| Error::WaitTimeout { id, timeout })?
+    }
+}
+
+fn new_task<J: Job>(params: &J::Params, options: SubmitOptions) -> Result<NewTask> {
+    let defaults = J::options();
+    let params = serde_json::to_string(params)
+        .map_err(|e| Error::codec("encode", format!("parameters of job `{}`", J::NAME), e))?;
+    let task = NewTask {
+        id: TaskId::new(),
+        job: J::NAME.to_owned(),
+        params,
+        priority: options.priority.unwrap_or(defaults.priority),
+        run_at: options.run_at,
+        max_attempts: options.max_attempts.unwrap_or(defaults.max_attempts).max(1),
+        retention: options.retention.unwrap_or(defaults.retention),
+        owner: options.owner,
+        idempotency_key: options.idempotency_key,
+    };
+    validate(&task)?;
+    Ok(task)
+}
+
+fn validate(task: &NewTask) -> Result<()> {
+    fn check(what: &str, value: Option<&str>) -> Result<()> {
+        match value {
+            Some("") => Err(Error::InvalidInput(format!("the {what} is empty"))),
+            Some(v) if v.len() > MAX_KEY_LEN => Err(Error::InvalidInput(format!(
+                "the {what} is {} bytes long; at most {MAX_KEY_LEN} are allowed",
+                v.len()
+            ))),
+            _ => Ok(()),
+        }
+    }
+    if task.job.is_empty() {
+        return Err(Error::InvalidInput("the job name is empty".to_owned()));
+    }
+    check("idempotency key", task.idempotency_key.as_deref())?;
+    check("owner", task.owner.as_deref())?;
+    if task.max_attempts == 0 {
+        return Err(Error::InvalidInput(
+            "max_attempts is 0; a task needs at least one attempt".to_owned(),
+        ));
+    }
+    Ok(())
+}

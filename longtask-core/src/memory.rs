@@ -1,0 +1,648 @@
+//! [`MemoryBackend`]: every backend trait over process memory.
+//!
+//! The embedded default for tests and single-process use: fast (no I/O, batch operations under
+//! one lock), complete (it passes the whole conformance suite, and keeps every task's record,
+//! status and output queryable until its retention ends), and not durable: tasks live only as
+//! long as the process.
+//!
+//! ```
+//! # #[tokio::main(flavor = "current_thread")] async fn main() -> longtask_core::Result<()> {
+//! use std::sync::Arc;
+//! use longtask_core::{Client, ManualClock, MemoryBackend};
+//!
+//! let clock = Arc::new(ManualClock::new());
+//! let backend = MemoryBackend::new().with_clock(clock.clone());
+//! let client = Client::new(backend);
+//! # Ok(()) }
+//! ```
+
+use std::{
+    cmp::Reverse,
+    collections::{BTreeSet, HashMap, HashSet},
+    fmt,
+    sync::{Arc, Mutex, MutexGuard, PoisonError},
+    time::Duration,
+};
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use futures::{channel::mpsc, stream::BoxStream, StreamExt};
+use tokio::sync::watch;
+
+use crate::{
+    clock::{saturating_add, Clock, SystemClock},
+    error::{Error, Result},
+    progress::{ProgressSink, TaskEvent},
+    queue::{
+        Ack, ClaimRequest, ClaimedTask, Completion, Lease, LeaseState, Outcome, Queue, WorkSignal,
+    },
+    store::{CancelOutcome, TaskStore},
+    task::{Inserted, NewTask, Progress, TaskError, TaskId, TaskQuery, TaskRecord, TaskStatus},
+};
+
+/// All three backend traits over process memory. Cheap to clone: clones share the same tasks.
+#[derive(Clone)]
+pub struct MemoryBackend {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    state: Mutex<State>,
+    clock: Arc<dyn Clock>,
+    signal: watch::Sender<()>,
+}
+
+/// Ready-queue order: higher priority, then earlier run_at, then earlier submission.
+type ReadyKey = (Reverse<i32>, i64, TaskId);
+
+#[derive(Default)]
+struct State {
+    tasks: HashMap<TaskId, Slot>,
+    /// Due (or promotable) waiting tasks, per job.
+    ready: HashMap<String, BTreeSet<ReadyKey>>,
+    /// Waiting tasks whose run_at is in the future: (run_at millis, id).
+    delayed: BTreeSet<(i64, TaskId)>,
+    running: HashSet<TaskId>,
+    /// Finished tasks by purge time: (expires_at millis, id).
+    expiring: BTreeSet<(i64, TaskId)>,
+    keys: HashMap<(String, String), TaskId>,
+    watchers: HashMap<TaskId, Vec<mpsc::UnboundedSender<TaskEvent>>>,
+    next_token: u64,
+}
+
+struct Slot {
+    record: TaskRecord,
+    token: u64,
+    place: Place,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Place {
+    Ready,
+    Delayed,
+    Elsewhere,
+}
+
+fn millis(at: DateTime<Utc>) -> i64 {
+    at.timestamp_millis()
+}
+
+impl MemoryBackend {
+    /// An empty backend on the system clock.
+    ///
+    /// ```
+    /// let backend = longtask_core::MemoryBackend::new();
+    /// ```
+    pub fn new() -> Self {
+        Self::with_clock_inner(Arc::new(SystemClock))
+    }
+
+    /// Uses `clock` for every time this backend reads (lease expiry, schedules, retention): a
+    /// [`ManualClock`](crate::ManualClock) in tests.
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// let backend = longtask_core::MemoryBackend::new()
+    ///     .with_clock(Arc::new(longtask_core::ManualClock::new()));
+    /// ```
+    #[must_use]
+    pub fn with_clock(self, clock: Arc<dyn Clock>) -> Self {
+        Self::with_clock_inner(clock)
+    }
+
+    fn with_clock_inner(clock: Arc<dyn Clock>) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                state: Mutex::new(State::default()),
+                clock,
+                signal: watch::Sender::new(()),
+            }),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.inner
+            .state
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn now(&self) -> DateTime<Utc> {
+        self.inner.clock.now()
+    }
+
+    fn wake(&self) {
+        self.inner.signal.send_replace(());
+    }
+}
+
+impl Default for MemoryBackend {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl fmt::Debug for MemoryBackend {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let state = self.lock();
+        f.debug_struct("MemoryBackend")
+            .field("tasks", &state.tasks.len())
+            .field("running", &state.running.len())
+            .field("clock", &self.inner.clock)
+            .finish_non_exhaustive()
+    }
+}
+
+impl State {
+    /// Puts a waiting task where claims find it: ready if due, delayed otherwise.
+    fn enqueue(&mut self, id: TaskId, now: i64) {
+        let Some(slot) = self.tasks.get_mut(&id) else {
+            return;
+        };
+        let run_at = millis(slot.record.run_at);
+        if run_at <= now {
+            slot.place = Place::Ready;
+            self.ready
+                .entry(slot.record.job.clone())
+                .or_default()
+                .insert((Reverse(slot.record.priority), run_at, id));
+        } else {
+            slot.place = Place::Delayed;
+            self.delayed.insert((run_at, id));
+        }
+    }
+
+    /// Takes a waiting task out of the ready or delayed set.
+    fn dequeue(&mut self, id: TaskId) {
+        let Some(slot) = self.tasks.get_mut(&id) else {
+            return;
+        };
+        let run_at = millis(slot.record.run_at);
+        match std::mem::replace(&mut slot.place, Place::Elsewhere) {
+            Place::Ready => {
+                if let Some(set) = self.ready.get_mut(&slot.record.job) {
+                    set.remove(&(Reverse(slot.record.priority), run_at, id));
+                }
+            }
+            Place::Delayed => {
+                self.delayed.remove(&(run_at, id));
+            }
+            Place::Elsewhere => {}
+        }
+    }
+
+    /// Moves delayed tasks that are now due into the ready sets.
+    fn promote(&mut self, now: i64) {
+        while let Some(&(run_at, id)) = self.delayed.first() {
+            if run_at > now {
+                break;
+            }
+            self.delayed.pop_first();
+            if let Some(slot) = self.tasks.get_mut(&id) {
+                if slot.record.status == TaskStatus::Scheduled {
+                    slot.record.status = TaskStatus::Queued;
+                }
+                slot.place = Place::Ready;
+                self.ready
+                    .entry(slot.record.job.clone())
+                    .or_default()
+                    .insert((Reverse(slot.record.priority), run_at, id));
+            }
+        }
+    }
+
+    /// Sends an event to the task's watchers; after a final status, closes their streams.
+    fn emit(&mut self, id: TaskId, event: TaskEvent) {
+        if self.watchers.is_empty() {
+            return;
+        }
+        let last = matches!(&event, TaskEvent::Status { status } if status.is_final());
+        if last {
+            if let Some(senders) = self.watchers.remove(&id) {
+                for tx in senders {
+                    let _ = tx.unbounded_send(event.clone());
+                }
+            }
+        } else if let Some(senders) = self.watchers.get_mut(&id) {
+            senders.retain(|tx| tx.unbounded_send(event.clone()).is_ok());
+        }
+    }
+
+    /// Moves a task to a final status.
+    fn finalize(&mut self, id: TaskId, status: TaskStatus, now: DateTime<Utc>) {
+        let Some(slot) = self.tasks.get_mut(&id) else {
+            return;
+        };
+        let record = &mut slot.record;
+        record.status = status;
+        record.finished_at = Some(now);
+        record.lease_owner = None;
+        record.lease_expires_at = None;
+        let expires = millis(saturating_add(now, record.retention));
+        self.running.remove(&id);
+        self.expiring.insert((expires, id));
+        self.emit(id, TaskEvent::Status { status });
+    }
+
+    /// The slot if `lease` is the live lease on a running task.
+    fn leased(&mut self, lease: Lease) -> Option<&mut Slot> {
+        self.tasks
+            .get_mut(&lease.task)
+            .filter(|s| s.record.status == TaskStatus::Running && s.token == lease.token)
+    }
+
+    /// Ends an attempt without success: retry after `retry_after` if allowed, else fail (or
+    /// cancel, when cancellation was requested).
+    fn fail_attempt(
+        &mut self,
+        id: TaskId,
+        error: String,
+        retry_after: Option<Duration>,
+        now: DateTime<Utc>,
+    ) -> bool {
+        let Some(slot) = self.tasks.get_mut(&id) else {
+            return false;
+        };
+        let record = &mut slot.record;
+        record.last_error = Some(TaskError {
+            message: error,
+            attempt: record.attempt,
+            at: now,
+        });
+        let retry = retry_after.filter(|_| {
+            record.attempt < record.max_attempts && !record.cancel_requested
+        });
+        if let Some(delay) = retry {
+            record.status = TaskStatus::Retrying;
+            record.run_at = saturating_add(now, delay);
+            record.lease_owner = None;
+            record.lease_expires_at = None;
+            self.running.remove(&id);
+            self.enqueue(id, millis(now));
+            self.emit(
+                id,
+                TaskEvent::Status {
+                    status: TaskStatus::Retrying,
+                },
+            );
+            true
+        } else {
+            let status = if record.cancel_requested {
+                TaskStatus::Cancelled
+            } else {
+                TaskStatus::Failed
+            };
+            self.finalize(id, status, now);
+            false
+        }
+    }
+}
+
+#[async_trait]
+impl TaskStore for MemoryBackend {
+    async fn insert(&self, tasks: Vec<NewTask>) -> Result<Vec<Inserted>> {
+        let now = self.now();
+        let now_ms = millis(now);
+        let mut any_due = false;
+        let inserted = {
+            let mut state = self.lock();
+            let mut batch_ids = HashSet::with_capacity(tasks.len());
+            for task in &tasks {
+                if state.tasks.contains_key(&task.id) || !batch_ids.insert(task.id) {
+                    return Err(Error::InvalidInput(format!(
+                        "task id {} is already in use",
+                        task.id
+                    )));
+                }
+            }
+            let mut inserted = Vec::with_capacity(tasks.len());
+            for task in tasks {
+                if let Some(key) = &task.idempotency_key {
+                    if let Some(&existing) = state.keys.get(&(task.job.clone(), key.clone())) {
+                        inserted.push(Inserted {
+                            id: existing,
+                            created: false,
+                        });
+                        continue;
+                    }
+                }
+                let id = task.id;
+                let record = TaskRecord::new(task, now);
+                if let Some(key) = &record.idempotency_key {
+                    state.keys.insert((record.job.clone(), key.clone()), id);
+                }
+                any_due |= record.status == TaskStatus::Queued;
+                state.tasks.insert(
+                    id,
+                    Slot {
+                        record,
+                        token: 0,
+                        place: Place::Elsewhere,
+                    },
+                );
+                state.enqueue(id, now_ms);
+                inserted.push(Inserted { id, created: true });
+            }
+            inserted
+        };
+        if any_due {
+            self.wake();
+        }
+        Ok(inserted)
+    }
+
+    async fn get(&self, id: TaskId) -> Result<Option<TaskRecord>> {
+        Ok(self.lock().tasks.get(&id).map(|s| s.record.clone()))
+    }
+
+    async fn list(&self, query: &TaskQuery) -> Result<Vec<TaskRecord>> {
+        let state = self.lock();
+        let mut found: Vec<&TaskRecord> = state
+            .tasks
+            .values()
+            .map(|s| &s.record)
+            .filter(|r| query.after.is_none_or(|after| r.id > after) && query.matches(r))
+            .collect();
+        found.sort_unstable_by_key(|r| r.id);
+        found.truncate(query.effective_limit());
+        Ok(found.into_iter().cloned().collect())
+    }
+
+    async fn cancel(&self, id: TaskId) -> Result<CancelOutcome> {
+        let now = self.now();
+        let mut state = self.lock();
+        let status = state
+            .tasks
+            .get(&id)
+            .ok_or(Error::NotFound(id))?
+            .record
+            .status;
+        Ok(match status {
+            s if s.is_final() => CancelOutcome::AlreadyFinished(s),
+            TaskStatus::Running => {
+                if let Some(slot) = state.tasks.get_mut(&id) {
+                    slot.record.cancel_requested = true;
+                }
+                CancelOutcome::Requested
+            }
+            _ => {
+                state.dequeue(id);
+                state.finalize(id, TaskStatus::Cancelled, now);
+                CancelOutcome::Cancelled
+            }
+        })
+    }
+
+    async fn purge(&self, limit: usize) -> Result<u64> {
+        let now = millis(self.now());
+        let mut state = self.lock();
+        let mut purged = 0;
+        while purged < limit {
+            match state.expiring.first() {
+                Some(&(at, id)) if at <= now => {
+                    state.expiring.pop_first();
+                    if let Some(slot) = state.tasks.remove(&id) {
+                        if let Some(key) = slot.record.idempotency_key {
+                            state.keys.remove(&(slot.record.job, key));
+                        }
+                    }
+                    state.watchers.remove(&id);
+                    purged += 1;
+                }
+                _ => break,
+            }
+        }
+        Ok(purged as u64)
+    }
+}
+
+#[async_trait]
+impl Queue for MemoryBackend {
+    async fn claim(&self, request: ClaimRequest<'_>) -> Result<Vec<ClaimedTask>> {
+        let now = self.now();
+        let now_ms = millis(now);
+        let expires = saturating_add(now, request.lease);
+        let mut state = self.lock();
+        state.promote(now_ms);
+        let mut claimed = Vec::with_capacity(request.limit.min(1024));
+        while claimed.len() < request.limit {
+            // The best head among the requested jobs' ready sets.
+            let mut best: Option<(&str, ReadyKey)> = None;
+            for job in request.jobs {
+                if let Some(head) = state.ready.get(job.as_str()).and_then(BTreeSet::first) {
+                    if best.is_none_or(|(_, b)| *head < b) {
+                        best = Some((job.as_str(), *head));
+                    }
+                }
+            }
+            let Some((job, key)) = best else {
+                break;
+            };
+            if let Some(set) = state.ready.get_mut(job) {
+                set.pop_first();
+            }
+            let id = key.2;
+            state.next_token += 1;
+            let token = state.next_token;
+            state.running.insert(id);
+            let Some(slot) = state.tasks.get_mut(&id) else {
+                continue;
+            };
+            slot.place = Place::Elsewhere;
+            slot.token = token;
+            let record = &mut slot.record;
+            record.status = TaskStatus::Running;
+            record.attempt += 1;
+            record.lease_owner = Some(request.worker.to_owned());
+            record.lease_expires_at = Some(expires);
+            record.started_at = Some(now);
+            claimed.push(ClaimedTask {
+                lease: Lease { task: id, token },
+                job: record.job.clone(),
+                params: record.params.clone(),
+                attempt: record.attempt,
+                max_attempts: record.max_attempts,
+            });
+            state.emit(
+                id,
+                TaskEvent::Status {
+                    status: TaskStatus::Running,
+                },
+            );
+        }
+        Ok(claimed)
+    }
+
+    async fn heartbeat(&self, leases: &[Lease], extend: Duration) -> Result<Vec<LeaseState>> {
+        let expires = saturating_add(self.now(), extend);
+        let mut state = self.lock();
+        Ok(leases
+            .iter()
+            .map(|lease| match state.leased(*lease) {
+                Some(slot) => {
+                    slot.record.lease_expires_at = Some(expires);
+                    LeaseState::Held {
+                        cancel_requested: slot.record.cancel_requested,
+                    }
+                }
+                None => LeaseState::Lost,
+            })
+            .collect())
+    }
+
+    async fn finish(&self, completions: Vec<Completion>) -> Result<Vec<Ack>> {
+        let now = self.now();
+        let mut retried = false;
+        let acks = {
+            let mut state = self.lock();
+            let mut acks = Vec::with_capacity(completions.len());
+            for completion in completions {
+                let id = completion.lease.task;
+                let Some(slot) = state.leased(completion.lease) else {
+                    acks.push(Ack::Stale);
+                    continue;
+                };
+                if let Some(progress) = completion.progress {
+                    slot.record.progress = Some(progress.clone());
+                    state.emit(id, TaskEvent::Progress(progress));
+                }
+                match completion.outcome {
+                    Outcome::Succeeded { output } => {
+                        if let Some(slot) = state.tasks.get_mut(&id) {
+                            slot.record.output = Some(output);
+                        }
+                        state.finalize(id, TaskStatus::Succeeded, now);
+                    }
+                    Outcome::Failed { error, retry_after } => {
+                        retried |= state.fail_attempt(id, error, retry_after, now);
+                    }
+                    Outcome::Cancelled { reason } => {
+                        if let Some(slot) = state.tasks.get_mut(&id) {
+                            slot.record.last_error = Some(TaskError {
+                                message: reason,
+                                attempt: slot.record.attempt,
+                                at: now,
+                            });
+                        }
+                        state.finalize(id, TaskStatus::Cancelled, now);
+                    }
+                }
+                acks.push(Ack::Applied);
+            }
+            acks
+        };
+        if retried {
+            self.wake();
+        }
+        Ok(acks)
+    }
+
+    async fn release(&self, leases: &[Lease]) -> Result<Vec<Ack>> {
+        let now = self.now();
+        let acks: Vec<Ack> = {
+            let mut state = self.lock();
+            leases
+                .iter()
+                .map(|lease| {
+                    let Some(slot) = state.leased(*lease) else {
+                        return Ack::Stale;
+                    };
+                    let record = &mut slot.record;
+                    record.status = TaskStatus::Queued;
+                    record.attempt = record.attempt.saturating_sub(1);
+                    record.run_at = now;
+                    record.lease_owner = None;
+                    record.lease_expires_at = None;
+                    state.running.remove(&lease.task);
+                    state.enqueue(lease.task, millis(now));
+                    state.emit(
+                        lease.task,
+                        TaskEvent::Status {
+                            status: TaskStatus::Queued,
+                        },
+                    );
+                    Ack::Applied
+                })
+                .collect()
+        };
+        if acks.contains(&Ack::Applied) {
+            self.wake();
+        }
+        Ok(acks)
+    }
+
+    async fn recover_expired(&self, limit: usize) -> Result<u64> {
+        let now = self.now();
+        let mut state = self.lock();
+        let expired: Vec<TaskId> = state
+            .running
+            .iter()
+            .copied()
+            .filter(|id| {
+                state.tasks.get(id).is_some_and(|s| {
+                    s.record.lease_expires_at.is_some_and(|at| at <= now)
+                })
+            })
+            .take(limit)
+            .collect();
+        let mut retried = false;
+        for &id in &expired {
+            let attempt = state.tasks.get(&id).map_or(0, |s| s.record.attempt);
+            let error = format!(
+                "attempt {attempt} was lost: its worker stopped renewing the lease (crashed, killed or stalled)"
+            );
+            retried |= state.fail_attempt(id, error, Some(Duration::ZERO), now);
+        }
+        drop(state);
+        if retried {
+            self.wake();
+        }
+        Ok(expired.len() as u64)
+    }
+
+    fn work_signal(&self) -> WorkSignal {
+        WorkSignal::new(self.inner.signal.subscribe())
+    }
+}
+
+#[async_trait]
+impl ProgressSink for MemoryBackend {
+    async fn report(&self, updates: &[(TaskId, Progress)]) -> Result<()> {
+        let mut state = self.lock();
+        for (id, progress) in updates {
+            let Some(slot) = state.tasks.get_mut(id) else {
+                continue;
+            };
+            if slot.record.status.is_final() {
+                continue;
+            }
+            slot.record.progress = Some(progress.clone());
+            state.emit(*id, TaskEvent::Progress(progress.clone()));
+        }
+        Ok(())
+    }
+
+    async fn latest(&self, id: TaskId) -> Result<Option<Progress>> {
+        Ok(self
+            .lock()
+            .tasks
+            .get(&id)
+            .and_then(|s| s.record.progress.clone()))
+    }
+
+    async fn watch(&self, id: TaskId) -> Result<BoxStream<'static, TaskEvent>> {
+        let mut state = self.lock();
+        let status = state
+            .tasks
+            .get(&id)
+            .ok_or(Error::NotFound(id))?
+            .record
+            .status;
+        if status.is_final() {
+            return Ok(futures::stream::iter([TaskEvent::Status { status }]).boxed());
+        }
+        let (tx, rx) = mpsc::unbounded();
+        state.watchers.entry(id).or_default().push(tx);
+        Ok(rx.boxed())
+    }
+}

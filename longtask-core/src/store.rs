@@ -1,0 +1,60 @@
+//! [`TaskStore`]: where tasks are kept.
+//!
+//! The store inserts tasks (one or many, honouring idempotency keys), reads them back, lists them,
+//! cancels them and purges finished tasks past their retention. Applications rarely call it
+//! directly: [`Client`](crate::Client) does.
+//!
+//! ```
+//! # #[tokio::main(flavor = "current_thread")] async fn main() -> longtask_core::Result<()> {
+//! use longtask_core::{MemoryBackend, NewTask, TaskStatus, TaskStore};
+//!
+//! let store = MemoryBackend::new();
+//! let inserted = store.insert(vec![NewTask::new("report", "{}")]).await?;
+//! let task = store.get(inserted[0].id).await?.unwrap();
+//! assert_eq!(task.status, TaskStatus::Queued);
+//! # Ok(()) }
+//! ```
+
+use async_trait::async_trait;
+
+use crate::{
+    error::Result,
+    task::{Inserted, NewTask, TaskId, TaskQuery, TaskRecord, TaskStatus},
+};
+
+/// What [`TaskStore::cancel`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CancelOutcome {
+    /// The task was waiting (queued, scheduled or retrying) and is now cancelled.
+    Cancelled,
+    /// The task is running: cancellation was requested; its worker sees it at the next heartbeat
+    /// and the job stops by itself or after its grace period.
+    Requested,
+    /// The task had already finished with this status; nothing changed.
+    AlreadyFinished(TaskStatus),
+}
+
+/// Stores tasks. Object-safe: applications and workers hold an `Arc<dyn TaskStore>`.
+#[async_trait]
+pub trait TaskStore: Send + Sync {
+    /// Inserts tasks atomically (all or none), in order, and returns one [`Inserted`] per task, in
+    /// the same order. A task whose `(job, idempotency_key)` matches an existing task, or an
+    /// earlier task in the same call, is not inserted: its entry carries the existing id with
+    /// `created: false`.
+    async fn insert(&self, tasks: Vec<NewTask>) -> Result<Vec<Inserted>>;
+
+    /// The task's record, or `None` when there is no such task.
+    async fn get(&self, id: TaskId) -> Result<Option<TaskRecord>>;
+
+    /// Tasks matching the query, in submission (id) order.
+    async fn list(&self, query: &TaskQuery) -> Result<Vec<TaskRecord>>;
+
+    /// Cancels a waiting task at once, or requests cancellation of a running one.
+    /// Fails with [`Error::NotFound`](crate::Error::NotFound) for an unknown id.
+    async fn cancel(&self, id: TaskId) -> Result<CancelOutcome>;
+
+    /// Deletes up to `limit` finished tasks whose retention has ended (finished_at + retention
+    /// ≤ now), with their outputs and progress; returns how many were deleted. Nothing else is
+    /// touched.
+    async fn purge(&self, limit: usize) -> Result<u64>;
+}

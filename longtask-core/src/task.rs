@@ -1,0 +1,464 @@
+//! Tasks: one submitted run of a job, and everything a backend stores about it.
+//!
+//! A [`TaskRecord`] is the whole stored state of a task: its parameters, [`TaskStatus`], attempts,
+//! lease, latest [`Progress`], last error and output. Backends store and return it; the
+//! [`Client`](crate::Client) hands it to applications, which render it (the status page in
+//! `longtask-tower` does).
+//!
+//! ```
+//! use longtask_core::{TaskId, TaskStatus};
+//!
+//! let id = TaskId::new();
+//! let parsed: TaskId = id.to_string().parse().unwrap();
+//! assert_eq!(id, parsed);
+//! assert!(TaskStatus::Succeeded.is_final());
+//! assert_eq!("retrying".parse::<TaskStatus>().unwrap(), TaskStatus::Retrying);
+//! ```
+
+use std::{fmt, str::FromStr, time::Duration};
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+/// A task's id: a UUIDv7, so ids sort by submission time (good index locality) while carrying 74
+/// random bits (unguessable, safe to put in a URL).
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct TaskId(Uuid);
+
+impl TaskId {
+    /// A new, time-ordered, random id.
+    ///
+    /// ```
+    /// let (a, b) = (longtask_core::TaskId::new(), longtask_core::TaskId::new());
+    /// assert!(a < b);
+    /// ```
+    #[allow(clippy::new_without_default)]
+    pub fn new() -> Self {
+        Self(Uuid::now_v7())
+    }
+
+    /// Wraps an existing UUID (as read back from storage).
+    ///
+    /// ```
+    /// let id = longtask_core::TaskId::new();
+    /// assert_eq!(longtask_core::TaskId::from_uuid(id.as_uuid()), id);
+    /// ```
+    pub const fn from_uuid(uuid: Uuid) -> Self {
+        Self(uuid)
+    }
+
+    /// The UUID inside.
+    pub const fn as_uuid(self) -> Uuid {
+        self.0
+    }
+}
+
+impl fmt::Display for TaskId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(&self.0.hyphenated(), f)
+    }
+}
+
+impl fmt::Debug for TaskId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "TaskId({})", self.0.hyphenated())
+    }
+}
+
+/// The text was not a task id.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("`{input}` is not a task id (expected a UUID such as 0193f0d4-7c2a-7b1e-9d1c-5e2f3a4b5c6d)")]
+pub struct ParseTaskIdError {
+    input: String,
+}
+
+impl FromStr for TaskId {
+    type Err = ParseTaskIdError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Uuid::try_parse(s).map(Self).map_err(|_| ParseTaskIdError {
+            input: s.chars().take(64).collect(),
+        })
+    }
+}
+
+/// Where a task stands.
+///
+/// ```text
+///             submit                 claim                 Ok
+///  (new) ──► queued ──(run_at)──► running ───────────────► succeeded
+///              ▲  scheduled          │  Err / panic / timeout / lease lost
+///              │                     ▼
+///              └──── backoff ──── retrying ──(attempts used up or permanent)──► failed
+///  cancel: queued/scheduled/retrying ─► cancelled at once; running ─► cancel requested
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TaskStatus {
+    /// Waiting to be claimed; due now.
+    Queued,
+    /// Waiting for its `run_at` time.
+    Scheduled,
+    /// Claimed by a worker and running.
+    Running,
+    /// An attempt failed; the next one waits for its backoff.
+    Retrying,
+    /// Finished with an output.
+    Succeeded,
+    /// Finished with an error, after its last attempt or a permanent error.
+    Failed,
+    /// Cancelled before it finished.
+    Cancelled,
+}
+
+impl TaskStatus {
+    /// Every status, in lifecycle order.
+    pub const ALL: [Self; 7] = [
+        Self::Queued,
+        Self::Scheduled,
+        Self::Running,
+        Self::Retrying,
+        Self::Succeeded,
+        Self::Failed,
+        Self::Cancelled,
+    ];
+
+    /// Whether the task is finished: succeeded, failed or cancelled. A final status never changes.
+    pub const fn is_final(self) -> bool {
+        matches!(self, Self::Succeeded | Self::Failed | Self::Cancelled)
+    }
+
+    /// Whether the task waits to be claimed (queued, scheduled or retrying).
+    pub const fn is_waiting(self) -> bool {
+        matches!(self, Self::Queued | Self::Scheduled | Self::Retrying)
+    }
+
+    /// The lower-case name used in storage, JSON and URLs (`"running"`).
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Queued => "queued",
+            Self::Scheduled => "scheduled",
+            Self::Running => "running",
+            Self::Retrying => "retrying",
+            Self::Succeeded => "succeeded",
+            Self::Failed => "failed",
+            Self::Cancelled => "cancelled",
+        }
+    }
+}
+
+impl fmt::Display for TaskStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The text was not a task status.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("`{0}` is not a task status (expected one of queued, scheduled, running, retrying, succeeded, failed, cancelled)")]
+pub struct ParseStatusError(String);
+
+impl FromStr for TaskStatus {
+    type Err = ParseStatusError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Self::ALL
+            .into_iter()
+            .find(|status| status.as_str() == s)
+            .ok_or_else(|| ParseStatusError(s.chars().take(64).collect()))
+    }
+}
+
+/// How far a task has come, as its job last reported it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Progress {
+    /// Steps done.
+    pub step: u64,
+    /// Steps in all, when known; `None` makes the progress bar indeterminate.
+    pub total: Option<u64>,
+    /// What the job is doing now, for a person to read ("Handling 2026-10-12: 120 invoices so far").
+    pub message: Option<String>,
+    /// The smoothed rate in steps per second, when it can be estimated (see [`EtaEstimator`](crate::EtaEstimator)).
+    pub rate: Option<f64>,
+    /// When the job reported this.
+    pub updated_at: DateTime<Utc>,
+}
+
+impl Progress {
+    /// Progress at `step` of `total`, reported now.
+    ///
+    /// ```
+    /// let p = longtask_core::Progress::new(3, Some(4));
+    /// assert_eq!(p.percent(), Some(75.0));
+    /// ```
+    pub fn new(step: u64, total: Option<u64>) -> Self {
+        Self {
+            step,
+            total,
+            message: None,
+            rate: None,
+            updated_at: Utc::now(),
+        }
+    }
+
+    /// Sets the message.
+    ///
+    /// ```
+    /// let p = longtask_core::Progress::new(1, None).with_message("warming up");
+    /// assert_eq!(p.message.as_deref(), Some("warming up"));
+    /// ```
+    #[must_use]
+    pub fn with_message(mut self, message: impl Into<String>) -> Self {
+        self.message = Some(message.into());
+        self
+    }
+
+    /// Percent done (0 to 100), when the total is known.
+    pub fn percent(&self) -> Option<f64> {
+        match self.total {
+            Some(0) => Some(100.0),
+            #[allow(clippy::cast_precision_loss)]
+            Some(total) => Some((self.step.min(total) as f64 / total as f64) * 100.0),
+            None => None,
+        }
+    }
+
+    /// The time left at `now`: the remaining steps at the smoothed rate, less the time since this
+    /// report. `None` while the total or the rate is unknown.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// let mut p = longtask_core::Progress::new(10, Some(30));
+    /// p.rate = Some(2.0); // steps per second
+    /// assert_eq!(p.eta(p.updated_at), Some(Duration::from_secs(10)));
+    /// ```
+    pub fn eta(&self, now: DateTime<Utc>) -> Option<Duration> {
+        let total = self.total?;
+        let rate = self.rate.filter(|r| r.is_finite() && *r > 0.0)?;
+        #[allow(clippy::cast_precision_loss)]
+        let remaining = total.saturating_sub(self.step) as f64 / rate;
+        let since = (now - self.updated_at).to_std().unwrap_or_default();
+        Some(Duration::from_secs_f64(remaining.min(1e9)).saturating_sub(since))
+    }
+}
+
+/// The last error a task's attempt ended with.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TaskError {
+    /// The job's message (a panic's message, or a timeout's).
+    pub message: String,
+    /// Which attempt failed (1-based).
+    pub attempt: u32,
+    /// When it failed.
+    pub at: DateTime<Utc>,
+}
+
+/// Everything stored about one task.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TaskRecord {
+    /// The task's id.
+    pub id: TaskId,
+    /// The job's stable [`NAME`](crate::Job::NAME).
+    pub job: String,
+    /// The parameters, encoded as JSON.
+    pub params: String,
+    /// Where the task stands.
+    pub status: TaskStatus,
+    /// Higher runs first.
+    pub priority: i32,
+    /// When the task may next be claimed.
+    pub run_at: DateTime<Utc>,
+    /// Attempts started so far (the running one included).
+    pub attempt: u32,
+    /// Attempts allowed in all.
+    pub max_attempts: u32,
+    /// The worker holding the lease, while running.
+    pub lease_owner: Option<String>,
+    /// When the lease ends unless extended, while running.
+    pub lease_expires_at: Option<DateTime<Utc>>,
+    /// Whether cancellation was asked for while the task was running.
+    pub cancel_requested: bool,
+    /// The last failed attempt's error.
+    pub last_error: Option<TaskError>,
+    /// The latest progress reported.
+    pub progress: Option<Progress>,
+    /// The output, encoded as JSON, once succeeded.
+    pub output: Option<String>,
+    /// When the task was submitted.
+    pub created_at: DateTime<Utc>,
+    /// When the latest attempt started.
+    pub started_at: Option<DateTime<Utc>>,
+    /// When the task reached its final status.
+    pub finished_at: Option<DateTime<Utc>>,
+    /// How long the task is kept after it finishes.
+    pub retention: Duration,
+    /// Who the task belongs to, for authorization (set by the submitter).
+    pub owner: Option<String>,
+    /// The idempotency key it was submitted with.
+    pub idempotency_key: Option<String>,
+}
+
+impl TaskRecord {
+    /// The time left, estimated from the progress reports, while the task runs.
+    pub fn eta(&self, now: DateTime<Utc>) -> Option<Duration> {
+        if self.status != TaskStatus::Running {
+            return None;
+        }
+        self.progress.as_ref()?.eta(now)
+    }
+
+    /// When the task will be purged, once finished.
+    pub fn expires_at(&self) -> Option<DateTime<Utc>> {
+        self.finished_at
+            .map(|at| crate::clock::saturating_add(at, self.retention))
+    }
+
+    /// The task's record as a new submission would create it: `queued` (or `scheduled` when
+    /// `run_at` is after `now`), no attempts, no lease. Backends use this so that every one
+    /// starts from the same state.
+    pub fn new(task: NewTask, now: DateTime<Utc>) -> Self {
+        let run_at = task.run_at.resolve(now);
+        Self {
+            id: task.id,
+            job: task.job,
+            params: task.params,
+            status: if run_at > now {
+                TaskStatus::Scheduled
+            } else {
+                TaskStatus::Queued
+            },
+            priority: task.priority,
+            run_at,
+            attempt: 0,
+            max_attempts: task.max_attempts,
+            lease_owner: None,
+            lease_expires_at: None,
+            cancel_requested: false,
+            last_error: None,
+            progress: None,
+            output: None,
+            created_at: now,
+            started_at: None,
+            finished_at: None,
+            retention: task.retention,
+            owner: task.owner,
+            idempotency_key: task.idempotency_key,
+        }
+    }
+}
+
+/// When a new task may first run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum RunAt {
+    /// As soon as a worker is free.
+    #[default]
+    Now,
+    /// At this time (earlier times mean now).
+    At(DateTime<Utc>),
+    /// After this delay, measured on the backend's clock.
+    After(Duration),
+}
+
+impl RunAt {
+    /// The time this stands for, given the current time.
+    pub fn resolve(self, now: DateTime<Utc>) -> DateTime<Utc> {
+        match self {
+            Self::Now => now,
+            Self::At(at) => at.max(now),
+            Self::After(delay) => crate::clock::saturating_add(now, delay),
+        }
+    }
+}
+
+/// A task to insert: what [`Client`](crate::Client) hands to [`TaskStore::insert`](crate::TaskStore::insert).
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewTask {
+    /// The id to give the task (ignored when the idempotency key matches an existing task).
+    pub id: TaskId,
+    /// The job's name.
+    pub job: String,
+    /// The parameters, encoded as JSON.
+    pub params: String,
+    /// Higher runs first.
+    pub priority: i32,
+    /// When it may first run.
+    pub run_at: RunAt,
+    /// Attempts allowed in all (at least 1).
+    pub max_attempts: u32,
+    /// How long to keep it after it finishes.
+    pub retention: Duration,
+    /// Who it belongs to.
+    pub owner: Option<String>,
+    /// A key unique per job: submitting again with it returns the first task's id.
+    pub idempotency_key: Option<String>,
+}
+
+impl NewTask {
+    /// A task of `job` with JSON `params` and default options (priority 0, now, 5 attempts,
+    /// kept 7 days, no owner, no idempotency key).
+    ///
+    /// ```
+    /// let task = longtask_core::NewTask::new("report", "{\"month\":\"2026-10\"}");
+    /// assert_eq!(task.max_attempts, 5);
+    /// ```
+    pub fn new(job: impl Into<String>, params: impl Into<String>) -> Self {
+        let defaults = crate::JobOptions::default();
+        Self {
+            id: TaskId::new(),
+            job: job.into(),
+            params: params.into(),
+            priority: defaults.priority,
+            run_at: RunAt::Now,
+            max_attempts: defaults.max_attempts,
+            retention: defaults.retention,
+            owner: None,
+            idempotency_key: None,
+        }
+    }
+}
+
+/// What [`TaskStore::insert`](crate::TaskStore::insert) did with one [`NewTask`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Inserted {
+    /// The task's id: the new one, or the existing task's for a repeated idempotency key.
+    pub id: TaskId,
+    /// `false` when an existing task with the same idempotency key was returned instead.
+    pub created: bool,
+}
+
+/// A filter for [`TaskStore::list`](crate::TaskStore::list); results come in submission order.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TaskQuery {
+    /// Only tasks of this job.
+    pub job: Option<String>,
+    /// Only tasks in one of these statuses (empty: any).
+    pub statuses: Vec<TaskStatus>,
+    /// Only tasks of this owner.
+    pub owner: Option<String>,
+    /// Only tasks submitted after this one (for paging).
+    pub after: Option<TaskId>,
+    /// At most this many (0 means 100).
+    pub limit: usize,
+}
+
+impl TaskQuery {
+    /// The effective limit (100 when unset, at most 10,000).
+    pub fn effective_limit(&self) -> usize {
+        match self.limit {
+            0 => 100,
+            n => n.min(10_000),
+        }
+    }
+
+    /// Whether `task` passes the filter (the `after` and `limit` parts aside).
+    pub fn matches(&self, task: &TaskRecord) -> bool {
+        self.job.as_deref().is_none_or(|job| job == task.job)
+            && (self.statuses.is_empty() || self.statuses.contains(&task.status))
+            && self
+                .owner
+                .as_deref()
+                .is_none_or(|owner| task.owner.as_deref() == Some(owner))
+    }
+}
