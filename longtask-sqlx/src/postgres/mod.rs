@@ -1,0 +1,1 @@
+//! The Postgres backend (filled by the Postgres work).
