@@ -1,1 +1,54 @@
-//! Examples.
+//! Shared pieces of the longtask examples and benchmarks.
+//!
+//! [`backend_from_url`] picks a backend at run time from a URL, among those compiled in:
+//! `memory://` always; `sqlite://path` with feature `sqlite` (the default);
+//! `postgres://…` with feature `postgres`; `redis://…` with feature `redis`.
+
+use longtask_core::{Backend, Error, MemoryBackend, Result};
+
+/// Connects to the backend named by `url` (running migrations where the backend has them).
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")] async fn main() -> longtask_core::Result<()> {
+/// let backend = longtask_examples::backend_from_url("memory://").await?;
+/// # Ok(()) }
+/// ```
+pub async fn backend_from_url(url: &str) -> Result<Backend> {
+    let scheme = url.split_once("://").map_or(url, |(scheme, _)| scheme);
+    match scheme {
+        "memory" => Ok(Backend::new(MemoryBackend::new())),
+        #[cfg(feature = "sqlite")]
+        "sqlite" => {
+            let backend = longtask_sqlx::SqliteBackend::connect(url).await?;
+            backend.migrate().await?;
+            Ok(Backend::new(backend))
+        }
+        #[cfg(feature = "postgres")]
+        "postgres" | "postgresql" => {
+            let backend = longtask_sqlx::PostgresBackend::connect(url).await?;
+            backend.migrate().await?;
+            Ok(Backend::new(backend))
+        }
+        #[cfg(feature = "redis")]
+        "redis" | "rediss" => {
+            let backend = longtask_redis::RedisBackend::connect(url).await?;
+            Ok(Backend::new(backend))
+        }
+        other => Err(Error::InvalidInput(format!(
+            "no backend for `{other}://` is compiled in; use memory://{}",
+            compiled_in()
+        ))),
+    }
+}
+
+fn compiled_in() -> &'static str {
+    if cfg!(all(feature = "sqlite", feature = "postgres", feature = "redis")) {
+        ", sqlite://, postgres:// or redis://"
+    } else if cfg!(all(feature = "sqlite", feature = "postgres")) {
+        ", sqlite:// or postgres:// (build with --features redis for redis://)"
+    } else if cfg!(feature = "sqlite") {
+        " or sqlite:// (build with --features postgres or redis for the others)"
+    } else {
+        " (build with --features sqlite, postgres or redis for the others)"
+    }
+}
