@@ -1,0 +1,195 @@
+//! Cases: claiming due tasks.
+
+use std::{collections::HashMap, sync::Arc, time::Duration};
+
+use super::{numbered, Harness, LEASE};
+use crate::{Ack, ClaimRequest, Completion, NewTask, Outcome, RunAt, TaskId, TaskStatus};
+
+/// A claimed task becomes `running` under a lease, with its attempt counted.
+pub async fn claim_marks_running(h: Harness) {
+    let task = NewTask {
+        max_attempts: 7,
+        ..NewTask::new("claim", r#"{"x":1}"#)
+    };
+    let id = h.insert(vec![task]).await[0];
+    let claimed = h.claim_one("claim").await;
+    assert_eq!(claimed.lease.task, id);
+    assert_eq!(claimed.job, "claim");
+    assert_eq!(claimed.attempt, 1);
+    assert_eq!(claimed.max_attempts, 7);
+    super::assert_json_eq(&claimed.params, r#"{"x":1}"#);
+
+    let got = h.get(id).await;
+    assert_eq!(got.status, TaskStatus::Running);
+    assert_eq!(got.attempt, 1);
+    assert_eq!(got.lease_owner.as_deref(), Some("w1"));
+    assert_eq!(
+        got.lease_expires_at,
+        Some(h.now() + chrono::Duration::from_std(LEASE).unwrap())
+    );
+    assert_eq!(got.started_at, Some(h.now()));
+    assert!(h.claim(&["claim"], 10).await.is_empty(), "a running task is not claimed twice");
+}
+
+/// Higher priority first; equal priorities in submission order.
+pub async fn claim_respects_priority(h: Harness) {
+    let with = |priority: i32| NewTask {
+        priority,
+        ..NewTask::new("prio", "{}")
+    };
+    let ids = h
+        .insert(vec![with(0), with(5), with(-1), with(5), with(10)])
+        .await;
+    let mut order = Vec::new();
+    for _ in 0..5 {
+        order.push(h.claim_one("prio").await.lease.task);
+    }
+    assert_eq!(order, vec![ids[4], ids[1], ids[3], ids[0], ids[2]]);
+    // A batch claim follows the same order.
+    let ids = h
+        .insert(vec![with(1), with(3), with(2)])
+        .await;
+    let batch: Vec<TaskId> = h.claim(&["prio"], 3).await.iter().map(|c| c.lease.task).collect();
+    assert_eq!(batch, vec![ids[1], ids[2], ids[0]]);
+}
+
+/// Within a priority, earlier run_at first, then earlier submission.
+pub async fn claim_orders_by_run_at_then_submission(h: Harness) {
+    let late = NewTask {
+        run_at: RunAt::After(Duration::from_secs(10)),
+        ..NewTask::new("order", "1")
+    };
+    let ids = h
+        .insert(vec![late, NewTask::new("order", "2"), NewTask::new("order", "3")])
+        .await;
+    h.advance(Duration::from_secs(20));
+    let later = h.submit("order", "4").await;
+    let batch: Vec<TaskId> = h.claim(&["order"], 10).await.iter().map(|c| c.lease.task).collect();
+    assert_eq!(batch, vec![ids[1], ids[2], ids[0], later]);
+}
+
+/// A scheduled task is not claimed before its run_at, and is claimed from then on.
+pub async fn scheduled_task_is_not_claimed_early(h: Harness) {
+    let task = NewTask {
+        run_at: RunAt::After(Duration::from_secs(60)),
+        ..NewTask::new("sched", "{}")
+    };
+    let id = h.insert(vec![task]).await[0];
+    assert!(h.claim(&["sched"], 10).await.is_empty());
+    h.advance(Duration::from_secs(59));
+    assert!(h.claim(&["sched"], 10).await.is_empty());
+    h.advance(Duration::from_secs(1));
+    let claimed = h.claim(&["sched"], 10).await;
+    assert_eq!(claimed.len(), 1);
+    assert_eq!(claimed[0].lease.task, id);
+}
+
+/// Only tasks of the requested jobs are claimed.
+pub async fn claim_takes_only_requested_jobs(h: Harness) {
+    let a = h.submit("job-a", "{}").await;
+    let b = h.submit("job-b", "{}").await;
+    let c = h.submit("job-c", "{}").await;
+    let claimed = h.claim(&["job-b"], 10).await;
+    assert_eq!(claimed.iter().map(|c| c.lease.task).collect::<Vec<_>>(), vec![b]);
+    let claimed = h.claim(&["job-a", "job-c"], 10).await;
+    assert_eq!(claimed.iter().map(|c| c.lease.task).collect::<Vec<_>>(), vec![a, c]);
+    assert!(h.claim(&["job-a", "job-b", "job-c", "job-d"], 10).await.is_empty());
+}
+
+/// A claim takes at most `limit` tasks.
+pub async fn claim_respects_limit(h: Harness) {
+    h.insert((0..10).map(|i| NewTask::new("limit", numbered(i))).collect())
+        .await;
+    assert!(h.claim(&["limit"], 0).await.is_empty());
+    assert_eq!(h.claim(&["limit"], 3).await.len(), 3);
+    assert_eq!(h.claim(&["limit"], 100).await.len(), 7);
+}
+
+/// Claiming from an empty queue, or for no jobs, returns nothing.
+pub async fn claim_from_empty_queue(h: Harness) {
+    assert!(h.claim(&["nothing"], 10).await.is_empty());
+    h.submit("something", "{}").await;
+    assert!(h.claim(&[], 10).await.is_empty());
+}
+
+/// Many concurrent claimers over thousands of tasks: each task is claimed and completed exactly
+/// once.
+pub async fn concurrent_claimers_one_winner(h: Harness) {
+    const TASKS: usize = 3_000;
+    const CLAIMERS: usize = 8;
+    for chunk in (0..TASKS).collect::<Vec<_>>().chunks(500) {
+        h.insert(chunk.iter().map(|i| NewTask::new("race", numbered(*i))).collect())
+            .await;
+    }
+    let jobs = Arc::new(vec!["race".to_owned()]);
+    let mut handles = Vec::new();
+    for worker in 0..CLAIMERS {
+        let queue = h.backend.queue().clone();
+        let jobs = jobs.clone();
+        handles.push(tokio::spawn(async move {
+            let name = format!("w{worker}");
+            let mut mine = Vec::new();
+            loop {
+                let claimed = queue
+                    .claim(ClaimRequest {
+                        jobs: &jobs,
+                        worker: &name,
+                        limit: 16,
+                        lease: LEASE,
+                    })
+                    .await
+                    .expect("claim failed");
+                if claimed.is_empty() {
+                    break;
+                }
+                let completions = claimed
+                    .iter()
+                    .map(|c| {
+                        Completion::new(
+                            c.lease,
+                            Outcome::Succeeded {
+                                output: c.params.clone(),
+                            },
+                        )
+                    })
+                    .collect();
+                let acks = queue.finish(completions).await.expect("finish failed");
+                assert!(acks.iter().all(|a| *a == Ack::Applied), "a live lease was refused");
+                mine.extend(claimed.into_iter().map(|c| c.lease.task));
+                tokio::task::yield_now().await;
+            }
+            mine
+        }));
+    }
+    let mut seen: HashMap<TaskId, usize> = HashMap::new();
+    for handle in handles {
+        for id in handle.await.expect("claimer panicked") {
+            *seen.entry(id).or_default() += 1;
+        }
+    }
+    assert_eq!(seen.len(), TASKS, "every task is claimed");
+    assert!(seen.values().all(|n| *n == 1), "no task is claimed twice");
+    let succeeded = h
+        .backend
+        .store()
+        .list(&crate::TaskQuery {
+            statuses: vec![TaskStatus::Succeeded],
+            limit: 10_000,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(succeeded.len(), TASKS);
+    assert!(succeeded.iter().all(|t| t.attempt == 1));
+}
+
+/// Submitting a due task wakes idle workers through the work signal.
+pub async fn work_signal_fires_on_submit(h: Harness) {
+    let mut signal = h.backend.queue().work_signal();
+    // Give a backend that listens over the network a moment to subscribe.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    h.submit("signal", "{}").await;
+    tokio::time::timeout(Duration::from_secs(5), signal.changed())
+        .await
+        .expect("no wake-up within 5 s of a submit");
+}

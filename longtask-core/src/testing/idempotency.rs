@@ -1,0 +1,68 @@
+//! Cases: idempotency keys.
+
+use super::Harness;
+use crate::{NewTask, TaskQuery};
+
+fn keyed(job: &str, key: &str) -> NewTask {
+    NewTask {
+        idempotency_key: Some(key.to_owned()),
+        ..NewTask::new(job, "{}")
+    }
+}
+
+/// Submitting twice with one key returns the first task and creates nothing.
+pub async fn idempotency_key_returns_first_task(h: Harness) {
+    let store = h.backend.store();
+    let first = store.insert(vec![keyed("idem", "k1")]).await.unwrap()[0];
+    assert!(first.created);
+    let second = store.insert(vec![keyed("idem", "k1")]).await.unwrap()[0];
+    assert!(!second.created);
+    assert_eq!(second.id, first.id);
+    let all = store
+        .list(&TaskQuery {
+            job: Some("idem".to_owned()),
+            ..TaskQuery::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(all.len(), 1);
+    assert_eq!(all[0].idempotency_key.as_deref(), Some("k1"));
+}
+
+/// Keys are unique per job: the same key under two jobs makes two tasks.
+pub async fn idempotency_key_is_per_job(h: Harness) {
+    let store = h.backend.store();
+    let a = store.insert(vec![keyed("idem-a", "shared")]).await.unwrap()[0];
+    let b = store.insert(vec![keyed("idem-b", "shared")]).await.unwrap()[0];
+    assert!(a.created && b.created);
+    assert_ne!(a.id, b.id);
+}
+
+/// Within one batch, a repeated key returns the first task's id.
+pub async fn idempotency_within_one_batch(h: Harness) {
+    let inserted = h
+        .backend
+        .store()
+        .insert(vec![
+            keyed("idem-batch", "x"),
+            keyed("idem-batch", "y"),
+            keyed("idem-batch", "x"),
+            NewTask::new("idem-batch", "{}"),
+        ])
+        .await
+        .unwrap();
+    assert!(inserted[0].created && inserted[1].created && inserted[3].created);
+    assert!(!inserted[2].created);
+    assert_eq!(inserted[2].id, inserted[0].id);
+    assert_ne!(inserted[1].id, inserted[0].id);
+}
+
+/// A key stays taken after its task finishes (until the task is purged).
+pub async fn idempotency_key_outlives_completion(h: Harness) {
+    let first = h.backend.store().insert(vec![keyed("idem-done", "k")]).await.unwrap()[0];
+    let claimed = h.claim_one("idem-done").await;
+    h.succeed(claimed.lease, "1").await;
+    let again = h.backend.store().insert(vec![keyed("idem-done", "k")]).await.unwrap()[0];
+    assert!(!again.created);
+    assert_eq!(again.id, first.id);
+}

@@ -1,0 +1,245 @@
+//! The backend conformance suite: every rule of the backend contract as its own test case.
+//!
+//! Every backend runs all of it against a real server, with one line:
+//!
+//! ```ignore
+//! // tests/conformance.rs of a backend crate
+//! use std::sync::Arc;
+//! use longtask_core::{Backend, Clock};
+//!
+//! async fn make_backend(clock: Arc<dyn Clock>) -> Backend {
+//!     MyBackend::connect_fresh_namespace().await.with_clock(clock).into()
+//! }
+//!
+//! longtask_core::conformance_suite!(mybackend, make_backend);
+//! ```
+//!
+//! The macro expands to one `#[tokio::test]` per case, at paths such as
+//! `mybackend::conformance::claim_respects_priority`, so a test run shows at a glance which backend
+//! passed what. The factory must return a fresh, isolated backend (its own schema, file or key
+//! prefix) that reads every time from the given clock: cases move a [`ManualClock`] to expire
+//! leases, make retries due and end retention, so they run in milliseconds.
+//!
+//! A new rule of the contract is a new case here, never a test in one backend.
+
+use std::{future::Future, sync::Arc, time::Duration};
+
+use chrono::{DateTime, Utc};
+
+use crate::{
+    Backend, ClaimRequest, ClaimedTask, Clock, Completion, Lease, ManualClock, NewTask, Outcome,
+    TaskId, TaskRecord,
+};
+
+pub mod cancel;
+pub mod claim;
+pub mod idempotency;
+pub mod lease;
+pub mod progress;
+pub mod retention;
+pub mod retry;
+pub mod submit;
+pub mod worker;
+
+/// The lease every case claims with.
+pub const LEASE: Duration = Duration::from_secs(30);
+
+/// A backend under test with the clock it reads.
+#[derive(Debug, Clone)]
+pub struct Harness {
+    /// The backend under test.
+    pub backend: Backend,
+    /// The clock it reads; cases move it.
+    pub clock: Arc<ManualClock>,
+}
+
+impl Harness {
+    /// Creates a fresh backend with `factory`, on a new [`ManualClock`].
+    pub async fn new<F, Fut, B>(factory: F) -> Self
+    where
+        F: FnOnce(Arc<dyn Clock>) -> Fut,
+        Fut: Future<Output = B>,
+        B: Into<Backend>,
+    {
+        let clock = Arc::new(ManualClock::new());
+        let backend = factory(clock.clone()).await.into();
+        Self { backend, clock }
+    }
+
+    /// The clock's current time.
+    pub fn now(&self) -> DateTime<Utc> {
+        self.clock.now()
+    }
+
+    /// Moves the clock forward.
+    pub fn advance(&self, by: Duration) {
+        self.clock.advance(by);
+    }
+
+    /// Inserts tasks, panicking on error.
+    pub async fn insert(&self, tasks: Vec<NewTask>) -> Vec<TaskId> {
+        self.backend
+            .store()
+            .insert(tasks)
+            .await
+            .expect("insert failed")
+            .into_iter()
+            .map(|i| i.id)
+            .collect()
+    }
+
+    /// Inserts one task of `job` with JSON `params`.
+    pub async fn submit(&self, job: &str, params: &str) -> TaskId {
+        self.insert(vec![NewTask::new(job, params)]).await[0]
+    }
+
+    /// Reads a task, panicking if it is missing.
+    pub async fn get(&self, id: TaskId) -> TaskRecord {
+        self.backend
+            .store()
+            .get(id)
+            .await
+            .expect("get failed")
+            .unwrap_or_else(|| panic!("task {id} is missing"))
+    }
+
+    /// Claims up to `limit` tasks of `jobs` as worker `w1` with [`LEASE`].
+    pub async fn claim(&self, jobs: &[&str], limit: usize) -> Vec<ClaimedTask> {
+        self.claim_as("w1", jobs, limit).await
+    }
+
+    /// Claims as a named worker.
+    pub async fn claim_as(&self, worker: &str, jobs: &[&str], limit: usize) -> Vec<ClaimedTask> {
+        let jobs: Vec<String> = jobs.iter().map(|j| (*j).to_owned()).collect();
+        self.backend
+            .queue()
+            .claim(ClaimRequest {
+                jobs: &jobs,
+                worker,
+                limit,
+                lease: LEASE,
+            })
+            .await
+            .expect("claim failed")
+    }
+
+    /// Claims exactly one task of `job`, panicking otherwise.
+    pub async fn claim_one(&self, job: &str) -> ClaimedTask {
+        let mut claimed = self.claim(&[job], 1).await;
+        assert_eq!(claimed.len(), 1, "expected one task of `{job}` to claim");
+        claimed.remove(0)
+    }
+
+    /// Reports one outcome, returning whether it was applied.
+    pub async fn finish(&self, lease: Lease, outcome: Outcome) -> crate::Ack {
+        self.backend
+            .queue()
+            .finish(vec![Completion::new(lease, outcome)])
+            .await
+            .expect("finish failed")[0]
+    }
+
+    /// Reports success with `output`.
+    pub async fn succeed(&self, lease: Lease, output: &str) -> crate::Ack {
+        self.finish(
+            lease,
+            Outcome::Succeeded {
+                output: output.to_owned(),
+            },
+        )
+        .await
+    }
+}
+
+/// `{"n": i}` as params.
+pub fn numbered(i: usize) -> String {
+    format!("{{\"n\":{i}}}")
+}
+
+/// Asserts two JSON texts are equal as JSON values.
+#[track_caller]
+pub fn assert_json_eq(actual: &str, expected: &str) {
+    let a: serde_json::Value = serde_json::from_str(actual).expect("stored JSON is invalid");
+    let e: serde_json::Value = serde_json::from_str(expected).expect("expected JSON is invalid");
+    assert_eq!(a, e, "JSON differs");
+}
+
+/// Expands to one `#[tokio::test]` per conformance case, in `mod $backend::conformance`.
+///
+/// `$factory` is an `async fn(Arc<dyn Clock>) -> impl Into<Backend>` visible where the macro is
+/// invoked; it must return a fresh, isolated backend reading time from the clock.
+#[macro_export]
+macro_rules! conformance_suite {
+    ($backend:ident, $factory:path) => {
+        $crate::__conformance_cases! { $backend, $factory;
+            submit::submit_and_get,
+            submit::get_unknown_is_none,
+            submit::batch_submit_keeps_order,
+            submit::batch_insert_is_atomic,
+            submit::awkward_payloads_round_trip,
+            submit::delayed_task_is_scheduled,
+            submit::list_filters_and_pages,
+            claim::claim_marks_running,
+            claim::claim_respects_priority,
+            claim::claim_orders_by_run_at_then_submission,
+            claim::scheduled_task_is_not_claimed_early,
+            claim::claim_takes_only_requested_jobs,
+            claim::claim_respects_limit,
+            claim::claim_from_empty_queue,
+            claim::concurrent_claimers_one_winner,
+            claim::work_signal_fires_on_submit,
+            lease::complete_records_output,
+            lease::stale_lease_changes_nothing,
+            lease::heartbeat_extends_lease,
+            lease::heartbeat_with_stale_lease_is_lost,
+            lease::expired_lease_is_recovered_and_run_again,
+            lease::expired_lease_on_last_attempt_fails,
+            lease::live_leases_are_not_recovered,
+            lease::release_returns_task_unrun,
+            retry::failure_schedules_retry_after_backoff,
+            retry::retry_then_success,
+            retry::retry_until_failed,
+            retry::permanent_failure_fails_at_once,
+            retry::retry_after_cancel_request_is_cancelled,
+            cancel::cancel_waiting_tasks,
+            cancel::cancel_running_task_is_requested,
+            cancel::cancel_finished_task_changes_nothing,
+            cancel::cancel_unknown_task_is_not_found,
+            progress::progress_latest_round_trip,
+            progress::progress_of_finished_task_is_ignored,
+            progress::watch_streams_progress_and_final_status,
+            progress::watch_finished_task_ends_at_once,
+            progress::watch_unknown_task_is_not_found,
+            progress::completion_stores_progress,
+            retention::purge_removes_only_expired_finished_tasks,
+            retention::purge_respects_limit,
+            retention::purged_idempotency_key_is_free_again,
+            idempotency::idempotency_key_returns_first_task,
+            idempotency::idempotency_key_is_per_job,
+            idempotency::idempotency_within_one_batch,
+            idempotency::idempotency_key_outlives_completion,
+            worker::worker_runs_tasks_end_to_end,
+            worker::worker_retries_then_succeeds,
+        }
+    };
+}
+
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __conformance_cases {
+    ($backend:ident, $factory:path; $($area:ident :: $case:ident),* $(,)?) => {
+        mod $backend {
+            mod conformance {
+                #[allow(unused_imports)]
+                use super::super::*;
+                $(
+                    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                    async fn $case() {
+                        let harness = $crate::testing::Harness::new($factory).await;
+                        $crate::testing::$area::$case(harness).await;
+                    }
+                )*
+            }
+        }
+    };
+}

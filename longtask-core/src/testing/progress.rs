@@ -1,0 +1,172 @@
+//! Cases: progress reports, the latest value, and live watching.
+
+use std::time::Duration;
+
+use futures::StreamExt;
+
+use super::Harness;
+use crate::{Completion, Error, Outcome, Progress, TaskEvent, TaskId, TaskStatus};
+
+fn progress(h: &Harness, step: u64, total: Option<u64>, message: Option<&str>) -> Progress {
+    Progress {
+        step,
+        total,
+        message: message.map(str::to_owned),
+        rate: Some(1.5),
+        updated_at: h.now(),
+    }
+}
+
+/// Reported progress is stored per task and read back whole.
+pub async fn progress_latest_round_trip(h: Harness) {
+    let id = h.submit("prog", "{}").await;
+    let other = h.submit("prog", "{}").await;
+    h.claim(&["prog"], 2).await;
+    assert_eq!(h.backend.progress().latest(id).await.unwrap(), None);
+    let first = progress(&h, 3, Some(10), Some("Handling 2026-10-03: 120 invoices so far ✓"));
+    let unknown_total = progress(&h, 7, None, None);
+    h.backend
+        .progress()
+        .report(&[(id, first.clone()), (other, unknown_total.clone())])
+        .await
+        .unwrap();
+    assert_eq!(h.backend.progress().latest(id).await.unwrap(), Some(first.clone()));
+    assert_eq!(
+        h.backend.progress().latest(other).await.unwrap(),
+        Some(unknown_total)
+    );
+    assert_eq!(h.get(id).await.progress, Some(first));
+    h.advance(Duration::from_secs(1));
+    let second = progress(&h, 4, Some(10), Some("next"));
+    h.backend
+        .progress()
+        .report(&[(id, second.clone())])
+        .await
+        .unwrap();
+    assert_eq!(h.backend.progress().latest(id).await.unwrap(), Some(second));
+    assert_eq!(h.backend.progress().latest(TaskId::new()).await.unwrap(), None);
+}
+
+/// Progress reported for a finished task (a late write) is ignored.
+pub async fn progress_of_finished_task_is_ignored(h: Harness) {
+    let id = h.submit("late", "{}").await;
+    let claimed = h.claim_one("late").await;
+    h.succeed(claimed.lease, "1").await;
+    h.backend
+        .progress()
+        .report(&[(id, progress(&h, 1, Some(2), None))])
+        .await
+        .unwrap();
+    assert_eq!(h.backend.progress().latest(id).await.unwrap(), None);
+    // Unknown ids are ignored too.
+    h.backend
+        .progress()
+        .report(&[(TaskId::new(), progress(&h, 1, None, None))])
+        .await
+        .unwrap();
+}
+
+/// A watcher sees each progress report in order and the final status, then the stream ends.
+pub async fn watch_streams_progress_and_final_status(h: Harness) {
+    let id = h.submit("watch", "{}").await;
+    let claimed = h.claim_one("watch").await;
+    let mut events = h.backend.progress().watch(id).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    for step in 1..=3 {
+        h.backend
+            .progress()
+            .report(&[(id, progress(&h, step, Some(4), Some(&format!("step {step}"))))])
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let last = progress(&h, 4, Some(4), Some("done"));
+    h.backend
+        .queue()
+        .finish(vec![Completion {
+            lease: claimed.lease,
+            outcome: Outcome::Succeeded {
+                output: "1".to_owned(),
+            },
+            progress: Some(last.clone()),
+        }])
+        .await
+        .unwrap();
+    let collected = tokio::time::timeout(Duration::from_secs(10), async {
+        let mut seen = Vec::new();
+        while let Some(event) = events.next().await {
+            seen.push(event);
+        }
+        seen
+    })
+    .await
+    .expect("the watch stream did not end within 10 s of the final status");
+    let steps: Vec<u64> = collected
+        .iter()
+        .filter_map(|e| match e {
+            TaskEvent::Progress(p) => Some(p.step),
+            TaskEvent::Status { .. } => None,
+        })
+        .collect();
+    let mut expected = vec![1, 2, 3];
+    if steps.len() == 4 {
+        expected.push(4);
+    }
+    assert_eq!(steps, expected, "progress events in order: {collected:?}");
+    assert_eq!(
+        collected.last(),
+        Some(&TaskEvent::Status {
+            status: TaskStatus::Succeeded
+        }),
+        "the stream ends with the final status"
+    );
+    assert_eq!(h.backend.progress().latest(id).await.unwrap(), Some(last));
+}
+
+/// Watching a finished task yields its final status and ends at once.
+pub async fn watch_finished_task_ends_at_once(h: Harness) {
+    let id = h.submit("watched", "{}").await;
+    h.backend.store().cancel(id).await.unwrap();
+    let events = h.backend.progress().watch(id).await.unwrap();
+    let collected: Vec<TaskEvent> = tokio::time::timeout(Duration::from_secs(5), events.collect())
+        .await
+        .expect("the stream of a finished task must end at once");
+    assert_eq!(
+        collected,
+        vec![TaskEvent::Status {
+            status: TaskStatus::Cancelled
+        }]
+    );
+}
+
+/// Watching an unknown id is a not-found error.
+pub async fn watch_unknown_task_is_not_found(h: Harness) {
+    let id = TaskId::new();
+    match h.backend.progress().watch(id).await {
+        Err(Error::NotFound(missing)) => assert_eq!(missing, id),
+        Err(other) => panic!("expected NotFound, got {other:?}"),
+        Ok(_) => panic!("expected NotFound, got a stream"),
+    }
+}
+
+/// Progress sent with an outcome is stored with it.
+pub async fn completion_stores_progress(h: Harness) {
+    let id = h.submit("final-progress", "{}").await;
+    let claimed = h.claim_one("final-progress").await;
+    let last = progress(&h, 9, Some(9), Some("all done"));
+    h.backend
+        .queue()
+        .finish(vec![Completion {
+            lease: claimed.lease,
+            outcome: Outcome::Failed {
+                error: "at the very end".to_owned(),
+                retry_after: None,
+            },
+            progress: Some(last.clone()),
+        }])
+        .await
+        .unwrap();
+    let got = h.get(id).await;
+    assert_eq!(got.status, TaskStatus::Failed);
+    assert_eq!(got.progress, Some(last));
+}

@@ -1,0 +1,98 @@
+//! Cases: purging finished tasks after their retention, and nothing else.
+
+use std::time::Duration;
+
+use super::Harness;
+use crate::{NewTask, Outcome, RunAt, TaskStatus};
+
+fn kept(job: &str, secs: u64) -> NewTask {
+    NewTask {
+        retention: Duration::from_secs(secs),
+        ..NewTask::new(job, "{}")
+    }
+}
+
+/// Finished tasks go after finished_at + retention; waiting and running tasks never do.
+pub async fn purge_removes_only_expired_finished_tasks(h: Harness) {
+    let ids = h
+        .insert(vec![kept("succeed", 60), kept("fail", 120), kept("cancel", 60)])
+        .await;
+    let (succeeded, failed, cancelled) = (ids[0], ids[1], ids[2]);
+    let lease = h.claim_one("succeed").await.lease;
+    h.succeed(lease, "1").await;
+    let lease = h.claim_one("fail").await.lease;
+    h.finish(
+        lease,
+        Outcome::Failed {
+            error: "no".to_owned(),
+            retry_after: None,
+        },
+    )
+    .await;
+    h.backend.store().cancel(cancelled).await.unwrap();
+
+    let queued = h.insert(vec![kept("queued", 0)]).await[0];
+    let running = h.insert(vec![kept("running", 0)]).await[0];
+    h.claim_one("running").await;
+    let scheduled = h
+        .insert(vec![NewTask {
+            run_at: RunAt::After(Duration::from_secs(100_000)),
+            ..kept("scheduled", 0)
+        }])
+        .await[0];
+
+    assert_eq!(h.backend.store().purge(100).await.unwrap(), 0);
+    h.advance(Duration::from_secs(59));
+    assert_eq!(h.backend.store().purge(100).await.unwrap(), 0);
+    h.advance(Duration::from_secs(1));
+    assert_eq!(h.backend.store().purge(100).await.unwrap(), 2);
+    for gone in [succeeded, cancelled] {
+        assert!(h.backend.store().get(gone).await.unwrap().is_none());
+        assert_eq!(h.backend.progress().latest(gone).await.unwrap(), None);
+    }
+    assert_eq!(h.get(failed).await.status, TaskStatus::Failed);
+    h.advance(Duration::from_secs(60));
+    assert_eq!(h.backend.store().purge(100).await.unwrap(), 1);
+    assert!(h.backend.store().get(failed).await.unwrap().is_none());
+
+    h.advance(Duration::from_secs(1_000_000));
+    assert_eq!(h.backend.store().purge(100).await.unwrap(), 0);
+    assert_eq!(h.get(queued).await.status, TaskStatus::Queued);
+    assert_eq!(h.get(running).await.status, TaskStatus::Running);
+    assert!(h.get(scheduled).await.status.is_waiting());
+}
+
+/// Purge deletes at most `limit` tasks per call.
+pub async fn purge_respects_limit(h: Harness) {
+    let ids = h.insert((0..5).map(|_| kept("many", 0)).collect()).await;
+    for id in &ids {
+        h.backend.store().cancel(*id).await.unwrap();
+    }
+    h.advance(Duration::from_millis(1));
+    assert_eq!(h.backend.store().purge(2).await.unwrap(), 2);
+    assert_eq!(h.backend.store().purge(10).await.unwrap(), 3);
+    assert_eq!(h.backend.store().purge(10).await.unwrap(), 0);
+}
+
+/// Once a task is purged, its idempotency key may be used again.
+pub async fn purged_idempotency_key_is_free_again(h: Harness) {
+    let task = NewTask {
+        idempotency_key: Some("monthly-2026-10".to_owned()),
+        ..kept("keyed", 10)
+    };
+    let first = h.insert(vec![task.clone()]).await[0];
+    h.backend.store().cancel(first).await.unwrap();
+    h.advance(Duration::from_secs(10));
+    assert_eq!(h.backend.store().purge(10).await.unwrap(), 1);
+    let again = h
+        .backend
+        .store()
+        .insert(vec![NewTask {
+            id: crate::TaskId::new(),
+            ..task
+        }])
+        .await
+        .unwrap();
+    assert!(again[0].created);
+    assert_ne!(again[0].id, first);
+}
