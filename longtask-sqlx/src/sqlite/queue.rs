@@ -1,0 +1,468 @@
+//! [`Queue`] for [`SqliteBackend`]: claims, heartbeats, outcomes, releases and recovery, each a
+//! single `BEGIN IMMEDIATE` transaction of a few set-based statements per batch.
+//!
+//! Outcomes follow the same steps as [`MemoryBackend`](longtask_core::MemoryBackend): the rows
+//! under live leases are read (fenced by their token), the rules decide each task's next state
+//! here in Rust, and one `UPDATE … FROM json_each(…)` writes them all.
+
+use std::{
+    cmp::Reverse,
+    collections::{HashMap, HashSet},
+    time::Duration,
+};
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use longtask_core::{
+    saturating_add, Ack, ClaimRequest, ClaimedTask, Completion, Error, Lease, LeaseState, Outcome,
+    Queue, Result, TaskEvent, TaskId, TaskStatus, WorkSignal,
+};
+use serde::Serialize;
+use sqlx::{Sqlite, Transaction};
+use uuid::Uuid;
+
+use super::{
+    db,
+    row::{self, count, hex, millis, progress_json},
+    store::purge_at,
+    SqliteBackend,
+};
+
+const CLAIM_CANDIDATES: &str = include_str!("sql/claim_candidates.sql");
+const CLAIM: &str = include_str!("sql/claim.sql");
+const LOAD_LEASED: &str = include_str!("sql/load_leased.sql");
+const LOAD_EXPIRED: &str = include_str!("sql/load_expired.sql");
+const SETTLE: &str = include_str!("sql/settle.sql");
+const HEARTBEAT: &str = include_str!("sql/heartbeat.sql");
+const RELEASE: &str = include_str!("sql/release.sql");
+
+/// A task's new state, as `settle.sql` reads it; `None` keeps the stored value.
+#[derive(Debug, Serialize)]
+pub(crate) struct Settle {
+    id: String,
+    #[serde(serialize_with = "status_str")]
+    status: TaskStatus,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    run_at: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error_at: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    progress: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    output: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    finished_at: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    purge_at: Option<i64>,
+}
+
+fn status_str<S: serde::Serializer>(status: &TaskStatus, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(status.as_str())
+}
+
+impl Settle {
+    /// A change of `task` to `status`, nothing else changed yet.
+    pub(crate) fn new(task: TaskId, status: TaskStatus) -> Self {
+        Self {
+            id: hex(task),
+            status,
+            run_at: None,
+            error: None,
+            error_at: None,
+            progress: None,
+            output: None,
+            finished_at: None,
+            purge_at: None,
+        }
+    }
+
+    /// Marks the task finished at `now`, to be purged after its retention.
+    pub(crate) fn finish(&mut self, now: DateTime<Utc>, retention_ms: i64) {
+        self.finished_at = Some(millis(now));
+        self.purge_at = Some(purge_at(now, retention_ms));
+    }
+}
+
+/// Writes the changes (one statement for the batch).
+pub(crate) async fn settle(tx: &mut Transaction<'static, Sqlite>, changes: &[Settle]) -> Result<()> {
+    if changes.is_empty() {
+        return Ok(());
+    }
+    let batch = serde_json::to_string(changes)
+        .map_err(|err| Error::backend("encoding task changes", err))?;
+    sqlx::query(SETTLE)
+        .bind(batch)
+        .execute(&mut **tx)
+        .await
+        .map_err(db("recording task changes"))?;
+    Ok(())
+}
+
+/// A running task as `load_leased.sql` and `load_expired.sql` read it.
+#[derive(Debug, sqlx::FromRow)]
+struct LeasedRow {
+    id: Vec<u8>,
+    token: i64,
+    attempt: i64,
+    max_attempts: i64,
+    cancel_requested: bool,
+    retention_ms: i64,
+    version: i64,
+}
+
+/// One claimed row, as `claim.sql` returns it.
+#[derive(Debug, sqlx::FromRow)]
+struct ClaimedRow {
+    id: Vec<u8>,
+    job: String,
+    params: String,
+    attempt: i64,
+    max_attempts: i64,
+    token: i64,
+    version: i64,
+}
+
+/// A lease as the heartbeat and release statements read it.
+#[derive(Serialize)]
+struct LeaseRef {
+    id: String,
+    token: u64,
+}
+
+fn lease_batch(leases: &[Lease]) -> Result<String> {
+    let refs: Vec<LeaseRef> = leases
+        .iter()
+        .map(|l| LeaseRef {
+            id: hex(l.task),
+            token: l.token,
+        })
+        .collect();
+    serde_json::to_string(&refs).map_err(|err| Error::backend("encoding leases", err))
+}
+
+fn id_batch<'a>(ids: impl Iterator<Item = &'a [u8]>) -> Result<String> {
+    let hexes: Vec<String> = ids
+        .map(|bytes| Uuid::from_slice(bytes).map(|u| u.simple().to_string()))
+        .collect::<Result<_, _>>()
+        .map_err(|err| Error::backend("decoding a stored task id", err))?;
+    serde_json::to_string(&hexes).map_err(|err| Error::backend("encoding task ids", err))
+}
+
+fn token(stored: i64) -> u64 {
+    u64::try_from(stored).unwrap_or(0)
+}
+
+/// Ends a failed attempt of `row`: a retry after `retry_after` when attempts remain and no
+/// cancellation was requested, otherwise failed (or cancelled, when it was requested). Returns
+/// whether a retry was scheduled.
+fn fail_attempt(
+    change: &mut Settle,
+    row: &LeasedRow,
+    error: String,
+    retry_after: Option<Duration>,
+    now: DateTime<Utc>,
+) -> bool {
+    change.error = Some(error);
+    change.error_at = Some(millis(now));
+    let retry = retry_after.filter(|_| row.attempt < row.max_attempts && !row.cancel_requested);
+    if let Some(delay) = retry {
+        change.status = TaskStatus::Retrying;
+        change.run_at = Some(millis(saturating_add(now, delay)));
+        true
+    } else {
+        change.status = if row.cancel_requested {
+            TaskStatus::Cancelled
+        } else {
+            TaskStatus::Failed
+        };
+        change.finish(now, row.retention_ms);
+        false
+    }
+}
+
+impl SqliteBackend {
+    /// The due waiting tasks to claim, in claim order, across the requested jobs.
+    async fn candidates(
+        tx: &mut Transaction<'static, Sqlite>,
+        jobs: &[String],
+        now: i64,
+        limit: usize,
+    ) -> Result<Vec<Vec<u8>>> {
+        let per_job = i64::try_from(limit).unwrap_or(i64::MAX);
+        let mut seen = HashSet::with_capacity(jobs.len());
+        let mut found: Vec<(i64, i64, Vec<u8>)> = Vec::new();
+        for job in jobs {
+            if !seen.insert(job.as_str()) {
+                continue;
+            }
+            let rows: Vec<(Vec<u8>, i64, i64)> = sqlx::query_as(CLAIM_CANDIDATES)
+                .bind(job)
+                .bind(now)
+                .bind(per_job)
+                .fetch_all(&mut **tx)
+                .await
+                .map_err(db("finding tasks to claim"))?;
+            found.extend(rows.into_iter().map(|(id, priority, run_at)| (priority, run_at, id)));
+        }
+        if seen.len() > 1 {
+            found.sort_unstable_by(|a, b| (Reverse(a.0), a.1, &a.2).cmp(&(Reverse(b.0), b.1, &b.2)));
+            found.truncate(limit);
+        }
+        Ok(found.into_iter().map(|(_, _, id)| id).collect())
+    }
+}
+
+#[async_trait]
+impl Queue for SqliteBackend {
+    async fn claim(&self, request: ClaimRequest<'_>) -> Result<Vec<ClaimedTask>> {
+        if request.limit == 0 || request.jobs.is_empty() {
+            return Ok(Vec::new());
+        }
+        let now = self.now();
+        let expires = saturating_add(now, request.lease);
+        let mut tx = self.begin("starting to claim tasks").await?;
+        let order = Self::candidates(&mut tx, request.jobs, millis(now), request.limit).await?;
+        if order.is_empty() {
+            return Ok(Vec::new());
+        }
+        let rows: Vec<ClaimedRow> = sqlx::query_as(CLAIM)
+            .bind(id_batch(order.iter().map(Vec::as_slice))?)
+            .bind(request.worker)
+            .bind(millis(expires))
+            .bind(millis(now))
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(db("claiming tasks"))?;
+        tx.commit().await.map_err(db("committing claimed tasks"))?;
+        let mut by_id: HashMap<Vec<u8>, ClaimedRow> =
+            rows.into_iter().map(|r| (r.id.clone(), r)).collect();
+        let mut claimed = Vec::with_capacity(order.len());
+        let mut events = Vec::new();
+        let watched = self.watched();
+        for id in order {
+            let Some(row) = by_id.remove(&id) else {
+                continue;
+            };
+            let task = row::task_id(&row.id)?;
+            if watched {
+                events.push((
+                    task,
+                    row.version,
+                    vec![TaskEvent::Status {
+                        status: TaskStatus::Running,
+                    }],
+                ));
+            }
+            claimed.push(ClaimedTask {
+                lease: Lease {
+                    task,
+                    token: token(row.token),
+                },
+                job: row.job,
+                params: row.params,
+                attempt: count(row.attempt),
+                max_attempts: count(row.max_attempts),
+            });
+        }
+        if watched {
+            self.emit(events);
+        }
+        Ok(claimed)
+    }
+
+    async fn heartbeat(&self, leases: &[Lease], extend: Duration) -> Result<Vec<LeaseState>> {
+        if leases.is_empty() {
+            return Ok(Vec::new());
+        }
+        let expires = millis(saturating_add(self.now(), extend));
+        let batch = lease_batch(leases)?;
+        let mut tx = self.begin("starting a heartbeat").await?;
+        let rows: Vec<(Vec<u8>, i64, bool)> = sqlx::query_as(HEARTBEAT)
+            .bind(batch)
+            .bind(expires)
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(db("extending leases"))?;
+        tx.commit().await.map_err(db("committing extended leases"))?;
+        let mut held = HashMap::with_capacity(rows.len());
+        for (id, stored, cancel_requested) in rows {
+            held.insert((row::task_id(&id)?, token(stored)), cancel_requested);
+        }
+        Ok(leases
+            .iter()
+            .map(|l| match held.get(&(l.task, l.token)) {
+                Some(&cancel_requested) => LeaseState::Held { cancel_requested },
+                None => LeaseState::Lost,
+            })
+            .collect())
+    }
+
+    async fn finish(&self, completions: Vec<Completion>) -> Result<Vec<Ack>> {
+        if completions.is_empty() {
+            return Ok(Vec::new());
+        }
+        let now = self.now();
+        let ids: Vec<String> = completions.iter().map(|c| hex(c.lease.task)).collect();
+        let ids = serde_json::to_string(&ids)
+            .map_err(|err| Error::backend("encoding task ids", err))?;
+        let mut tx = self.begin("starting to record task outcomes").await?;
+        let rows: Vec<LeasedRow> = sqlx::query_as(LOAD_LEASED)
+            .bind(ids)
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(db("reading leased tasks"))?;
+        let mut live = HashMap::with_capacity(rows.len());
+        for row in rows {
+            live.insert(row::task_id(&row.id)?, row);
+        }
+        let watched = self.watched();
+        let mut acks = Vec::with_capacity(completions.len());
+        let mut changes = Vec::with_capacity(completions.len());
+        let mut events = Vec::new();
+        let mut retried = false;
+        for completion in completions {
+            let id = completion.lease.task;
+            // Taken out, so that a second outcome for the same lease is stale.
+            let Some(row) = live
+                .remove(&id)
+                .filter(|r| token(r.token) == completion.lease.token)
+            else {
+                acks.push(Ack::Stale);
+                continue;
+            };
+            let mut change = Settle::new(id, TaskStatus::Succeeded);
+            let mut task_events = Vec::new();
+            if let Some(progress) = completion.progress {
+                change.progress = Some(progress_json(&progress)?);
+                if watched {
+                    task_events.push(TaskEvent::Progress(progress));
+                }
+            }
+            match completion.outcome {
+                Outcome::Succeeded { output } => {
+                    change.output = Some(output);
+                    change.finish(now, row.retention_ms);
+                }
+                Outcome::Failed { error, retry_after } => {
+                    retried |= fail_attempt(&mut change, &row, error, retry_after, now);
+                }
+                Outcome::Cancelled { reason } => {
+                    change.status = TaskStatus::Cancelled;
+                    change.error = Some(reason);
+                    change.error_at = Some(millis(now));
+                    change.finish(now, row.retention_ms);
+                }
+            }
+            if watched {
+                task_events.push(TaskEvent::Status {
+                    status: change.status,
+                });
+                events.push((id, row.version + 1, task_events));
+            }
+            changes.push(change);
+            acks.push(Ack::Applied);
+        }
+        settle(&mut tx, &changes).await?;
+        tx.commit().await.map_err(db("committing task outcomes"))?;
+        if watched {
+            self.emit(events);
+        }
+        if retried {
+            self.wake();
+        }
+        Ok(acks)
+    }
+
+    async fn release(&self, leases: &[Lease]) -> Result<Vec<Ack>> {
+        if leases.is_empty() {
+            return Ok(Vec::new());
+        }
+        let now = millis(self.now());
+        let batch = lease_batch(leases)?;
+        let mut tx = self.begin("starting to release tasks").await?;
+        let rows: Vec<(Vec<u8>, i64, i64)> = sqlx::query_as(RELEASE)
+            .bind(batch)
+            .bind(now)
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(db("releasing tasks"))?;
+        tx.commit().await.map_err(db("committing released tasks"))?;
+        let mut released = HashMap::with_capacity(rows.len());
+        for (id, stored, version) in rows {
+            released.insert((row::task_id(&id)?, token(stored)), version);
+        }
+        let mut events = Vec::new();
+        let acks: Vec<Ack> = leases
+            .iter()
+            .map(|l| match released.remove(&(l.task, l.token)) {
+                Some(version) => {
+                    events.push((
+                        l.task,
+                        version,
+                        vec![TaskEvent::Status {
+                            status: TaskStatus::Queued,
+                        }],
+                    ));
+                    Ack::Applied
+                }
+                None => Ack::Stale,
+            })
+            .collect();
+        if !events.is_empty() {
+            self.emit(events);
+            self.wake();
+        }
+        Ok(acks)
+    }
+
+    async fn recover_expired(&self, limit: usize) -> Result<u64> {
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        if limit == 0 {
+            return Ok(0);
+        }
+        let now = self.now();
+        let mut tx = self.begin("starting to recover expired leases").await?;
+        let rows: Vec<LeasedRow> = sqlx::query_as(LOAD_EXPIRED)
+            .bind(millis(now))
+            .bind(limit)
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(db("finding expired leases"))?;
+        if rows.is_empty() {
+            return Ok(0);
+        }
+        let mut changes = Vec::with_capacity(rows.len());
+        let mut events = Vec::with_capacity(rows.len());
+        let mut retried = false;
+        for row in &rows {
+            let id = row::task_id(&row.id)?;
+            let error = format!(
+                "attempt {} was lost: its worker stopped renewing the lease (crashed, killed or stalled)",
+                row.attempt
+            );
+            let mut change = Settle::new(id, TaskStatus::Failed);
+            retried |= fail_attempt(&mut change, row, error, Some(Duration::ZERO), now);
+            events.push((
+                id,
+                row.version + 1,
+                vec![TaskEvent::Status {
+                    status: change.status,
+                }],
+            ));
+            changes.push(change);
+        }
+        settle(&mut tx, &changes).await?;
+        tx.commit().await.map_err(db("committing recovered tasks"))?;
+        self.emit(events);
+        if retried {
+            self.wake();
+        }
+        Ok(rows.len() as u64)
+    }
+
+    fn work_signal(&self) -> WorkSignal {
+        WorkSignal::new(self.shared.signal.subscribe())
+    }
+}

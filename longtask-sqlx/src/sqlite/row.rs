@@ -1,0 +1,126 @@
+//! How tasks are stored in SQLite rows: times as epoch milliseconds, ids as 16-byte blobs (hex
+//! strings inside JSON batch parameters), progress as JSON text.
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use longtask_core::{Error, Progress, Result, TaskError, TaskId, TaskRecord, TaskStatus};
+use uuid::Uuid;
+
+/// `at` as milliseconds since the epoch.
+pub(crate) fn millis(at: DateTime<Utc>) -> i64 {
+    at.timestamp_millis()
+}
+
+/// Milliseconds since the epoch as a time (clamped to chrono's range).
+pub(crate) fn from_millis(ms: i64) -> DateTime<Utc> {
+    DateTime::from_timestamp_millis(ms).unwrap_or(if ms < 0 {
+        DateTime::<Utc>::MIN_UTC
+    } else {
+        DateTime::<Utc>::MAX_UTC
+    })
+}
+
+/// A duration in whole milliseconds, saturating.
+pub(crate) fn duration_ms(d: Duration) -> i64 {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
+}
+
+/// A task id as the hex text `unhex()` turns back into the stored blob.
+pub(crate) fn hex(id: TaskId) -> String {
+    id.as_uuid().simple().to_string()
+}
+
+/// A stored blob id.
+pub(crate) fn task_id(bytes: &[u8]) -> Result<TaskId> {
+    Uuid::from_slice(bytes)
+        .map(TaskId::from_uuid)
+        .map_err(|err| Error::backend("decoding a stored task id", err))
+}
+
+/// A stored status.
+pub(crate) fn status(text: &str) -> Result<TaskStatus> {
+    text.parse()
+        .map_err(|err| Error::backend("decoding a stored task status", err))
+}
+
+/// Stored progress JSON.
+pub(crate) fn progress(json: Option<&str>) -> Result<Option<Progress>> {
+    json.map(serde_json::from_str)
+        .transpose()
+        .map_err(|err| Error::backend("decoding stored progress", err))
+}
+
+/// Progress as stored.
+pub(crate) fn progress_json(progress: &Progress) -> Result<String> {
+    serde_json::to_string(progress).map_err(|err| Error::backend("encoding progress", err))
+}
+
+/// A stored count (attempts), clamped into `u32`.
+pub(crate) fn count(n: i64) -> u32 {
+    u32::try_from(n.max(0)).unwrap_or(u32::MAX)
+}
+
+/// One row of `get.sql` / `list.sql`.
+#[derive(Debug, sqlx::FromRow)]
+pub(crate) struct TaskRow {
+    id: Vec<u8>,
+    job: String,
+    params: String,
+    status: String,
+    priority: i64,
+    run_at: i64,
+    attempt: i64,
+    max_attempts: i64,
+    lease_owner: Option<String>,
+    lease_expires_at: Option<i64>,
+    cancel_requested: bool,
+    error_message: Option<String>,
+    error_attempt: Option<i64>,
+    error_at: Option<i64>,
+    progress: Option<String>,
+    output: Option<String>,
+    created_at: i64,
+    started_at: Option<i64>,
+    finished_at: Option<i64>,
+    retention_ms: i64,
+    owner: Option<String>,
+    idempotency_key: Option<String>,
+}
+
+impl TaskRow {
+    /// The record this row stores.
+    pub(crate) fn into_record(self) -> Result<TaskRecord> {
+        let last_error = match (self.error_message, self.error_at) {
+            (Some(message), Some(at)) => Some(TaskError {
+                message,
+                attempt: count(self.error_attempt.unwrap_or(0)),
+                at: from_millis(at),
+            }),
+            _ => None,
+        };
+        Ok(TaskRecord {
+            id: task_id(&self.id)?,
+            job: self.job,
+            params: self.params,
+            status: status(&self.status)?,
+            priority: i32::try_from(self.priority)
+                .unwrap_or(if self.priority < 0 { i32::MIN } else { i32::MAX }),
+            run_at: from_millis(self.run_at),
+            attempt: count(self.attempt),
+            max_attempts: count(self.max_attempts),
+            lease_owner: self.lease_owner,
+            lease_expires_at: self.lease_expires_at.map(from_millis),
+            cancel_requested: self.cancel_requested,
+            last_error,
+            progress: progress(self.progress.as_deref())?,
+            output: self.output,
+            created_at: from_millis(self.created_at),
+            started_at: self.started_at.map(from_millis),
+            finished_at: self.finished_at.map(from_millis),
+            retention: Duration::from_millis(u64::try_from(self.retention_ms).unwrap_or(0)),
+            owner: self.owner,
+            idempotency_key: self.idempotency_key,
+        })
+    }
+}

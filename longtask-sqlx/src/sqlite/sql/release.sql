@@ -1,0 +1,14 @@
+-- Gives back unrun the live leases among ?1 (JSON array of {id (hex), token}): queued, due at ?2,
+-- the attempt not counted.
+UPDATE longtask_tasks
+SET status = 'queued',
+    attempt = max(attempt - 1, 0),
+    run_at = ?2,
+    lease_owner = NULL,
+    lease_expires_at = NULL,
+    version = version + 1
+FROM json_each(?1) AS u
+WHERE longtask_tasks.id = unhex(u.value ->> 'id')
+  AND longtask_tasks.token = u.value ->> 'token'
+  AND longtask_tasks.status = 'running'
+RETURNING longtask_tasks.id, longtask_tasks.token, longtask_tasks.version

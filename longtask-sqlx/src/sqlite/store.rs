@@ -1,0 +1,236 @@
+//! [`TaskStore`] for [`SqliteBackend`]: insert (one statement per batch), read, list, cancel,
+//! purge.
+
+use std::collections::{HashMap, HashSet};
+
+use async_trait::async_trait;
+use longtask_core::{
+    saturating_add, CancelOutcome, Error, Inserted, NewTask, Result, TaskEvent, TaskId, TaskQuery,
+    TaskRecord, TaskStatus, TaskStore,
+};
+use serde::Serialize;
+
+use super::{
+    db,
+    queue::{settle, Settle},
+    row::{self, duration_ms, hex, millis, TaskRow},
+    SqliteBackend,
+};
+
+const INSERT: &str = include_str!("sql/insert.sql");
+const FIND_KEY: &str = include_str!("sql/find_key.sql");
+const GET: &str = include_str!("sql/get.sql");
+const LIST: &str = include_str!("sql/list.sql");
+const STATUS: &str = include_str!("sql/status.sql");
+const REQUEST_CANCEL: &str = include_str!("sql/request_cancel.sql");
+const PURGE: &str = include_str!("sql/purge.sql");
+
+/// A blob that sorts before every 16-byte id: the `after` of a list from the start.
+const BEFORE_ALL: [u8; 15] = [0; 15];
+
+/// One new task, as `insert.sql` reads it.
+#[derive(Serialize)]
+struct InsertRow<'a> {
+    id: String,
+    job: &'a str,
+    params: &'a str,
+    status: &'static str,
+    priority: i32,
+    run_at: i64,
+    max_attempts: u32,
+    retention_ms: i64,
+    owner: Option<&'a str>,
+    key: Option<&'a str>,
+}
+
+#[async_trait]
+impl TaskStore for SqliteBackend {
+    async fn insert(&self, tasks: Vec<NewTask>) -> Result<Vec<Inserted>> {
+        if tasks.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut ids = HashSet::with_capacity(tasks.len());
+        for task in &tasks {
+            if !ids.insert(task.id) {
+                return Err(Error::InvalidInput(format!(
+                    "task id {} appears twice in one insert",
+                    task.id
+                )));
+            }
+        }
+        let now = self.now();
+        let mut tx = self.begin("starting to insert tasks").await?;
+        let mut inserted = Vec::with_capacity(tasks.len());
+        let mut rows = Vec::with_capacity(tasks.len());
+        let mut keys: HashMap<(&str, &str), TaskId> = HashMap::new();
+        let mut any_due = false;
+        for task in &tasks {
+            if let Some(key) = task.idempotency_key.as_deref() {
+                if let Some(&id) = keys.get(&(task.job.as_str(), key)) {
+                    inserted.push(Inserted { id, created: false });
+                    continue;
+                }
+                let existing: Option<Vec<u8>> = sqlx::query_scalar(FIND_KEY)
+                    .bind(&task.job)
+                    .bind(key)
+                    .fetch_optional(&mut *tx)
+                    .await
+                    .map_err(db("looking up an idempotency key"))?;
+                if let Some(bytes) = existing {
+                    let id = row::task_id(&bytes)?;
+                    keys.insert((task.job.as_str(), key), id);
+                    inserted.push(Inserted { id, created: false });
+                    continue;
+                }
+                keys.insert((task.job.as_str(), key), task.id);
+            }
+            let run_at = task.run_at.resolve(now);
+            let status = if run_at > now {
+                TaskStatus::Scheduled
+            } else {
+                any_due = true;
+                TaskStatus::Queued
+            };
+            rows.push(InsertRow {
+                id: hex(task.id),
+                job: &task.job,
+                params: &task.params,
+                status: status.as_str(),
+                priority: task.priority,
+                run_at: millis(run_at),
+                max_attempts: task.max_attempts,
+                retention_ms: duration_ms(task.retention),
+                owner: task.owner.as_deref(),
+                key: task.idempotency_key.as_deref(),
+            });
+            inserted.push(Inserted {
+                id: task.id,
+                created: true,
+            });
+        }
+        if !rows.is_empty() {
+            let batch = serde_json::to_string(&rows)
+                .map_err(|err| Error::backend("encoding tasks to insert", err))?;
+            sqlx::query(INSERT)
+                .bind(batch)
+                .bind(millis(now))
+                .execute(&mut *tx)
+                .await
+                .map_err(|err| match &err {
+                    sqlx::Error::Database(e) if e.is_unique_violation() => Error::InvalidInput(
+                        "a task id in this insert is already in use".to_owned(),
+                    ),
+                    _ => Error::backend("inserting tasks", err),
+                })?;
+        }
+        tx.commit().await.map_err(db("committing inserted tasks"))?;
+        if any_due {
+            self.wake();
+        }
+        Ok(inserted)
+    }
+
+    async fn get(&self, id: TaskId) -> Result<Option<TaskRecord>> {
+        sqlx::query_as::<_, TaskRow>(GET)
+            .bind(id.as_uuid())
+            .fetch_optional(&self.reader)
+            .await
+            .map_err(db("reading a task"))?
+            .map(TaskRow::into_record)
+            .transpose()
+    }
+
+    async fn list(&self, query: &TaskQuery) -> Result<Vec<TaskRecord>> {
+        let statuses = if query.statuses.is_empty() {
+            None
+        } else {
+            let names: Vec<&str> = query.statuses.iter().map(|s| s.as_str()).collect();
+            Some(
+                serde_json::to_string(&names)
+                    .map_err(|err| Error::backend("encoding a task query", err))?,
+            )
+        };
+        let after = match query.after {
+            Some(id) => id.as_uuid().as_bytes().to_vec(),
+            None => BEFORE_ALL.to_vec(),
+        };
+        let limit = i64::try_from(query.effective_limit()).unwrap_or(i64::MAX);
+        sqlx::query_as::<_, TaskRow>(LIST)
+            .bind(query.job.as_deref())
+            .bind(statuses)
+            .bind(query.owner.as_deref())
+            .bind(after)
+            .bind(limit)
+            .fetch_all(&self.reader)
+            .await
+            .map_err(db("listing tasks"))?
+            .into_iter()
+            .map(TaskRow::into_record)
+            .collect()
+    }
+
+    async fn cancel(&self, id: TaskId) -> Result<CancelOutcome> {
+        let now = self.now();
+        let mut tx = self.begin("starting to cancel a task").await?;
+        let (status, _, version, retention_ms): (String, Option<String>, i64, i64) =
+            sqlx::query_as(STATUS)
+                .bind(id.as_uuid())
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(db("reading a task to cancel"))?
+                .ok_or(Error::NotFound(id))?;
+        let status = row::status(&status)?;
+        let outcome = match status {
+            s if s.is_final() => return Ok(CancelOutcome::AlreadyFinished(s)),
+            TaskStatus::Running => {
+                sqlx::query(REQUEST_CANCEL)
+                    .bind(id.as_uuid())
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(db("requesting cancellation"))?;
+                CancelOutcome::Requested
+            }
+            _ => {
+                let mut change = Settle::new(id, TaskStatus::Cancelled);
+                change.finish(now, retention_ms);
+                settle(&mut tx, &[change]).await?;
+                CancelOutcome::Cancelled
+            }
+        };
+        tx.commit().await.map_err(db("committing a cancellation"))?;
+        if outcome == CancelOutcome::Cancelled {
+            self.emit(vec![(
+                id,
+                version + 1,
+                vec![TaskEvent::Status {
+                    status: TaskStatus::Cancelled,
+                }],
+            )]);
+        }
+        Ok(outcome)
+    }
+
+    async fn purge(&self, limit: usize) -> Result<u64> {
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        if limit == 0 {
+            return Ok(0);
+        }
+        let now = millis(self.now());
+        let mut tx = self.begin("starting to purge tasks").await?;
+        let purged = sqlx::query(PURGE)
+            .bind(now)
+            .bind(limit)
+            .execute(&mut *tx)
+            .await
+            .map_err(db("purging finished tasks"))?
+            .rows_affected();
+        tx.commit().await.map_err(db("committing a purge"))?;
+        Ok(purged)
+    }
+}
+
+/// The purge time of a task finishing at `now`: `now + retention`, saturating.
+pub(crate) fn purge_at(now: chrono::DateTime<chrono::Utc>, retention_ms: i64) -> i64 {
+    let retention = std::time::Duration::from_millis(u64::try_from(retention_ms).unwrap_or(0));
+    millis(saturating_add(now, retention))
+}

@@ -1,0 +1,156 @@
+//! The SQLite backend against real SQLite files: the whole conformance suite (each case on its
+//! own file in a temporary directory), migrations, a worker end to end, and durability across
+//! reopening the database.
+
+#![cfg(feature = "sqlite")]
+
+use std::{
+    path::{Path, PathBuf},
+    sync::{Arc, OnceLock},
+    time::{Duration, SystemTime},
+};
+
+use longtask_core::{
+    Backend, Client, Clock, Job, JobError, NewTask, TaskContext, TaskStatus, TaskStore, Worker,
+};
+use longtask_sqlx::SqliteBackend;
+use tempfile::TempDir;
+
+/// A fresh database file in its own temporary directory (removed when the process exits).
+async fn open(dir: &Path) -> SqliteBackend {
+    let url = format!("sqlite://{}", dir.join("longtask.db").display());
+    let backend = SqliteBackend::connect(&url).await.expect("opening SQLite");
+    backend.migrate().await.expect("migrating");
+    backend
+}
+
+/// The folder of the suite's database files: cargo's scratch folder for integration tests (under
+/// the target directory, removed by `cargo clean`). Each case gets its own subfolder, which
+/// outlives the case (the suite owns the backend); folders left by runs over an hour old are
+/// removed on first use.
+fn scratch() -> &'static Path {
+    static ROOT: OnceLock<PathBuf> = OnceLock::new();
+    ROOT.get_or_init(|| {
+        let root = Path::new(env!("CARGO_TARGET_TMPDIR")).join("longtask-sqlite");
+        std::fs::create_dir_all(&root).expect("creating the scratch folder");
+        let hour_ago = SystemTime::now() - Duration::from_secs(3600);
+        for entry in std::fs::read_dir(&root).into_iter().flatten().flatten() {
+            let old = entry
+                .metadata()
+                .and_then(|m| m.modified())
+                .is_ok_and(|at| at < hour_ago);
+            if old {
+                let _ = std::fs::remove_dir_all(entry.path());
+            }
+        }
+        root
+    })
+}
+
+async fn make_backend(clock: Arc<dyn Clock>) -> Backend {
+    let dir = tempfile::Builder::new()
+        .prefix("case-")
+        .tempdir_in(scratch())
+        .expect("creating a folder for the database")
+        .keep();
+    open(&dir).await.with_clock(clock).into()
+}
+
+longtask_core::conformance_suite!(sqlite, make_backend);
+
+#[tokio::test]
+async fn migrations_apply_once_and_record_their_version() {
+    let dir = TempDir::new().unwrap();
+    let backend = open(dir.path()).await;
+    let versions: Vec<i64> =
+        sqlx::query_scalar("SELECT version FROM _sqlx_migrations WHERE success ORDER BY version")
+            .fetch_all(backend.reader())
+            .await
+            .unwrap();
+    assert!(!versions.is_empty(), "no migration recorded");
+
+    // Re-running is a no-op: same versions, and the data stays.
+    let id = backend
+        .insert(vec![NewTask::new("noop", "null")])
+        .await
+        .unwrap()[0]
+        .id;
+    backend.migrate().await.unwrap();
+    let again: Vec<i64> =
+        sqlx::query_scalar("SELECT version FROM _sqlx_migrations WHERE success ORDER BY version")
+            .fetch_all(backend.reader())
+            .await
+            .unwrap();
+    assert_eq!(versions, again);
+    assert!(backend.get(id).await.unwrap().is_some());
+
+    // The database is in WAL mode.
+    let mode: String = sqlx::query_scalar("PRAGMA journal_mode")
+        .fetch_one(backend.writer())
+        .await
+        .unwrap();
+    assert_eq!(mode, "wal");
+}
+
+struct Double;
+
+impl Job for Double {
+    const NAME: &'static str = "double";
+    type Params = u64;
+    type Output = u64;
+
+    async fn run(&self, n: u64, cx: TaskContext) -> Result<u64, JobError> {
+        cx.progress(1, Some(2), "halfway")?;
+        Ok(n * 2)
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn worker_runs_jobs_on_a_file_database() {
+    let dir = TempDir::new().unwrap();
+    let backend = open(dir.path()).await;
+    let worker = Worker::builder(backend.clone())
+        .register(Double)
+        .build()
+        .unwrap()
+        .spawn();
+    let client = Client::new(backend);
+    let mut ids = Vec::new();
+    for n in 0..200 {
+        ids.push(client.submit::<Double>(n).await.unwrap());
+    }
+    for (n, id) in ids.into_iter().enumerate() {
+        let task = client.wait(id, Duration::from_secs(30)).await.unwrap();
+        assert_eq!(task.status, TaskStatus::Succeeded);
+        assert_eq!(client.output::<Double>(id).await.unwrap(), Some(n as u64 * 2));
+    }
+    worker.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn task_survives_reopening_the_database() {
+    let dir = TempDir::new().unwrap();
+    let id = {
+        let backend = open(dir.path()).await;
+        let id = Client::new(backend.clone())
+            .submit::<Double>(21)
+            .await
+            .unwrap();
+        backend.writer().close().await;
+        backend.reader().close().await;
+        id
+    };
+
+    let backend = open(dir.path()).await;
+    let client = Client::new(backend.clone());
+    assert_eq!(client.status(id).await.unwrap().status, TaskStatus::Queued);
+    let worker = Worker::builder(backend)
+        .register(Double)
+        .build()
+        .unwrap()
+        .spawn();
+    let task = client.wait(id, Duration::from_secs(30)).await.unwrap();
+    assert_eq!(task.status, TaskStatus::Succeeded);
+    assert_eq!(client.output::<Double>(id).await.unwrap(), Some(42));
+    worker.shutdown().await.unwrap();
+}
