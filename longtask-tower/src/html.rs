@@ -1,0 +1,325 @@
+//! The status page a waiting person sees.
+//!
+//! One self-contained HTML document: a `<progress>` bar (indeterminate while the total is
+//! unknown), the job's message, the time left and the time spent, the result or the error, and a
+//! cancel button. Without JavaScript it refreshes itself (a `<meta http-equiv="refresh">` inside
+//! `<noscript>`) until the task is finished; with JavaScript it follows the task live over the
+//! events route. The inline style and script are allowed by their hashes in a strict
+//! `Content-Security-Policy`, and every string that comes from a task is escaped with [`escape`].
+
+use std::{fmt::Write as _, sync::LazyLock};
+
+use base64::Engine as _;
+use chrono::{DateTime, Utc};
+use http::HeaderValue;
+use longtask_core::{TaskRecord, TaskStatus};
+use sha2::{Digest, Sha256};
+
+use crate::status::{ceil_secs, next_attempt_in, Links};
+
+const CSS: &str = include_str!("assets/status.css");
+const JS: &str = include_str!("assets/status.js");
+
+fn csp_hash(source: &str) -> String {
+    let digest = Sha256::digest(source.as_bytes());
+    format!(
+        "'sha256-{}'",
+        base64::engine::general_purpose::STANDARD.encode(digest)
+    )
+}
+
+/// The Content-Security-Policy of the status page: nothing but its own inline style and script
+/// (by hash), connections to its own origin (the events route) and forms posting back to it.
+pub(crate) static CSP: LazyLock<HeaderValue> = LazyLock::new(|| {
+    let policy = format!(
+        "default-src 'none'; style-src {}; script-src {}; connect-src 'self'; img-src 'self' data:; \
+         form-action 'self'; base-uri 'none'; frame-ancestors 'none'",
+        csp_hash(CSS),
+        csp_hash(JS)
+    );
+    HeaderValue::from_str(&policy).unwrap_or(HeaderValue::from_static("default-src 'none'"))
+});
+
+/// Escapes `text` for use in HTML text and in quoted attribute values.
+///
+/// Use it in a [result renderer](crate::JobService::with_result_html) for every string that
+/// comes from a task.
+///
+/// ```
+/// assert_eq!(
+///     longtask_tower::escape("<script>alert('x') & \"y\"</script>"),
+///     "&lt;script&gt;alert(&#39;x&#39;) &amp; &quot;y&quot;&lt;/script&gt;"
+/// );
+/// ```
+pub fn escape(text: &str) -> String {
+    let mut out = String::with_capacity(text.len() + text.len() / 8);
+    for c in text.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// `12 s`, `3 min 4 s`, `2 h 5 min`.
+pub(crate) fn human_duration(secs: u64) -> String {
+    if secs < 60 {
+        format!("{secs} s")
+    } else if secs < 3600 {
+        format!("{} min {} s", secs / 60, secs % 60)
+    } else {
+        format!("{} h {} min", secs / 3600, (secs % 3600) / 60)
+    }
+}
+
+/// Everything the page shows.
+pub(crate) struct Page<'a> {
+    pub(crate) title: &'a str,
+    pub(crate) task: &'a TaskRecord,
+    pub(crate) links: &'a Links,
+    pub(crate) now: DateTime<Utc>,
+    /// The result, as trusted HTML, once succeeded.
+    pub(crate) result_html: Option<String>,
+}
+
+fn state_label(task: &TaskRecord) -> &'static str {
+    match task.status {
+        TaskStatus::Queued => "Waiting for a worker",
+        TaskStatus::Scheduled => "Scheduled",
+        TaskStatus::Running if task.cancel_requested => "Cancelling",
+        TaskStatus::Running => "Running",
+        TaskStatus::Retrying => "Retrying",
+        TaskStatus::Succeeded => "Done",
+        TaskStatus::Failed => "Failed",
+        TaskStatus::Cancelled => "Cancelled",
+    }
+}
+
+impl Page<'_> {
+    /// The whole document.
+    pub(crate) fn render(&self) -> String {
+        let task = self.task;
+        let title = escape(self.title);
+        let is_final = task.status.is_final();
+        let mut html = String::with_capacity(4096 + CSS.len() + JS.len());
+        let label = state_label(task);
+        let _ = write!(
+            html,
+            "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\
+             <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
+             <title>{title} · {label}</title>"
+        );
+        if !is_final {
+            let every = crate::status::retry_after(task, self.now)
+                .unwrap_or(2)
+                .clamp(1, 5);
+            let _ = write!(
+                html,
+                "<noscript><meta http-equiv=\"refresh\" content=\"{every}\"></noscript>"
+            );
+        }
+        let _ = write!(html, "<style>{CSS}</style></head><body>");
+
+        let eta = task.eta(self.now).map(ceil_secs);
+        let _ = write!(
+            html,
+            "<main id=\"task\" data-events=\"{events}\" data-status=\"{status}\" data-final=\"{is_final}\" \
+             data-cancelling=\"{cancelling}\" data-created=\"{created}\" data-eta=\"{eta}\">\
+             <h1>{title}</h1><p class=\"state {status}\" id=\"state\">{label}</p>",
+            events = escape(&self.links.events),
+            status = task.status.as_str(),
+            cancelling = task.cancel_requested,
+            created = task.created_at.timestamp_millis(),
+            eta = eta.map(|e| e.to_string()).unwrap_or_default(),
+        );
+
+        self.progress(&mut html, eta);
+        self.outcome(&mut html);
+
+        if !is_final {
+            html.push_str(
+                "<p class=\"hint\">You may bookmark this page and leave: the task goes on without it, \
+                 and this address shows its progress and result when you come back.</p>",
+            );
+            if !task.cancel_requested {
+                let _ = write!(
+                    html,
+                    "<form method=\"post\" action=\"{}\"><button type=\"submit\">Cancel</button></form>",
+                    escape(&self.links.cancel)
+                );
+            }
+        }
+        let _ = write!(
+            html,
+            "<p class=\"links\">Task <code>{id}</code> · <a href=\"{json}\">as JSON</a></p>\
+             </main><script>{JS}</script></body></html>\n",
+            id = task.id,
+            json = escape(&self.links.this),
+        );
+        html
+    }
+
+    fn progress(&self, html: &mut String, eta: Option<u64>) {
+        let task = self.task;
+        let percent = task
+            .progress
+            .as_ref()
+            .and_then(longtask_core::Progress::percent);
+        let percent = match task.status {
+            TaskStatus::Succeeded => Some(100.0),
+            TaskStatus::Failed | TaskStatus::Cancelled => Some(percent.unwrap_or(0.0)),
+            _ => percent,
+        };
+        match percent {
+            Some(p) => {
+                let _ = write!(
+                    html,
+                    "<progress id=\"bar\" max=\"100\" value=\"{p:.1}\">{p:.0}%</progress>"
+                );
+            }
+            None => html.push_str("<progress id=\"bar\" max=\"100\">working…</progress>"),
+        }
+        let message = task
+            .progress
+            .as_ref()
+            .and_then(|p| p.message.as_deref())
+            .unwrap_or("");
+        let _ = write!(
+            html,
+            "<p class=\"message\" id=\"message\">{}</p>",
+            escape(message)
+        );
+        let percent_text = match (percent, task.progress.as_ref()) {
+            (Some(p), _) => format!("{}%", p.floor()),
+            (None, Some(p)) => format!("step {}", p.step),
+            (None, None) => String::new(),
+        };
+        let eta_text = eta.map_or(String::new(), |s| {
+            format!("about {} left", human_duration(s.max(1)))
+        });
+        let end = task.finished_at.unwrap_or(self.now);
+        let spent = human_duration((end - task.created_at).num_seconds().max(0).unsigned_abs());
+        let elapsed = if task.status.is_final() {
+            format!("took {spent}")
+        } else {
+            format!("waiting for {spent}")
+        };
+        let _ = write!(
+            html,
+            "<p class=\"meta\"><span id=\"percent\">{percent_text}</span><span id=\"eta\">{eta_text}</span>\
+             <span id=\"elapsed\">{elapsed}</span></p>"
+        );
+    }
+
+    fn outcome(&self, html: &mut String) {
+        let task = self.task;
+        match task.status {
+            TaskStatus::Retrying => {
+                if let Some(err) = &task.last_error {
+                    let wait = next_attempt_in(task, self.now).unwrap_or(0);
+                    let _ = write!(
+                        html,
+                        "<div class=\"error retry\"><p>Attempt {} of {} failed: {}</p>\
+                         <p id=\"retry\">Retry {} of {} in {}.</p></div>",
+                        err.attempt,
+                        task.max_attempts,
+                        escape(&err.message),
+                        task.attempt + 1,
+                        task.max_attempts,
+                        human_duration(wait),
+                    );
+                }
+            }
+            TaskStatus::Running | TaskStatus::Queued | TaskStatus::Scheduled => {
+                if let Some(err) = &task.last_error {
+                    let _ = write!(
+                        html,
+                        "<div class=\"error retry\"><p>Attempt {} of {} failed: {}</p>\
+                         <p>Now on attempt {} of {}.</p></div>",
+                        err.attempt,
+                        task.max_attempts,
+                        escape(&err.message),
+                        task.attempt.max(err.attempt + 1),
+                        task.max_attempts,
+                    );
+                }
+            }
+            TaskStatus::Failed => {
+                let message = task
+                    .last_error
+                    .as_ref()
+                    .map_or("no error was recorded", |e| e.message.as_str());
+                let _ = write!(
+                    html,
+                    "<div class=\"error\"><p>The task failed after {} of {} attempts: {}</p></div>",
+                    task.attempt,
+                    task.max_attempts,
+                    escape(message)
+                );
+            }
+            TaskStatus::Cancelled => {
+                html.push_str("<div class=\"error retry\"><p>The task was cancelled.</p></div>");
+            }
+            TaskStatus::Succeeded => {
+                html.push_str("<section class=\"result\" id=\"result\">");
+                match &self.result_html {
+                    Some(result) => html.push_str(result),
+                    None => {
+                        let _ = write!(
+                            html,
+                            "<a href=\"{}\">The result</a>",
+                            escape(&self.links.result)
+                        );
+                    }
+                }
+                html.push_str("</section>");
+            }
+        }
+    }
+}
+
+/// The default result view: the output JSON, pretty-printed and escaped.
+pub(crate) fn json_result(output: &str, result_link: &str) -> String {
+    let pretty = serde_json::from_str::<serde_json::Value>(output)
+        .ok()
+        .and_then(|v| serde_json::to_string_pretty(&v).ok())
+        .unwrap_or_else(|| output.to_owned());
+    format!(
+        "<pre>{}</pre><p class=\"links\"><a href=\"{}\">Download the result</a></p>",
+        escape(&pretty),
+        escape(result_link)
+    )
+}
+
+/// The default view of a result served as a file: a download link.
+pub(crate) fn download_result(name: &str, result_link: &str) -> String {
+    format!(
+        "<a class=\"download\" href=\"{}\" download>Download {}</a>",
+        escape(result_link),
+        escape(name)
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_read_well() {
+        assert_eq!(human_duration(5), "5 s");
+        assert_eq!(human_duration(65), "1 min 5 s");
+        assert_eq!(human_duration(7300), "2 h 1 min");
+    }
+
+    #[test]
+    fn csp_names_both_hashes() {
+        let csp = CSP.to_str().unwrap();
+        assert_eq!(csp.matches("'sha256-").count(), 2, "{csp}");
+        assert!(!csp.contains("unsafe-inline"));
+    }
+}
