@@ -1,1 +1,66 @@
-//! Placeholder: filled by its own issue.
+//! The Redis backend for longtask: tasks, queue and progress in one Redis (or Redis Cluster
+//! slot), fast enough for tens of thousands of short jobs per second.
+//!
+//! [`RedisBackend`] implements [`TaskStore`](longtask_core::TaskStore),
+//! [`Queue`](longtask_core::Queue) and [`ProgressSink`](longtask_core::ProgressSink) with exactly
+//! the semantics of longtask's in-memory reference backend. Every state change that touches more
+//! than one key runs as one Lua script (the scripts live in `lua/`), so it is atomic; fencing
+//! tokens are checked inside the scripts; "now" always comes from the backend's
+//! [`Clock`](longtask_core::Clock), never from the server. Idle workers wait on a pub/sub
+//! wake-up, watchers get progress and status changes over pub/sub.
+//!
+//! ```no_run
+//! # #[tokio::main(flavor = "current_thread")] async fn main() -> longtask_core::Result<()> {
+//! use longtask_core::Client;
+//! use longtask_redis::RedisBackend;
+//!
+//! let url = std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1/".to_owned());
+//! let backend = RedisBackend::connect(&url).await?.with_prefix("myapp");
+//! let client = Client::new(backend);
+//! # Ok(()) }
+//! ```
+//!
+//! # Keys
+//!
+//! Every key of a namespace starts with `{prefix}:` (the braces make it a Redis Cluster hash
+//! tag, so one namespace lives in one slot and its scripts run on one node). User strings
+//! (job names, idempotency keys) are percent-encoded inside keys, so no name can break the key
+//! structure.
+//!
+//! | key | type | holds |
+//! |---|---|---|
+//! | `{p}:t:<id>` | hash | the task record |
+//! | `{p}:q:<job>` | sorted set | the job's due waiting tasks, in claim order |
+//! | `{p}:delayed` | sorted set | waiting tasks not yet due, by run time |
+//! | `{p}:running` | sorted set | running tasks, by lease expiry |
+//! | `{p}:expiring` | sorted set | finished tasks, by purge time |
+//! | `{p}:all` | sorted set | every task id, in submission order (for listing) |
+//! | `{p}:i:<job>:<key>` | string | the task holding an idempotency key |
+//!
+//! Channels: `{p}:work` (wakes idle workers) and `{p}:ev:<id>` (one task's events).
+//!
+//! # Retention and expiry
+//!
+//! A finished task is kept for its retention, measured on the backend's clock:
+//! [`purge`](longtask_core::TaskStore::purge) (which the worker's sweeper calls) deletes the
+//! tasks whose `finished_at + retention` has passed, found through the `{p}:expiring` sorted
+//! set. As a safety net for deployments where no sweeper runs, the task's keys also carry a
+//! Redis expiry (`PEXPIRE`) of the retention plus one minute: Redis counts that on the server's
+//! real clock, so it removes abandoned tasks even if nothing ever calls `purge`, while tests that
+//! move a [`ManualClock`](longtask_core::ManualClock) see exactly the clock-based behaviour.
+//!
+//! # Durability
+//!
+//! Redis keeps data in memory; how much survives a crash depends on the server's persistence
+//! settings. See the crate README for `appendonly`/`appendfsync` advice.
+
+mod backend;
+mod hub;
+mod keys;
+mod progress;
+mod queue;
+mod record;
+mod scripts;
+mod store;
+
+pub use crate::backend::RedisBackend;

@@ -1,0 +1,149 @@
+-- common.lua: helpers shared by every longtask script. The Rust side prepends this file to each
+-- script, so every script body below can use these locals.
+--
+-- KEYS[1] is the namespace base "{prefix}:" (the hash tag routes every key of a namespace to one
+-- Redis Cluster slot). Every key a script touches is built from it.
+--
+-- Times are integer milliseconds since the epoch, computed by the caller from its injected clock
+-- and passed as arguments: no script reads the server's clock. They are kept as strings where
+-- they are only stored, and formatted with %d where computed, so they never turn into "1e+15".
+--
+-- Task hash fields (absent = none):
+--   job params status prio run_at attempt max token cancel ret created started finished
+--   lo (lease owner, "+name" or "") lx (lease expiry ms or "") owner ikey
+--   em ea et (last error message, attempt, time) progress (JSON) output
+
+local base = KEYS[1]
+local MAX_MS = 8210266876799999 -- chrono's DateTime::<Utc>::MAX_UTC in milliseconds
+local MAX_TTL_MS = 3153600000000 -- real-time expiry is capped at 100 years
+local EXPIRY_GRACE_MS = 60000 -- real-time expiry trails the clock-based purge by a minute
+local CHUNK = 500 -- members per variadic command (Lua's stack is small)
+
+-- A user string (job name, idempotency key) as one key component: ':', '{', '}' and '%' are
+-- percent-encoded, so no name can split a key or change its hash tag.
+local function esc(s)
+  return (string.gsub(s, '[%%:{}]', function(c)
+    return string.format('%%%02X', string.byte(c))
+  end))
+end
+
+local function k_task(id) return base .. 't:' .. id end
+local function k_ready(job) return base .. 'q:' .. esc(job) end
+local function k_idem(job, key) return base .. 'i:' .. esc(job) .. ':' .. esc(key) end
+local function ch_task(id) return base .. 'ev:' .. id end
+local k_delayed = base .. 'delayed'
+local k_running = base .. 'running'
+local k_expiring = base .. 'expiring'
+local k_all = base .. 'all'
+local ch_work = base .. 'work'
+
+local function fmt(n) return string.format('%d', n) end
+
+-- The member of a job's ready set: all scores are 0, so members sort by their bytes: priority
+-- (descending), then run_at, then id (UUIDv7 text sorts by submission time).
+local function ready_member(prio, run_at, id)
+  local p = 2147483647 - tonumber(prio)
+  local r = math.max(0, tonumber(run_at))
+  return string.format('%010d%016d', p, r) .. id
+end
+
+-- Adds members to a sorted set in chunks; `pairs_list` is a flat {score, member, ...} list.
+local function zadd_many(key, pairs_list)
+  local n = #pairs_list
+  local i = 1
+  while i <= n do
+    local j = math.min(i + 2 * CHUNK - 1, n)
+    redis.call('ZADD', key, unpack(pairs_list, i, j))
+    i = j + 1
+  end
+end
+
+-- Removes members from a sorted set in chunks.
+local function zrem_many(key, members)
+  local n = #members
+  local i = 1
+  while i <= n do
+    local j = math.min(i + CHUNK - 1, n)
+    redis.call('ZREM', key, unpack(members, i, j))
+    i = j + 1
+  end
+end
+
+local function is_waiting(status)
+  return status == 'queued' or status == 'scheduled' or status == 'retrying'
+end
+
+local function is_final(status)
+  return status == 'succeeded' or status == 'failed' or status == 'cancelled'
+end
+
+local function publish_status(id, status)
+  redis.call('PUBLISH', ch_task(id), 's' .. status)
+end
+
+-- Puts a waiting task where claims find it: its job's ready set if due, the delayed set
+-- otherwise. Returns whether it is due.
+local function enqueue(id, job, prio, run_at, now)
+  if tonumber(run_at) <= tonumber(now) then
+    redis.call('ZADD', k_ready(job), 0, ready_member(prio, run_at, id))
+    return true
+  end
+  redis.call('ZADD', k_delayed, run_at, id)
+  return false
+end
+
+-- Takes a waiting task out of the ready and delayed sets.
+local function dequeue(id, job, prio, run_at)
+  redis.call('ZREM', k_ready(job), ready_member(prio, run_at, id))
+  redis.call('ZREM', k_delayed, id)
+end
+
+-- The fields every lease-fenced script reads, in this order.
+local LEASED_FIELDS = { 'status', 'token', 'attempt', 'max', 'cancel', 'ret', 'job', 'ikey', 'prio' }
+
+-- The task's LEASED_FIELDS if `token` is the live lease on it, else nil.
+local function leased(id, token)
+  local h = redis.call('HMGET', k_task(id), unpack(LEASED_FIELDS))
+  if h[1] ~= 'running' or h[2] ~= token then
+    return nil
+  end
+  return h
+end
+
+-- Moves a task (whose LEASED_FIELDS are `h`) to a final status, with `extra` fields set too:
+-- indexes it for the clock-based purge and sets the real-time expiry of its keys.
+local function finalize(id, h, status, now, extra)
+  local key = k_task(id)
+  redis.call('HSET', key, 'status', status, 'finished', now, 'lo', '', 'lx', '', unpack(extra))
+  redis.call('ZREM', k_running, id)
+  local ret = tonumber(h[6]) or 0
+  local expires = math.min(tonumber(now) + ret, MAX_MS)
+  redis.call('ZADD', k_expiring, fmt(expires), id)
+  local ttl = math.min(math.max(expires - tonumber(now), 0) + EXPIRY_GRACE_MS, MAX_TTL_MS)
+  redis.call('PEXPIRE', key, fmt(ttl))
+  if h[8] then
+    redis.call('PEXPIRE', k_idem(h[7], h[8]), fmt(ttl))
+  end
+  publish_status(id, status)
+end
+
+-- Ends an attempt without success: records the error, then retries at `retry_at` (if given,
+-- attempts remain and no cancellation was requested), or fails, or cancels when cancellation
+-- was requested. Returns whether the task was retried.
+local function fail_attempt(id, h, message, retry_at, now)
+  local attempt = h[3] or '0'
+  local cancel = h[5] == '1'
+  local err = { 'em', message, 'ea', attempt, 'et', now }
+  if retry_at ~= '' and (tonumber(attempt) < tonumber(h[4])) and not cancel then
+    redis.call('HSET', k_task(id), 'status', 'retrying', 'run_at', retry_at, 'lo', '', 'lx', '',
+      unpack(err))
+    redis.call('ZREM', k_running, id)
+    enqueue(id, h[7], h[9], retry_at, now)
+    publish_status(id, 'retrying')
+    return true
+  end
+  local status = 'failed'
+  if cancel then status = 'cancelled' end
+  finalize(id, h, status, now, err)
+  return false
+end

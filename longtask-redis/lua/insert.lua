@@ -1,0 +1,84 @@
+-- insert.lua: inserts a batch of tasks atomically, honouring idempotency keys.
+-- ARGV: now, then 9 per task: id, job, params, prio, run_at, max, ret, owner, ikey
+--   (owner and ikey: "" for none, else "+" followed by the value).
+-- Returns {"ok", id1, created1, id2, created2, ...} or {"dup", id} when an id is already in use
+-- (then nothing was written).
+local now = ARGV[1]
+local FIELDS = 9
+local n = (#ARGV - 1) / FIELDS
+
+-- Check everything before the first write: a script that fails halfway keeps its writes.
+local seen = {}
+for t = 0, n - 1 do
+  local id = ARGV[2 + t * FIELDS]
+  if seen[id] or redis.call('EXISTS', k_task(id)) == 1 then
+    return { 'dup', id }
+  end
+  seen[id] = true
+end
+
+local out = { 'ok' }
+local all = {}
+local ready = {} -- job -> flat {score, member, ...}
+local delayed = {}
+local keys = {} -- idempotency key -> id, for repeats inside this batch
+local due = false
+for t = 0, n - 1 do
+  local i = 2 + t * FIELDS
+  local id, job, params, prio, run_at = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], ARGV[i + 4]
+  local max, ret, owner, ikey = ARGV[i + 5], ARGV[i + 6], ARGV[i + 7], ARGV[i + 8]
+  local existing = nil
+  local ik = nil
+  if ikey ~= '' then
+    ik = k_idem(job, string.sub(ikey, 2))
+    existing = keys[ik]
+    if not existing then
+      local found = redis.call('GET', ik)
+      if found and redis.call('EXISTS', k_task(found)) == 1 then
+        existing = found
+      end
+    end
+  end
+  if existing then
+    out[#out + 1] = existing
+    out[#out + 1] = '0'
+  else
+    local key = k_task(id)
+    local status = 'queued'
+    if tonumber(run_at) > tonumber(now) then status = 'scheduled' end
+    redis.call('HSET', key, 'job', job, 'params', params, 'status', status, 'prio', prio,
+      'run_at', run_at, 'max', max, 'ret', ret, 'created', now)
+    if owner ~= '' then redis.call('HSET', key, 'owner', string.sub(owner, 2)) end
+    if ik then
+      redis.call('HSET', key, 'ikey', string.sub(ikey, 2))
+      redis.call('SET', ik, id)
+      keys[ik] = id
+    end
+    all[#all + 1] = 0
+    all[#all + 1] = id
+    if status == 'queued' then
+      local list = ready[job]
+      if not list then
+        list = {}
+        ready[job] = list
+      end
+      list[#list + 1] = 0
+      list[#list + 1] = ready_member(prio, run_at, id)
+      due = true
+    else
+      delayed[#delayed + 1] = run_at
+      delayed[#delayed + 1] = id
+    end
+    out[#out + 1] = id
+    out[#out + 1] = '1'
+  end
+end
+zadd_many(k_all, all)
+zadd_many(k_delayed, delayed)
+for job, list in pairs(ready) do
+  zadd_many(k_ready(job), list)
+end
+if due then
+  redis.call('PUBLISH', ch_work, '1')
+end
+return out

@@ -1,0 +1,22 @@
+-- recover.lua: recovers up to `limit` running tasks whose lease has expired: retried at once
+-- if attempts remain, cancelled if cancellation was requested, failed otherwise.
+-- ARGV: now, limit. Returns how many were recovered.
+local now, limit = ARGV[1], tonumber(ARGV[2])
+local expired = redis.call('ZRANGEBYSCORE', k_running, '-inf', now, 'LIMIT', 0, limit)
+local count = 0
+local retried = false
+for _, id in ipairs(expired) do
+  local h = redis.call('HMGET', k_task(id), unpack(LEASED_FIELDS))
+  if h[1] == 'running' then
+    local message = 'attempt ' .. (h[3] or '0') ..
+      ' was lost: its worker stopped renewing the lease (crashed, killed or stalled)'
+    if fail_attempt(id, h, message, now, now) then retried = true end
+    count = count + 1
+  else
+    redis.call('ZREM', k_running, id)
+  end
+end
+if retried then
+  redis.call('PUBLISH', ch_work, '1')
+end
+return count

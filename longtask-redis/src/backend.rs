@@ -1,0 +1,164 @@
+//! [`RedisBackend`]: the connection, namespace and clock shared by the three backend traits.
+
+use std::{
+    fmt,
+    sync::{Arc, OnceLock},
+    time::Duration,
+};
+
+use chrono::{DateTime, Utc};
+use longtask_core::{Clock, Error, Result, SystemClock};
+use redis::{
+    aio::{ConnectionManager, ConnectionManagerConfig},
+    FromRedisValue, Script, ScriptInvocation,
+};
+
+use crate::{hub::Hub, keys::Keys};
+
+/// How long one command or script may take before the call fails. Large batch inserts are a
+/// single atomic script, so this is generous.
+const RESPONSE_TIMEOUT: Duration = Duration::from_secs(120);
+/// How long connecting may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Tasks, queue and progress in Redis.
+///
+/// Cheap to clone: clones share one multiplexed, self-reconnecting connection
+/// ([`ConnectionManager`]) and one pub/sub connection (started on first use) that wakes idle
+/// workers and feeds watchers.
+#[derive(Clone)]
+pub struct RedisBackend {
+    pub(crate) client: redis::Client,
+    pub(crate) conn: ConnectionManager,
+    pub(crate) keys: Arc<Keys>,
+    pub(crate) clock: Arc<dyn Clock>,
+    hub: Arc<OnceLock<Hub>>,
+}
+
+impl RedisBackend {
+    /// Connects to the Redis server at `url` (`redis://[:password@]host[:port][/db]`, or
+    /// `rediss://` for TLS when redis-rs is built with a TLS feature), with the key prefix
+    /// `longtask` and the system clock.
+    ///
+    /// ```no_run
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> longtask_core::Result<()> {
+    /// let url = std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1/".to_owned());
+    /// let backend = longtask_redis::RedisBackend::connect(&url).await?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn connect(url: &str) -> Result<Self> {
+        let client = redis::Client::open(url).map_err(|e| {
+            Error::backend(
+                "parsing the Redis URL (expected redis://host:port/db or rediss://...)",
+                e,
+            )
+        })?;
+        let config = ConnectionManagerConfig::new()
+            .set_response_timeout(Some(RESPONSE_TIMEOUT))
+            .set_connection_timeout(Some(CONNECT_TIMEOUT));
+        let conn = ConnectionManager::new_with_config(client.clone(), config)
+            .await
+            .map_err(|e| Error::backend("connecting to Redis", e))?;
+        Ok(Self {
+            client,
+            conn,
+            keys: Arc::new(Keys::new("longtask")),
+            clock: Arc::new(SystemClock),
+            hub: Arc::new(OnceLock::new()),
+        })
+    }
+
+    /// Keeps every key of this backend under `prefix` (default `longtask`): backends with
+    /// different prefixes share nothing, so several applications (or test cases) can use one
+    /// Redis. Every key is `{prefix}:...`, one Redis Cluster hash slot per prefix.
+    ///
+    /// ```no_run
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> longtask_core::Result<()> {
+    /// let url = std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1/".to_owned());
+    /// let backend = longtask_redis::RedisBackend::connect(&url).await?.with_prefix("billing");
+    /// # Ok(()) }
+    /// ```
+    #[must_use]
+    pub fn with_prefix(mut self, prefix: impl AsRef<str>) -> Self {
+        self.keys = Arc::new(Keys::new(prefix.as_ref()));
+        self.hub = Arc::new(OnceLock::new());
+        self
+    }
+
+    /// Reads every time (lease expiry, schedules, retention) from `clock`: a
+    /// [`ManualClock`](longtask_core::ManualClock) in tests. Scripts get "now" from this clock as
+    /// an argument; the server's clock is never used (except for the real-time expiry safety net
+    /// described in the crate docs).
+    ///
+    /// ```no_run
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> longtask_core::Result<()> {
+    /// use std::sync::Arc;
+    /// let url = std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1/".to_owned());
+    /// let backend = longtask_redis::RedisBackend::connect(&url)
+    ///     .await?
+    ///     .with_clock(Arc::new(longtask_core::ManualClock::new()));
+    /// # Ok(()) }
+    /// ```
+    #[must_use]
+    pub fn with_clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    /// The key prefix.
+    pub fn prefix(&self) -> &str {
+        self.keys.prefix()
+    }
+
+    pub(crate) fn now(&self) -> DateTime<Utc> {
+        self.clock.now()
+    }
+
+    pub(crate) fn now_ms(&self) -> i64 {
+        self.now().timestamp_millis()
+    }
+
+    /// The pub/sub hub, started on first use.
+    pub(crate) fn hub(&self) -> &Hub {
+        self.hub
+            .get_or_init(|| Hub::start(self.client.clone(), (*self.keys).clone()))
+    }
+
+    /// A script call with the namespace base as its one key; add the arguments and
+    /// [`invoke`](Self::invoke) it.
+    pub(crate) fn script<'a>(&self, script: &'a Script) -> ScriptInvocation<'a> {
+        let mut invocation = script.prepare_invoke();
+        invocation.key(self.keys.base());
+        invocation
+    }
+
+    /// Runs a prepared script call; `doing` says what for, in errors.
+    pub(crate) async fn invoke<T: FromRedisValue>(
+        &self,
+        invocation: &ScriptInvocation<'_>,
+        doing: &str,
+    ) -> Result<T> {
+        let mut conn = self.conn.clone();
+        invocation
+            .invoke_async(&mut conn)
+            .await
+            .map_err(|e| Error::backend(doing.to_owned(), e))
+    }
+
+    /// Runs a plain command.
+    pub(crate) async fn query<T: FromRedisValue>(&self, cmd: &redis::Cmd, doing: &str) -> Result<T> {
+        let mut conn = self.conn.clone();
+        cmd.query_async(&mut conn)
+            .await
+            .map_err(|e| Error::backend(doing.to_owned(), e))
+    }
+}
+
+impl fmt::Debug for RedisBackend {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RedisBackend")
+            .field("prefix", &self.keys.prefix())
+            .field("clock", &self.clock)
+            .finish_non_exhaustive()
+    }
+}

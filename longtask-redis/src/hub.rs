@@ -1,0 +1,276 @@
+//! The pub/sub hub: one subscriber connection per backend that wakes idle workers and feeds
+//! watchers.
+//!
+//! A background task owns a dedicated pub/sub connection, subscribed to the namespace's work
+//! channel and to the channel of every watched task. Work messages bump a [`watch`] channel
+//! behind [`Queue::work_signal`](longtask_core::Queue::work_signal); task messages go to that
+//! task's watchers. When the connection drops, the task reconnects with backoff, subscribes
+//! again, and then bumps the work signal and asks every watcher to re-read its task's status,
+//! because messages sent while it was away are lost (pub/sub does not queue them).
+
+use std::{collections::HashMap, sync::Arc, time::Duration};
+
+use futures::StreamExt;
+use longtask_core::{Error, Result, WorkSignal};
+use redis::aio::{PubSubSink, PubSubStream};
+use tokio::sync::{mpsc, oneshot, watch};
+
+use crate::keys::Keys;
+
+/// The longest pause between reconnection attempts.
+const MAX_BACKOFF: Duration = Duration::from_secs(5);
+
+/// What the hub hands a watcher.
+#[derive(Debug)]
+pub(crate) enum Delivery {
+    /// A message published to the task's channel.
+    Message(Vec<u8>),
+    /// The connection was re-established; messages may have been missed.
+    Resync,
+}
+
+enum Command {
+    Watch {
+        channel: String,
+        watcher: u64,
+        sender: mpsc::UnboundedSender<Delivery>,
+        subscribed: oneshot::Sender<Result<()>>,
+    },
+    Unwatch {
+        channel: String,
+        watcher: u64,
+    },
+}
+
+/// A handle on the hub task; the task ends when every handle (and every watcher) is gone.
+pub(crate) struct Hub {
+    commands: mpsc::UnboundedSender<Command>,
+    work: Arc<watch::Sender<()>>,
+}
+
+/// Keeps a watcher subscribed; dropping it unsubscribes.
+#[derive(Debug)]
+pub(crate) struct Subscription {
+    pub(crate) deliveries: mpsc::UnboundedReceiver<Delivery>,
+    commands: mpsc::UnboundedSender<Command>,
+    channel: String,
+    watcher: u64,
+}
+
+impl Drop for Subscription {
+    fn drop(&mut self) {
+        let _ = self.commands.send(Command::Unwatch {
+            channel: std::mem::take(&mut self.channel),
+            watcher: self.watcher,
+        });
+    }
+}
+
+impl std::fmt::Debug for Command {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Watch { channel, .. } => write!(f, "Watch({channel})"),
+            Self::Unwatch { channel, .. } => write!(f, "Unwatch({channel})"),
+        }
+    }
+}
+
+impl Hub {
+    /// Starts the hub task on the current Tokio runtime. Outside a runtime the hub stays idle:
+    /// the work signal never fires (workers fall back to polling) and watching fails.
+    pub(crate) fn start(client: redis::Client, keys: Keys) -> Self {
+        let (commands, receiver) = mpsc::unbounded_channel();
+        let work = Arc::new(watch::Sender::new(()));
+        match tokio::runtime::Handle::try_current() {
+            Ok(runtime) => {
+                let task = HubTask {
+                    client,
+                    work_channel: keys.work_channel(),
+                    work: work.clone(),
+                    commands: receiver,
+                    watchers: HashMap::new(),
+                };
+                runtime.spawn(task.run());
+            }
+            Err(_) => {
+                tracing::warn!(
+                    "longtask-redis: no Tokio runtime; workers will poll instead of waiting for wake-ups"
+                );
+            }
+        }
+        Self { commands, work }
+    }
+
+    /// A signal that changes when work may have become available.
+    pub(crate) fn work_signal(&self) -> WorkSignal {
+        WorkSignal::new(self.work.subscribe())
+    }
+
+    /// Subscribes to a channel; returns once the server confirmed the subscription.
+    pub(crate) async fn subscribe(&self, channel: String, watcher: u64) -> Result<Subscription> {
+        let (sender, deliveries) = mpsc::unbounded_channel();
+        let (subscribed, confirmed) = oneshot::channel();
+        let subscription = Subscription {
+            deliveries,
+            commands: self.commands.clone(),
+            channel: channel.clone(),
+            watcher,
+        };
+        let hub_gone = || {
+            Error::backend(
+                "subscribing to task events",
+                "the pub/sub task is not running (no Tokio runtime when the backend was first used)",
+            )
+        };
+        self.commands
+            .send(Command::Watch {
+                channel,
+                watcher,
+                sender,
+                subscribed,
+            })
+            .map_err(|_| hub_gone())?;
+        confirmed.await.map_err(|_| hub_gone())??;
+        Ok(subscription)
+    }
+}
+
+type Watchers = HashMap<String, HashMap<u64, mpsc::UnboundedSender<Delivery>>>;
+
+struct HubTask {
+    client: redis::Client,
+    work_channel: String,
+    work: Arc<watch::Sender<()>>,
+    commands: mpsc::UnboundedReceiver<Command>,
+    watchers: Watchers,
+}
+
+/// Why a connection's message loop ended.
+enum End {
+    /// Every handle is gone: stop.
+    Closed,
+    /// The connection failed: reconnect.
+    Lost,
+}
+
+impl HubTask {
+    async fn run(mut self) {
+        let mut backoff = Duration::from_millis(50);
+        loop {
+            match self.connect().await {
+                Ok((sink, stream)) => {
+                    backoff = Duration::from_millis(50);
+                    // Anything published while we were not subscribed is lost: wake workers
+                    // and let watchers re-read their task.
+                    self.work.send_replace(());
+                    for senders in self.watchers.values() {
+                        for sender in senders.values() {
+                            let _ = sender.send(Delivery::Resync);
+                        }
+                    }
+                    if let End::Closed = self.serve(sink, stream).await {
+                        return;
+                    }
+                    tracing::warn!("longtask-redis: pub/sub connection lost; reconnecting");
+                }
+                Err(err) => {
+                    tracing::warn!(error = %err, "longtask-redis: pub/sub connection failed; retrying in {backoff:?}");
+                    let deadline = tokio::time::Instant::now() + backoff;
+                    // Keep answering commands while the server is away.
+                    loop {
+                        tokio::select! {
+                            () = tokio::time::sleep_until(deadline) => break,
+                            command = self.commands.recv() => match command {
+                                None => return,
+                                Some(command) => self.refuse(command, &err),
+                            },
+                        }
+                    }
+                    backoff = (backoff * 2).min(MAX_BACKOFF);
+                }
+            }
+        }
+    }
+
+    async fn connect(&mut self) -> redis::RedisResult<(PubSubSink, PubSubStream)> {
+        let (mut sink, stream) = self.client.get_async_pubsub().await?.split();
+        sink.subscribe(&self.work_channel).await?;
+        let channels: Vec<&String> = self.watchers.keys().collect();
+        if !channels.is_empty() {
+            sink.subscribe(channels).await?;
+        }
+        Ok((sink, stream))
+    }
+
+    /// Answers a command while disconnected.
+    fn refuse(&mut self, command: Command, err: &redis::RedisError) {
+        match command {
+            Command::Watch { subscribed, .. } => {
+                let _ = subscribed.send(Err(Error::backend(
+                    "subscribing to task events",
+                    format!("the pub/sub connection is down: {err}"),
+                )));
+            }
+            Command::Unwatch { channel, watcher } => {
+                self.remove(&channel, watcher);
+            }
+        }
+    }
+
+    /// Drops a watcher; returns whether its channel has no watchers left.
+    fn remove(&mut self, channel: &str, watcher: u64) -> bool {
+        let Some(senders) = self.watchers.get_mut(channel) else {
+            return false;
+        };
+        senders.remove(&watcher);
+        if senders.is_empty() {
+            self.watchers.remove(channel);
+            return true;
+        }
+        false
+    }
+
+    async fn serve(&mut self, mut sink: PubSubSink, mut stream: PubSubStream) -> End {
+        loop {
+            tokio::select! {
+                command = self.commands.recv() => match command {
+                    None => return End::Closed,
+                    Some(Command::Watch { channel, watcher, sender, subscribed }) => {
+                        let fresh = !self.watchers.contains_key(&channel);
+                        self.watchers.entry(channel.clone()).or_default().insert(watcher, sender);
+                        let result = if fresh { sink.subscribe(&channel).await } else { Ok(()) };
+                        let failed = result.is_err();
+                        let _ = subscribed.send(
+                            result.map_err(|e| Error::backend("subscribing to task events", e)),
+                        );
+                        if failed {
+                            self.remove(&channel, watcher);
+                            return End::Lost;
+                        }
+                    }
+                    Some(Command::Unwatch { channel, watcher }) => {
+                        if self.remove(&channel, watcher) && sink.unsubscribe(&channel).await.is_err() {
+                            return End::Lost;
+                        }
+                    }
+                },
+                message = stream.next() => match message {
+                    None => return End::Lost,
+                    Some(message) => self.dispatch(&message),
+                },
+            }
+        }
+    }
+
+    fn dispatch(&mut self, message: &redis::Msg) {
+        let channel = message.get_channel_name();
+        if channel == self.work_channel {
+            self.work.send_replace(());
+            return;
+        }
+        if let Some(senders) = self.watchers.get_mut(channel) {
+            let payload = message.get_payload_bytes();
+            senders.retain(|_, sender| sender.send(Delivery::Message(payload.to_vec())).is_ok());
+        }
+    }
+}

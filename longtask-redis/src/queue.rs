@@ -1,0 +1,185 @@
+//! [`Queue`] for [`RedisBackend`]: claim, heartbeat, finish, release, recover, wake-ups.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use longtask_core::{
+    saturating_add, Ack, ClaimRequest, ClaimedTask, Completion, Error, Lease, LeaseState, Outcome,
+    Queue, Result, WorkSignal,
+};
+
+use crate::{
+    backend::RedisBackend,
+    record::{self, millis},
+    scripts::SCRIPTS,
+};
+
+/// Tasks one claim call leases at most, whatever the request's limit: bounds how long one
+/// script blocks Redis.
+const CLAIM_MAX: usize = 5_000;
+/// Delayed tasks one claim call promotes to ready at most (at least the claim's limit).
+const PROMOTE_CHUNK: usize = 1_000;
+/// Expired leases recovered per script call, at most.
+const RECOVER_CHUNK: usize = 1_000;
+
+fn unexpected(doing: &'static str, reply: impl std::fmt::Debug) -> Error {
+    Error::backend(doing, format!("unexpected reply from Redis: {reply:?}"))
+}
+
+fn parse_num<T: std::str::FromStr>(text: &str, doing: &'static str) -> Result<T> {
+    text.parse().map_err(|_| unexpected(doing, text))
+}
+
+fn acks(replies: &[i64], expected: usize, doing: &'static str) -> Result<Vec<Ack>> {
+    if replies.len() != expected {
+        return Err(unexpected(doing, replies));
+    }
+    Ok(replies
+        .iter()
+        .map(|&r| if r == 1 { Ack::Applied } else { Ack::Stale })
+        .collect())
+}
+
+#[async_trait]
+impl Queue for RedisBackend {
+    async fn claim(&self, request: ClaimRequest<'_>) -> Result<Vec<ClaimedTask>> {
+        let limit = request.limit.min(CLAIM_MAX);
+        if limit == 0 || request.jobs.is_empty() {
+            return Ok(Vec::new());
+        }
+        let now = self.now();
+        let expires = saturating_add(now, request.lease);
+        let mut call = self.script(&SCRIPTS.claim);
+        call.arg(millis(now))
+            .arg(millis(expires))
+            .arg(request.worker)
+            .arg(limit)
+            .arg(PROMOTE_CHUNK.max(limit));
+        for job in request.jobs {
+            call.arg(job);
+        }
+        const DOING: &str = "claiming tasks";
+        let out: Vec<String> = self.invoke(&call, DOING).await?;
+        if out.len() % 6 != 0 {
+            return Err(unexpected(DOING, out.len()));
+        }
+        let mut claimed = Vec::with_capacity(out.len() / 6);
+        let mut fields = out.into_iter();
+        while let (Some(id), Some(token), Some(job), Some(params), Some(attempt), Some(max)) = (
+            fields.next(),
+            fields.next(),
+            fields.next(),
+            fields.next(),
+            fields.next(),
+            fields.next(),
+        ) {
+            claimed.push(ClaimedTask {
+                lease: Lease {
+                    task: record::task_id(&id)?,
+                    token: parse_num(&token, DOING)?,
+                },
+                job,
+                params,
+                attempt: parse_num(&attempt, DOING)?,
+                max_attempts: parse_num(&max, DOING)?,
+            });
+        }
+        Ok(claimed)
+    }
+
+    async fn heartbeat(&self, leases: &[Lease], extend: Duration) -> Result<Vec<LeaseState>> {
+        if leases.is_empty() {
+            return Ok(Vec::new());
+        }
+        let expires = saturating_add(self.now(), extend);
+        let mut call = self.script(&SCRIPTS.heartbeat);
+        call.arg(millis(expires));
+        for lease in leases {
+            call.arg(lease.task.to_string()).arg(lease.token);
+        }
+        const DOING: &str = "extending leases";
+        let out: Vec<i64> = self.invoke(&call, DOING).await?;
+        if out.len() != leases.len() {
+            return Err(unexpected(DOING, out));
+        }
+        Ok(out
+            .into_iter()
+            .map(|r| match r {
+                r if r < 0 => LeaseState::Lost,
+                r => LeaseState::Held {
+                    cancel_requested: r == 1,
+                },
+            })
+            .collect())
+    }
+
+    async fn finish(&self, completions: Vec<Completion>) -> Result<Vec<Ack>> {
+        if completions.is_empty() {
+            return Ok(Vec::new());
+        }
+        let now = self.now();
+        let mut call = self.script(&SCRIPTS.finish);
+        call.arg(millis(now));
+        for completion in &completions {
+            let progress = match &completion.progress {
+                Some(p) => serde_json::to_string(p)
+                    .map_err(|e| Error::backend("encoding progress", e))?,
+                None => String::new(),
+            };
+            call.arg(completion.lease.task.to_string())
+                .arg(completion.lease.token);
+            match &completion.outcome {
+                Outcome::Succeeded { output } => {
+                    call.arg("s").arg(output).arg("");
+                }
+                Outcome::Failed { error, retry_after } => {
+                    let retry_at = retry_after
+                        .map(|d| millis(saturating_add(now, d)).to_string())
+                        .unwrap_or_default();
+                    call.arg("f").arg(error).arg(retry_at);
+                }
+                Outcome::Cancelled { reason } => {
+                    call.arg("c").arg(reason).arg("");
+                }
+            }
+            call.arg(progress);
+        }
+        let out: Vec<i64> = self.invoke(&call, "recording outcomes").await?;
+        acks(&out, completions.len(), "recording outcomes")
+    }
+
+    async fn release(&self, leases: &[Lease]) -> Result<Vec<Ack>> {
+        if leases.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut call = self.script(&SCRIPTS.release);
+        call.arg(self.now_ms());
+        for lease in leases {
+            call.arg(lease.task.to_string()).arg(lease.token);
+        }
+        let out: Vec<i64> = self.invoke(&call, "releasing tasks").await?;
+        acks(&out, leases.len(), "releasing tasks")
+    }
+
+    async fn recover_expired(&self, limit: usize) -> Result<u64> {
+        let now_ms = self.now_ms();
+        let mut recovered = 0_u64;
+        let mut left = limit;
+        while left > 0 {
+            let chunk = left.min(RECOVER_CHUNK);
+            let mut call = self.script(&SCRIPTS.recover);
+            call.arg(now_ms).arg(chunk);
+            let n: u64 = self.invoke(&call, "recovering expired leases").await?;
+            recovered += n;
+            if n < chunk as u64 {
+                break;
+            }
+            left -= chunk;
+        }
+        Ok(recovered)
+    }
+
+    fn work_signal(&self) -> WorkSignal {
+        self.hub().work_signal()
+    }
+}

@@ -1,0 +1,167 @@
+//! [`TaskStore`] for [`RedisBackend`]: insert, get, list, cancel, purge.
+
+use std::collections::HashMap;
+
+use async_trait::async_trait;
+use longtask_core::{
+    CancelOutcome, Error, Inserted, NewTask, Result, TaskId, TaskQuery, TaskRecord, TaskStore,
+};
+
+use crate::{
+    backend::RedisBackend,
+    record::{self, duration_millis, encode_opt, millis},
+    scripts::SCRIPTS,
+};
+
+/// Task ids a listing scans per script call, at most: bounds how long one call blocks Redis.
+const LIST_SCAN_BUDGET: usize = 5_000;
+/// Tasks purged per script call, at most.
+const PURGE_CHUNK: usize = 1_000;
+
+#[async_trait]
+impl TaskStore for RedisBackend {
+    async fn insert(&self, tasks: Vec<NewTask>) -> Result<Vec<Inserted>> {
+        if tasks.is_empty() {
+            return Ok(Vec::new());
+        }
+        let now = self.now();
+        let now_ms = millis(now);
+        let mut call = self.script(&SCRIPTS.insert);
+        call.arg(now_ms);
+        for task in &tasks {
+            call.arg(task.id.to_string())
+                .arg(&task.job)
+                .arg(&task.params)
+                .arg(task.priority)
+                .arg(millis(task.run_at.resolve(now)))
+                .arg(task.max_attempts)
+                .arg(duration_millis(task.retention))
+                .arg(encode_opt(task.owner.as_deref()))
+                .arg(encode_opt(task.idempotency_key.as_deref()));
+        }
+        let out: Vec<String> = self.invoke(&call, "inserting tasks").await?;
+        match out.first().map(String::as_str) {
+            Some("ok") => out[1..]
+                .chunks_exact(2)
+                .map(|pair| {
+                    Ok(Inserted {
+                        id: record::task_id(&pair[0])?,
+                        created: pair[1] == "1",
+                    })
+                })
+                .collect(),
+            Some("dup") => Err(Error::InvalidInput(format!(
+                "task id {} is already in use",
+                out.get(1).map_or("?", String::as_str)
+            ))),
+            _ => Err(Error::backend(
+                "inserting tasks",
+                format!("unexpected reply from the insert script: {out:?}"),
+            )),
+        }
+    }
+
+    async fn get(&self, id: TaskId) -> Result<Option<TaskRecord>> {
+        let hash: HashMap<String, String> = self
+            .query(
+                redis::cmd("HGETALL").arg(self.keys.task(id)),
+                "reading a task",
+            )
+            .await?;
+        record::decode(id, hash)
+    }
+
+    async fn list(&self, query: &TaskQuery) -> Result<Vec<TaskRecord>> {
+        let limit = query.effective_limit();
+        let statuses = query
+            .statuses
+            .iter()
+            .map(|s| s.as_str())
+            .collect::<Vec<_>>()
+            .join(",");
+        let job = encode_opt(query.job.as_deref());
+        let owner = encode_opt(query.owner.as_deref());
+        let mut cursor = query.after.map(|id| id.to_string()).unwrap_or_default();
+        let mut ids = Vec::new();
+        while ids.len() < limit {
+            let mut call = self.script(&SCRIPTS.list);
+            call.arg(&cursor)
+                .arg(limit - ids.len())
+                .arg(LIST_SCAN_BUDGET)
+                .arg(&job)
+                .arg(&owner)
+                .arg(&statuses);
+            let out: Vec<String> = self.invoke(&call, "listing tasks").await?;
+            let [next, done, found @ ..] = out.as_slice() else {
+                return Err(Error::backend(
+                    "listing tasks",
+                    format!("unexpected reply from the list script: {out:?}"),
+                ));
+            };
+            for id in found {
+                ids.push(record::task_id(id)?);
+            }
+            if done == "1" || *next == cursor {
+                break;
+            }
+            cursor.clone_from(next);
+        }
+        ids.truncate(limit);
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut pipe = redis::pipe();
+        for id in &ids {
+            pipe.cmd("HGETALL").arg(self.keys.task(*id));
+        }
+        let mut conn = self.conn.clone();
+        let hashes: Vec<HashMap<String, String>> = pipe
+            .query_async(&mut conn)
+            .await
+            .map_err(|e| Error::backend("reading listed tasks", e))?;
+        let mut records = Vec::with_capacity(ids.len());
+        for (id, hash) in ids.into_iter().zip(hashes) {
+            // A task purged between the scan and the read is simply not listed.
+            if let Some(record) = record::decode(id, hash)? {
+                records.push(record);
+            }
+        }
+        Ok(records)
+    }
+
+    async fn cancel(&self, id: TaskId) -> Result<CancelOutcome> {
+        let mut call = self.script(&SCRIPTS.cancel);
+        call.arg(self.now_ms()).arg(id.to_string());
+        let out: String = self.invoke(&call, "cancelling a task").await?;
+        match out.as_str() {
+            "missing" => Err(Error::NotFound(id)),
+            "cancelled" => Ok(CancelOutcome::Cancelled),
+            "requested" => Ok(CancelOutcome::Requested),
+            other => match other.strip_prefix("finished:") {
+                Some(status) => Ok(CancelOutcome::AlreadyFinished(record::status(status)?)),
+                None => Err(Error::backend(
+                    "cancelling a task",
+                    format!("unexpected reply from the cancel script: {other:?}"),
+                )),
+            },
+        }
+    }
+
+    async fn purge(&self, limit: usize) -> Result<u64> {
+        let now_ms = self.now_ms();
+        let mut purged = 0_u64;
+        let mut left = limit;
+        while left > 0 {
+            let chunk = left.min(PURGE_CHUNK);
+            let mut call = self.script(&SCRIPTS.purge);
+            call.arg(now_ms).arg(chunk);
+            let n: u64 = self.invoke(&call, "purging finished tasks").await?;
+            purged += n;
+            if n < chunk as u64 {
+                break;
+            }
+            left -= chunk;
+        }
+        Ok(purged)
+    }
+}

@@ -1,0 +1,306 @@
+//! The Redis backend against a real redis-server: the whole conformance suite, plus
+//! Redis-specific cases (large backlogs, reconnecting pub/sub, key layout).
+//!
+//! Uses `REDIS_URL` when set (point it at a scratch database: test keys are left behind);
+//! otherwise starts a throwaway `redis-server` on a free loopback port, one per test process,
+//! which a watchdog shell stops (and whose directory it removes) when the test process exits.
+
+use std::{
+    io::{BufRead, BufReader, Read, Write},
+    net::{TcpListener, TcpStream},
+    process::{Command, Stdio},
+    sync::{
+        atomic::{AtomicU64, Ordering},
+        Arc, OnceLock,
+    },
+    time::{Duration, Instant},
+};
+
+use longtask_core::{
+    Backend, ClaimRequest, Clock, Completion, ManualClock, NewTask, Outcome, Queue, RunAt,
+    TaskStatus, TaskStore,
+};
+use longtask_redis::RedisBackend;
+
+static SERVER: OnceLock<String> = OnceLock::new();
+
+/// The URL of the Redis to test against.
+fn redis_url() -> String {
+    if let Ok(url) = std::env::var("REDIS_URL") {
+        return url;
+    }
+    SERVER.get_or_init(start_server).clone()
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("no free loopback port")
+}
+
+/// Whether a Redis answers PING on `port`.
+fn answers_ping(port: u16) -> bool {
+    let Ok(mut stream) = TcpStream::connect(("127.0.0.1", port)) else {
+        return false;
+    };
+    let _ = stream.set_read_timeout(Some(Duration::from_millis(500)));
+    if stream.write_all(b"PING\r\n").is_err() {
+        return false;
+    }
+    let mut line = String::new();
+    BufReader::new(stream).read_line(&mut line).is_ok() && line.starts_with("+PONG")
+}
+
+/// Starts a throwaway redis-server and returns its URL.
+fn start_server() -> String {
+    match Command::new("redis-server").arg("--version").output() {
+        Ok(out) if out.status.success() => {}
+        _ => panic!(
+            "redis-server is not installed: `apt-get install redis-server` (Debian/Ubuntu), \
+             or set REDIS_URL=redis://host:port/db to test against a running Redis"
+        ),
+    }
+    let dir = tempfile::Builder::new()
+        .prefix("longtask-redis-test-")
+        .tempdir()
+        .expect("cannot create a temporary directory")
+        .keep();
+    let dir = dir.to_str().expect("temp dir path is not UTF-8").to_owned();
+    for _ in 0..5 {
+        let port = free_port();
+        // The shell is the watchdog: it stops the server (and removes its directory) as soon
+        // as the test process ($PPID) is gone, however it ended.
+        let script = format!(
+            "redis-server --port {port} --bind 127.0.0.1 --save '' --appendonly no \
+             --dir '{dir}' --logfile '{dir}/redis.log' & pid=$!; \
+             while kill -0 $PPID 2>/dev/null && kill -0 $pid 2>/dev/null; do sleep 1; done; \
+             kill $pid 2>/dev/null; wait $pid; rm -rf '{dir}'"
+        );
+        let mut child = Command::new("sh")
+            .arg("-c")
+            .arg(script)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("cannot run sh to start redis-server");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if answers_ping(port) {
+                return format!("redis://127.0.0.1:{port}/");
+            }
+            if let Ok(Some(_)) = child.try_wait() {
+                break; // the server exited (port taken?): try another port
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = child.kill();
+    }
+    let mut log = String::new();
+    let _ = std::fs::File::open(format!("{dir}/redis.log")).map(|mut f| f.read_to_string(&mut log));
+    panic!("redis-server did not start on 127.0.0.1; its log:\n{log}");
+}
+
+/// A key prefix no other test (or test run) uses.
+fn unique_prefix() -> String {
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    format!(
+        "lt-test-{}-{nanos}-{}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+async fn redis_backend(clock: Arc<dyn Clock>) -> RedisBackend {
+    RedisBackend::connect(&redis_url())
+        .await
+        .expect("cannot connect to the test Redis")
+        .with_prefix(unique_prefix())
+        .with_clock(clock)
+}
+
+async fn make_backend(clock: Arc<dyn Clock>) -> Backend {
+    redis_backend(clock).await.into()
+}
+
+longtask_core::conformance_suite!(redis, make_backend);
+
+/// Inserts `n` tasks of `job` in batches, each made by `task`.
+async fn insert_many(backend: &RedisBackend, n: usize, task: impl Fn(usize) -> NewTask) {
+    let mut i = 0;
+    while i < n {
+        let batch: Vec<NewTask> = (i..(i + 10_000).min(n)).map(&task).collect();
+        i += batch.len();
+        backend.insert(batch).await.expect("batch insert failed");
+    }
+}
+
+/// Claims and completes everything of `job`; returns (tasks, slowest claim call).
+async fn drain(backend: &RedisBackend, job: &str) -> (usize, Duration) {
+    let jobs = [job.to_owned()];
+    let mut done = 0;
+    let mut slowest = Duration::ZERO;
+    loop {
+        let started = Instant::now();
+        let claimed = backend
+            .claim(ClaimRequest {
+                jobs: &jobs,
+                worker: "drain",
+                limit: 500,
+                lease: Duration::from_secs(30),
+            })
+            .await
+            .expect("claim failed");
+        slowest = slowest.max(started.elapsed());
+        if claimed.is_empty() {
+            return (done, slowest);
+        }
+        done += claimed.len();
+        let completions = claimed
+            .into_iter()
+            .map(|c| {
+                Completion::new(
+                    c.lease,
+                    Outcome::Succeeded {
+                        output: "null".to_owned(),
+                    },
+                )
+            })
+            .collect();
+        backend.finish(completions).await.expect("finish failed");
+    }
+}
+
+/// A backlog of 50,000 due tasks drains without error, each claim call staying cheap.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn large_backlog_drains_with_bounded_claims() {
+    const N: usize = 50_000;
+    let backend = redis_backend(Arc::new(ManualClock::new())).await;
+    insert_many(&backend, N, |i| NewTask::new("backlog", format!("{i}"))).await;
+    let (done, slowest) = drain(&backend, "backlog").await;
+    assert_eq!(done, N);
+    assert!(
+        slowest < Duration::from_secs(2),
+        "a claim of 500 took {slowest:?} with a {N}-task backlog"
+    );
+}
+
+/// 50,000 scheduled tasks that all become due at once are promoted in bounded chunks: every
+/// claim call stays cheap and the whole backlog drains.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn due_scheduled_backlog_is_promoted_in_bounded_chunks() {
+    const N: usize = 50_000;
+    let clock = Arc::new(ManualClock::new());
+    let backend = redis_backend(clock.clone()).await;
+    insert_many(&backend, N, |i| NewTask {
+        run_at: RunAt::After(Duration::from_secs(60)),
+        ..NewTask::new("later", format!("{i}"))
+    })
+    .await;
+    let (none, _) = drain(&backend, "later").await;
+    assert_eq!(none, 0, "scheduled tasks must not be claimed early");
+    clock.advance(Duration::from_secs(61));
+    let (done, slowest) = drain(&backend, "later").await;
+    assert_eq!(done, N);
+    assert!(
+        slowest < Duration::from_secs(2),
+        "a claim took {slowest:?} while promoting a {N}-task due backlog"
+    );
+}
+
+/// The pub/sub connection comes back after the server drops it: workers are woken again and
+/// watchers keep streaming.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pubsub_reconnects_after_the_connection_is_killed() {
+    use futures::StreamExt;
+    use longtask_core::{ProgressSink, TaskEvent};
+
+    let backend = redis_backend(Arc::new(ManualClock::new())).await;
+    let mut signal = backend.work_signal();
+    let id = backend.insert(vec![NewTask::new("re", "{}")]).await.unwrap()[0].id;
+    let claimed = backend
+        .claim(ClaimRequest {
+            jobs: &["re".to_owned()],
+            worker: "w",
+            limit: 1,
+            lease: Duration::from_secs(30),
+        })
+        .await
+        .unwrap();
+    let mut events = backend.watch(id).await.unwrap();
+
+    let client = ::redis::Client::open(redis_url()).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let killed: i64 = ::redis::cmd("CLIENT")
+        .arg("KILL")
+        .arg("TYPE")
+        .arg("pubsub")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert!(killed >= 1, "no pub/sub connection to kill");
+    // The reconnect wakes workers, and afterwards new work wakes them again.
+    tokio::time::timeout(Duration::from_secs(10), signal.changed())
+        .await
+        .expect("no wake-up after reconnecting");
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    backend.insert(vec![NewTask::new("re", "{}")]).await.unwrap();
+    tokio::time::timeout(Duration::from_secs(10), signal.changed())
+        .await
+        .expect("no wake-up for new work after reconnecting");
+
+    backend
+        .finish(vec![Completion::new(
+            claimed[0].lease,
+            Outcome::Succeeded {
+                output: "1".to_owned(),
+            },
+        )])
+        .await
+        .unwrap();
+    let seen: Vec<TaskEvent> = tokio::time::timeout(Duration::from_secs(10), events.by_ref().collect())
+        .await
+        .expect("the watch stream did not end after reconnecting");
+    assert_eq!(
+        seen.last(),
+        Some(&TaskEvent::Status {
+            status: TaskStatus::Succeeded
+        })
+    );
+}
+
+/// Every key of a namespace carries the `{prefix}` hash tag, whatever the job names.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_key_shares_the_namespace_hash_tag() {
+    let backend = redis_backend(Arc::new(ManualClock::new())).await;
+    let prefix = backend.prefix().to_owned();
+    backend
+        .insert(vec![
+            NewTask {
+                idempotency_key: Some("k:{x}".to_owned()),
+                ..NewTask::new("a:b{c}", "{}")
+            },
+            NewTask {
+                run_at: RunAt::After(Duration::from_secs(5)),
+                ..NewTask::new("plain", "{}")
+            },
+        ])
+        .await
+        .unwrap();
+    let client = ::redis::Client::open(redis_url()).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let keys: Vec<String> = ::redis::cmd("KEYS")
+        .arg(format!("*{prefix}*"))
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert!(keys.len() >= 5, "{keys:?}");
+    for key in &keys {
+        assert!(key.starts_with(&format!("{{{prefix}}}:")), "{key}");
+        assert_eq!(key.matches('{').count(), 1, "a user string leaked braces: {key}");
+    }
+}
