@@ -122,7 +122,10 @@ async fn worker_runs_jobs_on_a_file_database() {
     for (n, id) in ids.into_iter().enumerate() {
         let task = client.wait(id, Duration::from_secs(30)).await.unwrap();
         assert_eq!(task.status, TaskStatus::Succeeded);
-        assert_eq!(client.output::<Double>(id).await.unwrap(), Some(n as u64 * 2));
+        assert_eq!(
+            client.output::<Double>(id).await.unwrap(),
+            Some(n as u64 * 2)
+        );
     }
     worker.shutdown().await.unwrap();
 }
@@ -153,4 +156,116 @@ async fn task_survives_reopening_the_database() {
     assert_eq!(task.status, TaskStatus::Succeeded);
     assert_eq!(client.output::<Double>(id).await.unwrap(), Some(42));
     worker.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn in_memory_database_works() {
+    let backend = SqliteBackend::connect("sqlite::memory:").await.unwrap();
+    backend.migrate().await.unwrap();
+    let id = backend
+        .insert(vec![NewTask::new("noop", "null")])
+        .await
+        .unwrap()[0]
+        .id;
+    assert_eq!(
+        backend.get(id).await.unwrap().unwrap().status,
+        TaskStatus::Queued
+    );
+}
+
+/// Two backends on one file stand for two processes: neither sees the other's in-process
+/// signals, so watchers rely on polling the row, and claims on SQLite's write lock.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_process_sees_changes_and_never_double_claims() {
+    use longtask_core::{
+        ClaimRequest, Completion, Outcome, Progress, ProgressSink, Queue, TaskEvent,
+    };
+
+    let dir = TempDir::new().unwrap();
+    let web = open(dir.path())
+        .await
+        .with_watch_interval(Duration::from_millis(20));
+    let worker = open(dir.path()).await;
+
+    // Watching from one process what another does.
+    let id = web
+        .insert(vec![NewTask::new("noop", "null")])
+        .await
+        .unwrap()[0]
+        .id;
+    let mut events = web.watch(id).await.unwrap();
+    worker
+        .report(&[(id, Progress::new(1, Some(2)))])
+        .await
+        .unwrap();
+    assert!(matches!(next(&mut events).await, Some(TaskEvent::Progress(p)) if p.step == 1));
+    let jobs = ["noop".to_owned()];
+    let request = ClaimRequest {
+        jobs: &jobs,
+        worker: "w",
+        limit: 10,
+        lease: Duration::from_secs(30),
+    };
+    let claimed = worker.claim(request).await.unwrap();
+    assert_eq!(
+        next(&mut events).await,
+        Some(TaskEvent::Status {
+            status: TaskStatus::Running
+        })
+    );
+    let done = Completion::new(
+        claimed[0].lease,
+        Outcome::Succeeded {
+            output: "null".to_owned(),
+        },
+    );
+    worker.finish(vec![done]).await.unwrap();
+    assert_eq!(
+        next(&mut events).await,
+        Some(TaskEvent::Status {
+            status: TaskStatus::Succeeded
+        })
+    );
+    assert_eq!(next(&mut events).await, None);
+
+    // Claiming from both at once: every task once.
+    let tasks: Vec<NewTask> = (0..400).map(|_| NewTask::new("noop", "null")).collect();
+    web.insert(tasks).await.unwrap();
+    let claim_all = |backend: SqliteBackend| {
+        tokio::spawn(async move {
+            let jobs = ["noop".to_owned()];
+            let mut ids = Vec::new();
+            loop {
+                let claimed = backend
+                    .claim(ClaimRequest {
+                        jobs: &jobs,
+                        worker: "w",
+                        limit: 7,
+                        lease: Duration::from_secs(30),
+                    })
+                    .await
+                    .unwrap();
+                if claimed.is_empty() {
+                    return ids;
+                }
+                ids.extend(claimed.into_iter().map(|c| c.lease.task));
+            }
+        })
+    };
+    let (a, b) = (claim_all(web.clone()), claim_all(worker.clone()));
+    let (a, b) = (a.await.unwrap(), b.await.unwrap());
+    let mut all: Vec<_> = a.iter().chain(&b).copied().collect();
+    all.sort();
+    all.dedup();
+    assert_eq!(all.len(), 400);
+    assert_eq!(a.len() + b.len(), 400);
+}
+
+async fn next(
+    events: &mut futures::stream::BoxStream<'static, longtask_core::TaskEvent>,
+) -> Option<longtask_core::TaskEvent> {
+    use futures::StreamExt;
+    tokio::time::timeout(Duration::from_secs(10), events.next())
+        .await
+        .expect("no event within 10 s")
 }
