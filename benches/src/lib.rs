@@ -1,1 +1,201 @@
-//! Bench harness.
+//! The pieces of longtask's criterion benchmarks, shared by every backend.
+//!
+//! Each function takes a [`Backend`], so one harness measures them all: the backend comes from
+//! `LONGTASK_BENCH_URL` ([`backend_from_env`]), among those compiled in with the crate's features.
+//!
+//! ```text
+//! cargo bench -p longtask-benches                                    # memory://
+//! LONGTASK_BENCH_URL=sqlite:///tmp/bench.db cargo bench -p longtask-benches --features sqlite
+//! ```
+
+use std::{
+    sync::{
+        atomic::{AtomicU64, Ordering},
+        Arc,
+    },
+    time::{Duration, Instant},
+};
+
+use longtask_core::{
+    Backend, ClaimRequest, Client, Completion, Job, JobError, NewTask, Outcome, TaskContext,
+    Worker,
+};
+use tokio::sync::Notify;
+
+/// The backend named by `LONGTASK_BENCH_URL` (default `memory://`).
+///
+/// # Panics
+/// When the URL names a backend that is not compiled in or cannot be reached: a benchmark has no
+/// better way to report it.
+pub async fn backend_from_env() -> (String, Backend) {
+    let url = std::env::var("LONGTASK_BENCH_URL").unwrap_or_else(|_| "memory://".to_owned());
+    let backend = longtask_examples::backend_from_url(&url)
+        .await
+        .unwrap_or_else(|e| panic!("cannot open the benchmark backend {url}: {e}"));
+    let scheme = url.split("://").next().unwrap_or("memory").to_owned();
+    (scheme, backend)
+}
+
+/// A job that does nothing but count its runs, and wakes a waiter when a target is reached.
+#[derive(Debug, Clone, Default)]
+pub struct Noop {
+    counter: Arc<Counter>,
+}
+
+#[derive(Debug, Default)]
+struct Counter {
+    done: AtomicU64,
+    target: AtomicU64,
+    reached: Notify,
+}
+
+impl Job for Noop {
+    const NAME: &'static str = "bench-noop";
+    type Params = ();
+    type Output = ();
+
+    async fn run(&self, (): (), _cx: TaskContext) -> Result<(), JobError> {
+        let done = self.counter.done.fetch_add(1, Ordering::Relaxed) + 1;
+        if done == self.counter.target.load(Ordering::Relaxed) {
+            self.counter.reached.notify_one();
+        }
+        Ok(())
+    }
+}
+
+impl Noop {
+    /// Arms the counter: [`Self::wait`] returns after `n` more runs.
+    fn expect(&self, n: u64) {
+        let done = self.counter.done.load(Ordering::Relaxed);
+        self.counter.target.store(done + n, Ordering::Relaxed);
+    }
+
+    async fn wait(&self) {
+        loop {
+            let notified = self.counter.reached.notified();
+            if self.counter.done.load(Ordering::Relaxed) >= self.counter.target.load(Ordering::Relaxed) {
+                return;
+            }
+            let _ = tokio::time::timeout(Duration::from_millis(50), notified).await;
+        }
+    }
+}
+
+/// Submits `n` tasks one request at a time; returns the time taken.
+pub async fn enqueue_single(client: &Client, n: u64) -> Duration {
+    let start = Instant::now();
+    for _ in 0..n {
+        client.submit::<Noop>(()).await.expect("submit failed");
+    }
+    start.elapsed()
+}
+
+/// Submits `n` tasks in batches of `batch`; returns the time taken.
+pub async fn enqueue_batch(client: &Client, n: u64, batch: usize) -> Duration {
+    let start = Instant::now();
+    let mut left = n;
+    while left > 0 {
+        let size = left.min(batch as u64);
+        client
+            .submit_many::<Noop>((0..size).map(|_| ()))
+            .await
+            .expect("batch submit failed");
+        left -= size;
+    }
+    start.elapsed()
+}
+
+/// Submits `n` tasks (untimed), then claims and completes them in batches of `batch` straight
+/// through the queue API, without a worker; returns the time the claims and completions took.
+pub async fn claim_complete(backend: &Backend, n: u64, batch: usize) -> Duration {
+    let client = Client::new(backend.clone());
+    enqueue_batch(&client, n, 1000).await;
+    let jobs = [Noop::NAME.to_owned()];
+    let start = Instant::now();
+    let mut left = n;
+    while left > 0 {
+        let claimed = backend
+            .queue()
+            .claim(ClaimRequest {
+                jobs: &jobs,
+                worker: "bench",
+                limit: batch,
+                lease: Duration::from_secs(60),
+            })
+            .await
+            .expect("claim failed");
+        assert!(!claimed.is_empty(), "ran out of tasks with {left} left");
+        left = left.saturating_sub(claimed.len() as u64);
+        let completions = claimed
+            .into_iter()
+            .map(|c| {
+                Completion::new(
+                    c.lease,
+                    Outcome::Succeeded {
+                        output: "null".to_owned(),
+                    },
+                )
+            })
+            .collect();
+        backend.queue().finish(completions).await.expect("finish failed");
+    }
+    start.elapsed()
+}
+
+/// Settings of an end-to-end run.
+#[derive(Debug, Clone, Copy)]
+pub struct EndToEnd {
+    /// Tasks per run.
+    pub tasks: u64,
+    /// Tasks per submit batch.
+    pub batch: usize,
+    /// Worker concurrency.
+    pub concurrency: usize,
+    /// Worker prefetch.
+    pub prefetch: usize,
+    /// Submit everything before starting the worker (drain a backlog) instead of while it runs.
+    pub backlog: bool,
+}
+
+/// Submits `tasks` no-op tasks in batches and runs them with a real [`Worker`] until every
+/// outcome is recorded (the worker's graceful shutdown flushes the last completions); returns
+/// the time from the first submit (or, for a backlog, from the worker's start) to the end.
+pub async fn end_to_end(backend: &Backend, settings: EndToEnd) -> Duration {
+    let client = Client::new(backend.clone());
+    let job = Noop::default();
+    job.expect(settings.tasks);
+    let build = || {
+        Worker::builder(backend.clone())
+            .register(job.clone())
+            .concurrency(settings.concurrency)
+            .prefetch(settings.prefetch)
+            .build()
+            .expect("worker builds")
+    };
+    let (start, worker) = if settings.backlog {
+        enqueue_batch(&client, settings.tasks, settings.batch).await;
+        (Instant::now(), build().spawn())
+    } else {
+        let worker = build().spawn();
+        let start = Instant::now();
+        enqueue_batch(&client, settings.tasks, settings.batch).await;
+        (start, worker)
+    };
+    job.wait().await;
+    worker.shutdown().await.expect("worker failed");
+    start.elapsed()
+}
+
+/// Builds a multi-threaded runtime for the benchmarks (2 worker threads: the machine's cores).
+pub fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("tokio runtime")
+}
+
+/// A task of the no-op job, for callers that build [`NewTask`]s themselves.
+pub fn noop_task() -> NewTask {
+    NewTask::new(Noop::NAME, "null")
+}

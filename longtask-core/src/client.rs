@@ -104,6 +104,27 @@ impl SubmitOptions {
         self.owner = Some(owner.into());
         self
     }
+
+    /// The task these options make for job `J` with `params`: the parameters encoded, unset
+    /// options taken from the job, and the result validated as [`Client::submit_with`] does.
+    /// For backends that insert tasks their own way (inside an application's transaction, say).
+    ///
+    /// ```
+    /// # use longtask_core::{Job, JobError, SubmitOptions, TaskContext};
+    /// # struct Email;
+    /// # impl Job for Email {
+    /// #     const NAME: &'static str = "email";
+    /// #     type Params = String;
+    /// #     type Output = ();
+    /// #     async fn run(&self, _to: String, _cx: TaskContext) -> Result<(), JobError> { Ok(()) }
+    /// # }
+    /// let task = SubmitOptions::new().priority(5).into_task::<Email>(&"ada@example.com".into())?;
+    /// assert_eq!((task.job.as_str(), task.priority), ("email", 5));
+    /// # Ok::<(), longtask_core::Error>(())
+    /// ```
+    pub fn into_task<J: Job>(self, params: &J::Params) -> Result<NewTask> {
+        new_task::<J>(params, self)
+    }
 }
 
 /// Submits tasks and follows them. Cheap to clone.

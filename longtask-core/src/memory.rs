@@ -20,6 +20,7 @@ use std::{
     cmp::Reverse,
     collections::{BTreeSet, HashMap, HashSet},
     fmt,
+    hash::{BuildHasherDefault, Hasher},
     sync::{Arc, Mutex, MutexGuard, PoisonError},
     time::Duration,
 };
@@ -57,16 +58,16 @@ type ReadyKey = (Reverse<i32>, i64, TaskId);
 
 #[derive(Default)]
 struct State {
-    tasks: HashMap<TaskId, Slot>,
+    tasks: HashMap<TaskId, Box<Slot>, IdHash>,
     /// Due (or promotable) waiting tasks, per job.
     ready: HashMap<String, BTreeSet<ReadyKey>>,
     /// Waiting tasks whose run_at is in the future: (run_at millis, id).
     delayed: BTreeSet<(i64, TaskId)>,
-    running: HashSet<TaskId>,
+    running: HashSet<TaskId, IdHash>,
     /// Finished tasks by purge time: (expires_at millis, id).
     expiring: BTreeSet<(i64, TaskId)>,
     keys: HashMap<(String, String), TaskId>,
-    watchers: HashMap<TaskId, Vec<mpsc::UnboundedSender<TaskEvent>>>,
+    watchers: HashMap<TaskId, Vec<mpsc::UnboundedSender<TaskEvent>>, IdHash>,
     next_token: u64,
 }
 
@@ -81,6 +82,29 @@ enum Place {
     Ready,
     Delayed,
     Elsewhere,
+}
+
+/// Task ids carry 62 random bits, so hashing needs no SipHash: fold the id's halves.
+type IdHash = BuildHasherDefault<IdHasher>;
+
+#[derive(Default)]
+struct IdHasher(u64);
+
+impl Hasher for IdHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for chunk in bytes.chunks(8) {
+            let mut word = [0; 8];
+            word[..chunk.len()].copy_from_slice(chunk);
+            self.0 = (self.0.rotate_left(5) ^ u64::from_le_bytes(word))
+                .wrapping_mul(0x517c_c1b7_2722_0a95);
+        }
+    }
+
+    fn write_usize(&mut self, _: usize) {}
 }
 
 fn millis(at: DateTime<Utc>) -> i64 {
@@ -162,10 +186,16 @@ impl State {
         let run_at = millis(slot.record.run_at);
         if run_at <= now {
             slot.place = Place::Ready;
-            self.ready
-                .entry(slot.record.job.clone())
-                .or_default()
-                .insert((Reverse(slot.record.priority), run_at, id));
+            let key = (Reverse(slot.record.priority), run_at, id);
+            match self.ready.get_mut(slot.record.job.as_str()) {
+                Some(set) => {
+                    set.insert(key);
+                }
+                None => {
+                    self.ready
+                        .insert(slot.record.job.clone(), BTreeSet::from([key]));
+                }
+            }
         } else {
             slot.place = Place::Delayed;
             self.delayed.insert((run_at, id));
@@ -203,10 +233,16 @@ impl State {
                     slot.record.status = TaskStatus::Queued;
                 }
                 slot.place = Place::Ready;
-                self.ready
-                    .entry(slot.record.job.clone())
-                    .or_default()
-                    .insert((Reverse(slot.record.priority), run_at, id));
+                let key = (Reverse(slot.record.priority), run_at, id);
+                match self.ready.get_mut(slot.record.job.as_str()) {
+                    Some(set) => {
+                        set.insert(key);
+                    }
+                    None => {
+                        self.ready
+                            .insert(slot.record.job.clone(), BTreeSet::from([key]));
+                    }
+                }
             }
         }
     }
@@ -249,6 +285,7 @@ impl State {
         self.tasks
             .get_mut(&lease.task)
             .filter(|s| s.record.status == TaskStatus::Running && s.token == lease.token)
+            .map(|s| &mut **s)
     }
 
     /// Ends an attempt without success: retry after `retry_after` if allowed, else fail (or
@@ -306,7 +343,7 @@ impl TaskStore for MemoryBackend {
         let mut any_due = false;
         let inserted = {
             let mut state = self.lock();
-            let mut batch_ids = HashSet::with_capacity(tasks.len());
+            let mut batch_ids: HashSet<TaskId, IdHash> = HashSet::default();
             for task in &tasks {
                 if state.tasks.contains_key(&task.id) || !batch_ids.insert(task.id) {
                     return Err(Error::InvalidInput(format!(
@@ -334,11 +371,11 @@ impl TaskStore for MemoryBackend {
                 any_due |= record.status == TaskStatus::Queued;
                 state.tasks.insert(
                     id,
-                    Slot {
+                    Box::new(Slot {
                         record,
                         token: 0,
                         place: Place::Elsewhere,
-                    },
+                    }),
                 );
                 state.enqueue(id, now_ms);
                 inserted.push(Inserted { id, created: true });
@@ -420,49 +457,58 @@ impl TaskStore for MemoryBackend {
 impl Queue for MemoryBackend {
     async fn claim(&self, request: ClaimRequest<'_>) -> Result<Vec<ClaimedTask>> {
         let now = self.now();
-        let now_ms = millis(now);
         let expires = saturating_add(now, request.lease);
-        let mut state = self.lock();
-        state.promote(now_ms);
-        let mut claimed = Vec::with_capacity(request.limit.min(1024));
-        while claimed.len() < request.limit {
-            // The best head among the requested jobs' ready sets.
-            let mut best: Option<(&str, ReadyKey)> = None;
-            for job in request.jobs {
-                if let Some(head) = state.ready.get(job.as_str()).and_then(BTreeSet::first) {
-                    if best.is_none_or(|(_, b)| *head < b) {
-                        best = Some((job.as_str(), *head));
-                    }
-                }
-            }
-            let Some((job, key)) = best else {
+        let mut guard = self.lock();
+        let state = &mut *guard;
+        state.promote(millis(now));
+        // Take the requested jobs' ready sets out of the map, so that picking the best head among
+        // them costs no hashing per task; they go back below.
+        let mut sets: Vec<(String, BTreeSet<ReadyKey>)> = request
+            .jobs
+            .iter()
+            .filter_map(|job| state.ready.remove_entry(job.as_str()))
+            .collect();
+        let mut picked: Vec<TaskId> = Vec::with_capacity(request.limit.min(4096));
+        while picked.len() < request.limit {
+            let best = sets
+                .iter()
+                .enumerate()
+                .filter_map(|(i, (_, set))| set.first().map(|head| (i, *head)))
+                .min_by_key(|(_, head)| *head);
+            let Some((i, key)) = best else {
                 break;
             };
-            if let Some(set) = state.ready.get_mut(job) {
-                set.pop_first();
-            }
-            let id = key.2;
-            state.next_token += 1;
-            let token = state.next_token;
-            state.running.insert(id);
+            sets[i].1.pop_first();
+            picked.push(key.2);
+        }
+        state.ready.extend(sets);
+
+        let worker: Arc<str> = Arc::from(request.worker);
+        let mut claimed = Vec::with_capacity(picked.len());
+        for id in picked {
             let Some(slot) = state.tasks.get_mut(&id) else {
                 continue;
             };
+            state.next_token += 1;
             slot.place = Place::Elsewhere;
-            slot.token = token;
+            slot.token = state.next_token;
             let record = &mut slot.record;
             record.status = TaskStatus::Running;
             record.attempt += 1;
-            record.lease_owner = Some(request.worker.to_owned());
+            record.lease_owner = Some(worker.to_string());
             record.lease_expires_at = Some(expires);
             record.started_at = Some(now);
             claimed.push(ClaimedTask {
-                lease: Lease { task: id, token },
+                lease: Lease {
+                    task: id,
+                    token: state.next_token,
+                },
                 job: record.job.clone(),
                 params: record.params.clone(),
                 attempt: record.attempt,
                 max_attempts: record.max_attempts,
             });
+            state.running.insert(id);
             state.emit(
                 id,
                 TaskEvent::Status {

@@ -15,7 +15,12 @@
 //! assert_eq!("retrying".parse::<TaskStatus>().unwrap(), TaskStatus::Retrying);
 //! ```
 
-use std::{fmt, str::FromStr, time::Duration};
+use std::{
+    fmt,
+    str::FromStr,
+    sync::atomic::{AtomicU64, Ordering},
+    time::{Duration, SystemTime, UNIX_EPOCH},
+};
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -34,9 +39,32 @@ impl TaskId {
     /// let (a, b) = (longtask_core::TaskId::new(), longtask_core::TaskId::new());
     /// assert!(a < b);
     /// ```
+    ///
+    /// Layout (RFC 9562 UUIDv7): 48 bits of Unix milliseconds, then a 12-bit per-process sequence
+    /// that keeps ids from one process strictly increasing (so tasks submitted together are run
+    /// in submission order), then 62 random bits, so that an id cannot be guessed from another.
     #[allow(clippy::new_without_default)]
     pub fn new() -> Self {
-        Self(Uuid::now_v7())
+        // (milliseconds << 12) | sequence of the last id handed out by this process.
+        static LAST: AtomicU64 = AtomicU64::new(0);
+        let now_ms = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX >> 16));
+        let floor = now_ms << 12;
+        let mut prev = LAST.load(Ordering::Relaxed);
+        let next = loop {
+            let next = floor.max(prev + 1);
+            match LAST.compare_exchange_weak(prev, next, Ordering::Relaxed, Ordering::Relaxed) {
+                Ok(_) => break next,
+                Err(actual) => prev = actual,
+            }
+        };
+        let sequence = next & 0xfff;
+        let mut bytes = [0_u8; 10];
+        bytes[0] = (sequence >> 8) as u8; // the low nibble; the high one becomes the version
+        bytes[1] = sequence as u8;
+        bytes[2..].copy_from_slice(&rand::random::<u64>().to_le_bytes());
+        Self(uuid::Builder::from_unix_timestamp_millis(next >> 12, &bytes).into_uuid())
     }
 
     /// Wraps an existing UUID (as read back from storage).

@@ -1,9 +1,11 @@
 //! [`Worker`]: runs registered jobs from a backend's queue.
 //!
 //! A worker claims due tasks in batches (keeping a small prefetch buffer so that a free slot never
-//! waits for a round trip), runs up to `concurrency` of them at once, each on its own tokio task,
-//! extends their leases with heartbeats, writes coalesced progress, and reports outcomes in
-//! batches. Failed attempts are retried with exponential backoff and jitter; panics and timeouts
+//! waits for a round trip) and runs up to `concurrency` of them at once. Each unit of concurrency
+//! is a long-lived tokio task (a *slot*) that takes tasks from the buffer one after another, so
+//! running a task costs no spawn and no cross-thread wake-up; a coordinator task claims, extends
+//! leases with heartbeats, writes coalesced progress, and writes outcomes in batches (whatever
+//! finished since the last write). Failed attempts are retried with exponential backoff and jitter; panics and timeouts
 //! count as failed attempts with their message. Cancellation is cooperative, then forced after the
 //! job's grace period. On shutdown it stops claiming, gives back prefetched tasks, lets running
 //! tasks finish until a deadline and gives back the rest. A sweeper recovers tasks whose worker
@@ -37,19 +39,22 @@
 //! ```
 
 use std::{
-    collections::{HashMap, VecDeque},
+    collections::VecDeque,
     fmt,
     future::Future,
     panic::AssertUnwindSafe,
     pin::pin,
-    sync::Arc,
+    sync::{
+        atomic::{AtomicBool, AtomicUsize, Ordering},
+        Arc, Mutex, MutexGuard, PoisonError,
+    },
     time::Duration,
 };
 
 use futures::FutureExt;
 use tokio::{
-    sync::mpsc,
-    task::{AbortHandle, JoinHandle},
+    sync::Notify,
+    task::{JoinHandle, JoinSet},
     time::{Instant, MissedTickBehavior},
 };
 use tokio_util::sync::CancellationToken;
@@ -62,7 +67,6 @@ use crate::{
     job::{ErrorKind, Job},
     queue::{Ack, ClaimRequest, ClaimedTask, Completion, Lease, LeaseState, Outcome},
     registry::{ErasedJob, Registry},
-    task::TaskId,
 };
 
 /// Settings of a [`Worker`]; see the setters on [`WorkerBuilder`] for each default.
@@ -77,7 +81,6 @@ struct Config {
     progress_interval: Duration,
     shutdown_timeout: Duration,
     sweep_interval: Duration,
-    completion_batch: usize,
 }
 
 impl Default for Config {
@@ -92,7 +95,6 @@ impl Default for Config {
             progress_interval: Duration::from_millis(250),
             shutdown_timeout: Duration::from_secs(30),
             sweep_interval: Duration::from_secs(15),
-            completion_batch: 512,
         }
     }
 }
@@ -281,40 +283,213 @@ impl WorkerHandle {
     }
 }
 
-/// How one attempt ended, as the attempt's own tokio task saw it.
+/// How one attempt ended.
 enum AttemptEnd {
     Output(String),
     Error { kind: ErrorKind, message: String },
 }
 
-struct Done {
-    id: TaskId,
-    token: u64,
-    end: AttemptEnd,
+/// Why the coordinator stops a running attempt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kill {
+    /// Cancellation was requested and the grace period is over: record the task cancelled.
+    Cancel,
+    /// Shutdown deadline: drop the attempt; the coordinator gives the task back.
+    Release,
+    /// The lease is gone: drop the attempt; its outcome would be refused anyway.
+    Lost,
 }
 
-struct InFlight {
+/// The attempt a slot is running, as the coordinator sees it.
+struct Current {
     lease: Lease,
-    attempt: u32,
-    max_attempts: u32,
-    job: Arc<dyn ErasedJob>,
     cx: Arc<ContextInner>,
-    abort: AbortHandle,
-    /// When cancellation was requested: the time after which the task is stopped.
+    grace: Duration,
     force_at: Option<Instant>,
+    kill: Option<Kill>,
+}
+
+/// One unit of concurrency: a long-lived tokio task that runs claimed tasks one after another.
+#[derive(Default)]
+struct Slot {
+    current: Mutex<Option<Current>>,
+    kill: Notify,
+}
+
+/// What the coordinator and its slots share.
+struct Shared {
+    registry: Registry,
+    /// Claimed tasks waiting for a free slot.
+    queue: Mutex<VecDeque<ClaimedTask>>,
+    /// Wakes idle slots when tasks are queued (or when stopping).
+    work: Notify,
+    /// Wakes the coordinator: outcomes to write, or slots running low on work.
+    coordinator: Notify,
+    coordinator_woken: AtomicBool,
+    outcomes: Mutex<Vec<Completion>>,
+    /// Slots running an attempt.
+    busy: AtomicUsize,
+    /// No more tasks will be queued: idle slots exit.
+    stopping: AtomicBool,
+    /// Slots wake the coordinator when the queue falls to this length.
+    low_water: usize,
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+impl Shared {
+    fn wake_coordinator(&self) {
+        if !self.coordinator_woken.swap(true, Ordering::AcqRel) {
+            self.coordinator.notify_one();
+        }
+    }
+
+    fn push_outcome(&self, completion: Completion) {
+        lock(&self.outcomes).push(completion);
+        self.wake_coordinator();
+    }
+
+    /// The next queued task, waiting for one; `None` once the worker stops and the queue is empty.
+    async fn next_task(&self) -> Option<ClaimedTask> {
+        loop {
+            let notified = self.work.notified();
+            let mut notified = pin!(notified);
+            notified.as_mut().enable();
+            {
+                let mut queue = lock(&self.queue);
+                if let Some(task) = queue.pop_front() {
+                    let left = queue.len();
+                    drop(queue);
+                    if left <= self.low_water {
+                        self.wake_coordinator();
+                    }
+                    return Some(task);
+                }
+            }
+            if self.stopping.load(Ordering::Acquire) {
+                return None;
+            }
+            self.wake_coordinator();
+            notified.await;
+        }
+    }
+}
+
+/// A slot's life: take a task, run it, report its outcome, repeat.
+async fn run_slot(shared: Arc<Shared>, slot: Arc<Slot>) {
+    while let Some(task) = shared.next_task().await {
+        shared.busy.fetch_add(1, Ordering::AcqRel);
+        run_task(&shared, &slot, task).await;
+        shared.busy.fetch_sub(1, Ordering::AcqRel);
+        // Back-to-back instant tasks never wait on anything: give other tasks their turn.
+        tokio::task::consume_budget().await;
+    }
+}
+
+async fn run_task(shared: &Shared, slot: &Slot, task: ClaimedTask) {
+    let lease = task.lease;
+    let Some((name, job)) = shared.registry.get(&task.job) else {
+        // Only registered jobs are claimed; a backend that returns another is answered with a
+        // permanent failure rather than a task stuck in `running`.
+        let error = format!("no job named `{}` is registered on this worker", task.job);
+        shared.push_outcome(Completion::new(
+            lease,
+            Outcome::Failed {
+                error,
+                retry_after: None,
+            },
+        ));
+        return;
+    };
+    let options = job.options();
+    let cx = TaskContext::new(lease.task, name, task.attempt, task.max_attempts);
+    let inner = Arc::clone(cx.inner());
+    *lock(&slot.current) = Some(Current {
+        lease,
+        cx: Arc::clone(&inner),
+        grace: options.cancel_grace,
+        force_at: None,
+        kill: None,
+    });
+    let span = tracing::info_span!(
+        "longtask.attempt",
+        job = name,
+        task_id = %lease.task,
+        attempt = task.attempt,
+        max_attempts = task.max_attempts,
+    );
+    let attempt = run_attempt(&**job, &task.params, cx, options.timeout).instrument(span);
+    let mut attempt = pin!(attempt);
+    let end = loop {
+        tokio::select! {
+            biased;
+            end = &mut attempt => break Some(end),
+            () = slot.kill.notified() => {
+                if lock(&slot.current).as_ref().is_some_and(|c| c.kill.is_some()) {
+                    break None;
+                }
+            }
+        }
+    };
+    let current = lock(&slot.current).take();
+    let progress = inner.take_dirty();
+    let outcome = match end {
+        Some(AttemptEnd::Output(output)) => {
+            tracing::debug!(task_id = %lease.task, "task succeeded");
+            Outcome::Succeeded { output }
+        }
+        Some(AttemptEnd::Error { kind, message })
+            if kind == ErrorKind::Cancelled || inner.cancel.is_cancelled() =>
+        {
+            tracing::info!(task_id = %lease.task, "task cancelled");
+            Outcome::Cancelled { reason: message }
+        }
+        Some(AttemptEnd::Error { kind, message }) => {
+            let retry_after = (kind == ErrorKind::Retryable && task.attempt < task.max_attempts)
+                .then(|| options.backoff.delay(task.attempt));
+            tracing::warn!(
+                task_id = %lease.task,
+                attempt = task.attempt,
+                max_attempts = task.max_attempts,
+                retry_in = ?retry_after,
+                error = %message,
+                "task attempt failed"
+            );
+            Outcome::Failed {
+                error: message,
+                retry_after,
+            }
+        }
+        None => match current.and_then(|c| c.kill) {
+            Some(Kill::Cancel) => {
+                let grace = options.cancel_grace;
+                tracing::warn!(task_id = %lease.task, ?grace, "task ignored cancellation; stopped");
+                Outcome::Cancelled {
+                    reason: format!(
+                        "cancelled; the job did not stop within its {grace:?} grace period and was stopped"
+                    ),
+                }
+            }
+            // Given back or lost: the coordinator has dealt with the lease.
+            _ => return,
+        },
+    };
+    shared.push_outcome(Completion {
+        lease,
+        outcome,
+        progress,
+    });
 }
 
 struct Coordinator {
     backend: Backend,
-    registry: Registry,
+    shared: Arc<Shared>,
+    slots: Vec<Arc<Slot>>,
     jobs: Vec<String>,
     config: Config,
     heartbeat_every: Duration,
-    buffer: VecDeque<ClaimedTask>,
-    in_flight: HashMap<TaskId, InFlight>,
-    pending: Vec<Completion>,
-    done_tx: mpsc::UnboundedSender<Done>,
-    done_rx: mpsc::UnboundedReceiver<Done>,
     /// The last claim found less than it asked for: wait for a signal or the poll interval.
     exhausted: bool,
     stopping: Option<Instant>,
@@ -325,27 +500,35 @@ struct Coordinator {
 
 impl Coordinator {
     fn new(worker: Worker) -> Self {
-        let (done_tx, done_rx) = mpsc::unbounded_channel();
         let heartbeat_every = worker
             .config
             .heartbeat
             .unwrap_or(worker.config.lease / 3)
             .max(Duration::from_millis(1));
         let now = Instant::now();
+        let shared = Arc::new(Shared {
+            registry: worker.registry,
+            queue: Mutex::new(VecDeque::new()),
+            work: Notify::new(),
+            coordinator: Notify::new(),
+            coordinator_woken: AtomicBool::new(false),
+            outcomes: Mutex::new(Vec::new()),
+            busy: AtomicUsize::new(0),
+            stopping: AtomicBool::new(false),
+            low_water: worker.config.prefetch / 2,
+        });
         Self {
             backend: worker.backend,
-            registry: worker.registry,
+            shared,
+            slots: (0..worker.config.concurrency)
+                .map(|_| Arc::new(Slot::default()))
+                .collect(),
             jobs: worker.jobs,
             heartbeat_every,
             next_heartbeat: now + heartbeat_every,
             next_sweep: now + Duration::from_millis(100).min(worker.config.sweep_interval),
             next_poll: now + worker.config.poll_interval,
             config: worker.config,
-            buffer: VecDeque::new(),
-            in_flight: HashMap::new(),
-            pending: Vec::new(),
-            done_tx,
-            done_rx,
             exhausted: false,
             stopping: None,
         }
@@ -362,30 +545,29 @@ impl Coordinator {
             .min(self.config.poll_interval);
         let mut tick = tokio::time::interval(tick_every);
         tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        let mut slots = JoinSet::new();
+        for slot in &self.slots {
+            slots.spawn(run_slot(Arc::clone(&self.shared), Arc::clone(slot)));
+        }
 
         loop {
-            self.dispatch();
+            self.shared.coordinator_woken.store(false, Ordering::Release);
+            self.flush_outcomes().await;
             if self.should_claim() {
                 self.claim().await;
                 continue;
             }
-            if !self.pending.is_empty()
-                && (self.done_rx.is_empty() || self.pending.len() >= self.config.completion_batch)
-            {
-                self.flush_completions().await;
-            }
-            if self.stopping.is_some() && self.in_flight.is_empty() && self.pending.is_empty() {
+            if self.stopping.is_some() && slots.is_empty() {
+                self.flush_outcomes().await;
                 break;
             }
-
             tokio::select! {
                 biased;
-                Some(done) = self.done_rx.recv() => {
-                    self.on_done(done);
-                    while self.pending.len() < self.config.completion_batch {
-                        match self.done_rx.try_recv() {
-                            Ok(done) => self.on_done(done),
-                            Err(_) => break,
+                () = self.shared.coordinator.notified() => {}
+                Some(joined) = slots.join_next(), if !slots.is_empty() => {
+                    if let Err(err) = joined {
+                        if err.is_panic() {
+                            tracing::error!("a worker slot panicked; the worker goes on with one slot fewer");
                         }
                     }
                 }
@@ -405,15 +587,16 @@ impl Coordinator {
     }
 
     fn capacity(&self) -> usize {
-        (self.config.concurrency + self.config.prefetch)
-            .saturating_sub(self.in_flight.len() + self.buffer.len())
+        let queued = lock(&self.shared.queue).len();
+        let busy = self.shared.busy.load(Ordering::Acquire);
+        if queued > self.shared.low_water {
+            return 0;
+        }
+        (self.config.concurrency + self.config.prefetch).saturating_sub(busy + queued)
     }
 
     fn should_claim(&self) -> bool {
-        self.stopping.is_none()
-            && !self.exhausted
-            && self.capacity() > 0
-            && self.buffer.len() <= self.config.prefetch / 2
+        self.stopping.is_none() && !self.exhausted && self.capacity() > 0
     }
 
     async fn claim(&mut self) {
@@ -427,7 +610,10 @@ impl Coordinator {
         match self.backend.queue().claim(request).await {
             Ok(claimed) => {
                 self.exhausted = claimed.len() < limit;
-                self.buffer.extend(claimed);
+                if !claimed.is_empty() {
+                    lock(&self.shared.queue).extend(claimed);
+                    self.shared.work.notify_waiters();
+                }
             }
             Err(err) => {
                 tracing::error!(error = %err, "claiming tasks failed; retrying at the next poll");
@@ -439,116 +625,11 @@ impl Coordinator {
         }
     }
 
-    fn dispatch(&mut self) {
-        while self.in_flight.len() < self.config.concurrency {
-            let Some(task) = self.buffer.pop_front() else {
-                break;
-            };
-            self.start(task);
-        }
-    }
-
-    fn start(&mut self, task: ClaimedTask) {
-        let Some((name, job)) = self.registry.get(&task.job) else {
-            // Only registered jobs are claimed; a backend that returns another is answered with a
-            // permanent failure rather than a task stuck in `running`.
-            let error = format!("no job named `{}` is registered on this worker", task.job);
-            self.pending.push(Completion::new(
-                task.lease,
-                Outcome::Failed {
-                    error,
-                    retry_after: None,
-                },
-            ));
-            return;
-        };
-        let job = Arc::clone(job);
-        let cx = TaskContext::new(task.lease.task, name, task.attempt, task.max_attempts);
-        let inner = Arc::clone(cx.inner());
-        let span = tracing::info_span!(
-            "longtask.attempt",
-            job = name,
-            task_id = %task.lease.task,
-            attempt = task.attempt,
-            max_attempts = task.max_attempts,
-        );
-        let done = self.done_tx.clone();
-        let lease = task.lease;
-        let timeout = job.options().timeout;
-        let runner = Arc::clone(&job);
-        let handle = tokio::spawn(
-            async move {
-                let end = run_attempt(&*runner, &task.params, cx, timeout).await;
-                // The coordinator is gone only when the worker was dropped mid-run; the lease
-                // then expires and the task is retried, so there is nothing to do here.
-                let _ = done.send(Done {
-                    id: lease.task,
-                    token: lease.token,
-                    end,
-                });
-            }
-            .instrument(span),
-        );
-        self.in_flight.insert(
-            lease.task,
-            InFlight {
-                lease,
-                attempt: task.attempt,
-                max_attempts: task.max_attempts,
-                job,
-                cx: inner,
-                abort: handle.abort_handle(),
-                force_at: None,
-            },
-        );
-    }
-
-    fn on_done(&mut self, done: Done) {
-        let Some(flight) = self.in_flight.remove(&done.id) else {
-            return; // stopped by force or lost its lease meanwhile
-        };
-        if flight.lease.token != done.token {
-            self.in_flight.insert(done.id, flight);
+    async fn flush_outcomes(&mut self) {
+        let batch = std::mem::take(&mut *lock(&self.shared.outcomes));
+        if batch.is_empty() {
             return;
         }
-        let outcome = match done.end {
-            AttemptEnd::Output(output) => {
-                tracing::debug!(task_id = %done.id, "task succeeded");
-                Outcome::Succeeded { output }
-            }
-            AttemptEnd::Error { kind, message }
-                if kind == ErrorKind::Cancelled || flight.cx.cancel.is_cancelled() =>
-            {
-                tracing::info!(task_id = %done.id, "task cancelled");
-                Outcome::Cancelled { reason: message }
-            }
-            AttemptEnd::Error { kind, message } => {
-                let retry_after = (kind == ErrorKind::Retryable
-                    && flight.attempt < flight.max_attempts)
-                    .then(|| flight.job.options().backoff.delay(flight.attempt));
-                tracing::warn!(
-                    task_id = %done.id,
-                    attempt = flight.attempt,
-                    max_attempts = flight.max_attempts,
-                    retry_in = ?retry_after,
-                    error = %message,
-                    "task attempt failed"
-                );
-                Outcome::Failed {
-                    error: message,
-                    retry_after,
-                }
-            }
-        };
-        self.pending.push(Completion {
-            lease: flight.lease,
-            outcome,
-            progress: flight.cx.take_dirty(),
-        });
-    }
-
-    async fn flush_completions(&mut self) {
-        let batch = std::mem::take(&mut self.pending);
         let count = batch.len();
         match self.backend.queue().finish(batch).await {
             Ok(acks) => {
@@ -570,7 +651,7 @@ impl Coordinator {
     async fn on_tick(&mut self) {
         let now = Instant::now();
         self.flush_progress().await;
-        self.force_cancelled(now);
+        self.enforce_kills(now);
         if now >= self.next_heartbeat {
             self.next_heartbeat = now + self.heartbeat_every;
             self.heartbeat().await;
@@ -584,16 +665,20 @@ impl Coordinator {
         }
         if let Some(deadline) = self.stopping {
             if now >= deadline {
-                self.stop_in_flight().await;
+                self.stop_running().await;
             }
         }
     }
 
-    async fn flush_progress(&mut self) {
+    async fn flush_progress(&self) {
         let updates: Vec<_> = self
-            .in_flight
-            .values()
-            .filter_map(|f| f.cx.take_dirty().map(|p| (f.lease.task, p)))
+            .slots
+            .iter()
+            .filter_map(|slot| {
+                let current = lock(&slot.current);
+                let current = current.as_ref()?;
+                Some((current.lease.task, current.cx.take_dirty()?))
+            })
             .collect();
         if updates.is_empty() {
             return;
@@ -603,38 +688,42 @@ impl Coordinator {
         }
     }
 
-    fn force_cancelled(&mut self, now: Instant) {
-        let overdue: Vec<TaskId> = self
-            .in_flight
-            .iter()
-            .filter(|(_, f)| f.force_at.is_some_and(|at| now >= at))
-            .map(|(id, _)| *id)
-            .collect();
-        for id in overdue {
-            if let Some(flight) = self.in_flight.remove(&id) {
-                flight.abort.abort();
-                let grace = flight.job.options().cancel_grace;
-                tracing::warn!(task_id = %id, ?grace, "task ignored cancellation; stopped");
-                self.pending.push(Completion {
-                    lease: flight.lease,
-                    outcome: Outcome::Cancelled {
-                        reason: format!(
-                            "cancelled; the job did not stop within its {grace:?} grace period and was stopped"
-                        ),
-                    },
-                    progress: flight.cx.take_dirty(),
-                });
+    /// Stops attempts past their cancellation grace, and re-sends pending kills.
+    fn enforce_kills(&self, now: Instant) {
+        for slot in &self.slots {
+            let mut current = lock(&slot.current);
+            let Some(current) = current.as_mut() else {
+                continue;
+            };
+            if current.kill.is_none() && current.force_at.is_some_and(|at| now >= at) {
+                current.kill = Some(Kill::Cancel);
+            }
+            if current.kill.is_some() {
+                slot.kill.notify_waiters();
             }
         }
     }
 
+    fn kill(slot: &Slot, lease: Lease, kill: Kill) -> bool {
+        let mut current = lock(&slot.current);
+        match current.as_mut() {
+            Some(c) if c.lease == lease => {
+                c.kill = Some(kill);
+                slot.kill.notify_waiters();
+                true
+            }
+            _ => false,
+        }
+    }
+
     async fn heartbeat(&mut self) {
-        let leases: Vec<Lease> = self
-            .in_flight
-            .values()
-            .map(|f| f.lease)
-            .chain(self.buffer.iter().map(|t| t.lease))
+        let mut leases: Vec<Lease> = self
+            .slots
+            .iter()
+            .filter_map(|slot| lock(&slot.current).as_ref().map(|c| c.lease))
             .collect();
+        let running = leases.len();
+        leases.extend(lock(&self.shared.queue).iter().map(|t| t.lease));
         if leases.is_empty() {
             return;
         }
@@ -651,24 +740,30 @@ impl Coordinator {
             }
         };
         let now = Instant::now();
-        for (lease, state) in leases.into_iter().zip(states) {
+        for (i, (lease, state)) in leases.into_iter().zip(states).enumerate() {
+            let is_running = i < running;
             match state {
                 LeaseState::Held {
                     cancel_requested: false,
                 } => {}
                 LeaseState::Held {
                     cancel_requested: true,
-                } => {
-                    if let Some(flight) = self.in_flight.get_mut(&lease.task) {
-                        if flight.force_at.is_none() {
-                            flight.cx.cancel.cancel();
-                            flight.force_at = Some(now + flight.job.options().cancel_grace);
+                } if is_running => {
+                    for slot in &self.slots {
+                        let mut current = lock(&slot.current);
+                        if let Some(c) = current.as_mut().filter(|c| c.lease == lease) {
+                            if c.force_at.is_none() {
+                                c.cx.cancel.cancel();
+                                c.force_at = Some(now + c.grace);
+                            }
                         }
-                    } else if let Some(pos) =
-                        self.buffer.iter().position(|t| t.lease == lease)
-                    {
-                        self.buffer.remove(pos);
-                        self.pending.push(Completion::new(
+                    }
+                }
+                LeaseState::Held {
+                    cancel_requested: true,
+                } => {
+                    if Self::take_queued(&self.shared, lease) {
+                        self.shared.push_outcome(Completion::new(
                             lease,
                             Outcome::Cancelled {
                                 reason: "cancelled before it started".to_owned(),
@@ -676,16 +771,24 @@ impl Coordinator {
                         ));
                     }
                 }
-                LeaseState::Lost => {
-                    if let Some(flight) = self.in_flight.remove(&lease.task) {
-                        tracing::warn!(task_id = %lease.task, "lease lost; stopping the attempt");
-                        flight.abort.abort();
-                    } else {
-                        self.buffer.retain(|t| t.lease != lease);
+                LeaseState::Lost if is_running => {
+                    tracing::warn!(task_id = %lease.task, "lease lost; stopping the attempt");
+                    for slot in &self.slots {
+                        Self::kill(slot, lease, Kill::Lost);
                     }
+                }
+                LeaseState::Lost => {
+                    Self::take_queued(&self.shared, lease);
                 }
             }
         }
+    }
+
+    fn take_queued(shared: &Shared, lease: Lease) -> bool {
+        let mut queue = lock(&shared.queue);
+        let before = queue.len();
+        queue.retain(|t| t.lease != lease);
+        queue.len() < before
     }
 
     async fn sweep(&self) {
@@ -703,36 +806,41 @@ impl Coordinator {
     }
 
     async fn begin_shutdown(&mut self) {
+        let queued: Vec<Lease> = lock(&self.shared.queue).drain(..).map(|t| t.lease).collect();
         tracing::info!(
-            running = self.in_flight.len(),
-            prefetched = self.buffer.len(),
+            running = self.shared.busy.load(Ordering::Acquire),
+            prefetched = queued.len(),
             "worker shutting down"
         );
         self.stopping = Some(Instant::now() + self.config.shutdown_timeout);
-        let leases: Vec<Lease> = self.buffer.drain(..).map(|t| t.lease).collect();
-        self.release(&leases).await;
+        self.shared.stopping.store(true, Ordering::Release);
+        self.shared.work.notify_waiters();
+        self.release(&queued).await;
         if self.config.shutdown_timeout.is_zero() {
-            self.stop_in_flight().await;
+            self.stop_running().await;
         }
     }
 
-    /// Stops the tasks still running at the shutdown deadline and gives them back.
-    async fn stop_in_flight(&mut self) {
-        let leases: Vec<Lease> = self
-            .in_flight
-            .drain()
-            .map(|(_, flight)| {
-                flight.abort.abort();
-                flight.lease
-            })
-            .collect();
+    /// Stops the attempts still running at the shutdown deadline and gives their tasks back.
+    async fn stop_running(&mut self) {
+        let mut leases = Vec::new();
+        for slot in &self.slots {
+            let lease = lock(&slot.current).as_ref().map(|c| c.lease);
+            if let Some(lease) = lease {
+                if Self::kill(slot, lease, Kill::Release) {
+                    leases.push(lease);
+                }
+            }
+        }
         if !leases.is_empty() {
             tracing::warn!(
                 count = leases.len(),
                 "shutdown timeout reached; giving running tasks back to the queue"
             );
+            // Outcomes that raced the deadline are written first, so they win over the release.
+            self.flush_outcomes().await;
+            self.release(&leases).await;
         }
-        self.release(&leases).await;
     }
 
     async fn release(&self, leases: &[Lease]) {

@@ -2,7 +2,7 @@
 //!
 //! Every backend runs all of it against a real server, with one line:
 //!
-//! ```ignore
+//! ```text
 //! // tests/conformance.rs of a backend crate
 //! use std::sync::Arc;
 //! use longtask_core::{Backend, Clock};
