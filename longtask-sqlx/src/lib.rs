@@ -12,6 +12,6 @@ mod postgres;
 mod sqlite;
 
 #[cfg(feature = "postgres")]
-pub use crate::postgres::PostgresBackend;
+pub use crate::postgres::{InTransaction, PostgresBackend};
 #[cfg(feature = "sqlite")]
 pub use crate::sqlite::SqliteBackend;

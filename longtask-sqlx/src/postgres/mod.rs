@@ -1,1 +1,289 @@
-//! The Postgres backend (filled by the Postgres work).
+//! The Postgres backend: [`PostgresBackend`].
+//!
+//! Many web and worker processes on many machines share one queue in one schema (`longtask` by
+//! default). Workers claim batches with `FOR UPDATE SKIP LOCKED` over a partial index of waiting
+//! tasks, report outcomes in batches (one statement per batch, fenced by lease token in SQL), and
+//! are woken by `LISTEN`/`NOTIFY` instead of polling. Tasks can be submitted inside the
+//! application's own transaction ([`PostgresBackend::enqueue_in`]): the task exists, and workers
+//! hear of it, if and only if that transaction commits.
+//!
+//! ```no_run
+//! # #[tokio::main(flavor = "current_thread")] async fn main() -> longtask_core::Result<()> {
+//! use longtask_core::{Client, Worker};
+//! use longtask_sqlx::PostgresBackend;
+//!
+//! let url = std::env::var("DATABASE_URL").unwrap_or_else(|_| "postgres://localhost/app".into());
+//! let backend = PostgresBackend::connect(&url).await?;
+//! backend.migrate().await?;
+//! let client = Client::new(backend.clone());
+//! # Ok(()) }
+//! ```
+//!
+//! Durability: every state change is one statement (or one short transaction) and is as durable
+//! as the server's `synchronous_commit` setting makes it. Keep it `on` (the default) unless
+//! losing the last few hundred milliseconds of submissions and completions after a server crash
+//! is acceptable; it can be turned off per connection with the URL parameter
+//! `options=-c%20synchronous_commit%3Doff`.
+
+mod listener;
+mod progress;
+mod queue;
+mod row;
+mod sql;
+mod store;
+mod submit;
+
+use std::{fmt, sync::Arc};
+
+use chrono::{DateTime, Utc};
+use longtask_core::{Clock, Error, Result, SystemClock};
+use sqlx::{postgres::PgPoolOptions, Connection, PgPool};
+
+pub use self::submit::InTransaction;
+use self::{listener::Notifier, sql::Queries};
+
+/// The migrations, embedded at build time from `migrations/postgres`.
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("migrations/postgres");
+
+/// The default schema.
+const DEFAULT_SCHEMA: &str = "longtask";
+
+/// Longest accepted schema name (the NOTIFY channel name, `longtask_<schema>`, must fit in
+/// Postgres' 63-byte identifiers).
+const MAX_SCHEMA_LEN: usize = 48;
+
+/// Tasks, queue and progress in Postgres. Cheap to clone: clones share the pool and the
+/// notification listener.
+#[derive(Clone)]
+pub struct PostgresBackend {
+    pool: PgPool,
+    schema: Arc<str>,
+    sql: Arc<Queries>,
+    clock: Arc<dyn Clock>,
+    notifier: Arc<Notifier>,
+}
+
+impl PostgresBackend {
+    /// Connects to the database at `url` (a pool of up to 16 connections), using the schema
+    /// `longtask`. Call [`migrate`](Self::migrate) once before use.
+    ///
+    /// ```no_run
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> longtask_core::Result<()> {
+    /// let url = std::env::var("DATABASE_URL").unwrap_or_else(|_| "postgres://localhost/app".into());
+    /// let backend = longtask_sqlx::PostgresBackend::connect(&url).await?;
+    /// backend.migrate().await?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn connect(url: &str) -> Result<Self> {
+        let pool = PgPoolOptions::new()
+            .max_connections(16)
+            .connect(url)
+            .await
+            .map_err(|e| Error::backend("connecting to Postgres", e))?;
+        Ok(Self::from_pool(pool))
+    }
+
+    /// Uses an existing pool (shared with the application), with the schema `longtask`.
+    /// The backend holds one of the pool's connections for `LISTEN` once workers or watchers
+    /// start.
+    ///
+    /// ```no_run
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let url = std::env::var("DATABASE_URL")?;
+    /// let pool = sqlx::PgPool::connect(&url).await?;
+    /// let backend = longtask_sqlx::PostgresBackend::from_pool(pool);
+    /// # Ok(()) }
+    /// ```
+    pub fn from_pool(pool: PgPool) -> Self {
+        let schema: Arc<str> = Arc::from(DEFAULT_SCHEMA);
+        let sql = Arc::new(Queries::new(&schema));
+        Self {
+            notifier: Arc::new(Notifier::new(pool.clone(), &schema, sql.clone())),
+            sql,
+            pool,
+            schema,
+            clock: Arc::new(SystemClock),
+        }
+    }
+
+    /// Keeps everything in schema `name` instead of `longtask` (one queue per schema). The name
+    /// must be a plain identifier: ASCII letters, digits and `_`, not starting with a digit, at
+    /// most 48 bytes; anything else is refused with [`Error::InvalidInput`].
+    ///
+    /// ```no_run
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> longtask_core::Result<()> {
+    /// # let url = std::env::var("DATABASE_URL").unwrap_or_default();
+    /// let backend = longtask_sqlx::PostgresBackend::connect(&url).await?.with_schema("jobs")?;
+    /// backend.migrate().await?;
+    /// # Ok(()) }
+    /// ```
+    pub fn with_schema(mut self, name: &str) -> Result<Self> {
+        validate_schema(name)?;
+        let schema: Arc<str> = Arc::from(name);
+        self.sql = Arc::new(Queries::new(&schema));
+        self.notifier = Arc::new(Notifier::new(self.pool.clone(), &schema, self.sql.clone()));
+        self.schema = schema;
+        Ok(self)
+    }
+
+    /// Reads every time (lease expiry, schedules, retries, retention) from `clock` instead of
+    /// the system clock: a [`ManualClock`](longtask_core::ManualClock) in tests. The database's
+    /// own `now()` is never used.
+    ///
+    /// ```no_run
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> longtask_core::Result<()> {
+    /// use std::sync::Arc;
+    /// # let url = std::env::var("DATABASE_URL").unwrap_or_default();
+    /// let backend = longtask_sqlx::PostgresBackend::connect(&url)
+    ///     .await?
+    ///     .with_clock(Arc::new(longtask_core::ManualClock::new()));
+    /// # Ok(()) }
+    /// ```
+    #[must_use]
+    pub fn with_clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    /// Creates the schema if needed and applies the embedded migrations inside it. Safe to run
+    /// at every start, from many processes at once: applied migrations are skipped.
+    ///
+    /// ```no_run
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> longtask_core::Result<()> {
+    /// # let url = std::env::var("DATABASE_URL").unwrap_or_default();
+    /// let backend = longtask_sqlx::PostgresBackend::connect(&url).await?;
+    /// backend.migrate().await?;
+    /// backend.migrate().await?; // a no-op
+    /// # Ok(()) }
+    /// ```
+    pub async fn migrate(&self) -> Result<()> {
+        let what = format!("migrating schema {}", self.schema);
+        let mut conn = self
+            .pool
+            .acquire()
+            .await
+            .map_err(|e| Error::backend(what.clone(), e))?
+            .detach();
+        let quoted = quote_ident(&self.schema);
+        let result = async {
+            // Serialise concurrent migrations of this schema (CREATE SCHEMA IF NOT EXISTS
+            // races); the lock ends with the connection.
+            sqlx::query("SELECT pg_advisory_lock(hashtext($1))")
+                .bind(format!("longtask migrate {}", self.schema))
+                .execute(&mut conn)
+                .await
+                .map_err(|e| Error::backend(what.clone(), e))?;
+            sqlx::raw_sql(&format!("CREATE SCHEMA IF NOT EXISTS {quoted}"))
+                .execute(&mut conn)
+                .await
+                .map_err(|e| Error::backend(what.clone(), e))?;
+            sqlx::raw_sql(&format!("SET search_path TO {quoted}"))
+                .execute(&mut conn)
+                .await
+                .map_err(|e| Error::backend(what.clone(), e))?;
+            MIGRATOR
+                .run(&mut conn)
+                .await
+                .map_err(|e| Error::backend(what.clone(), e))
+        }
+        .await;
+        // The connection's search_path was changed: never hand it back to the pool.
+        let _ = conn.close().await;
+        result
+    }
+
+    /// The pool this backend uses.
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
+    /// The schema this backend uses.
+    pub fn schema(&self) -> &str {
+        &self.schema
+    }
+
+    fn now(&self) -> DateTime<Utc> {
+        self.clock.now()
+    }
+}
+
+impl fmt::Debug for PostgresBackend {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PostgresBackend")
+            .field("schema", &self.schema)
+            .field("pool_size", &self.pool.size())
+            .field("clock", &self.clock)
+            .finish_non_exhaustive()
+    }
+}
+
+fn validate_schema(name: &str) -> Result<()> {
+    let mut chars = name.chars();
+    let plain = chars
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_');
+    if !plain {
+        return Err(Error::InvalidInput(format!(
+            "`{}` is not a plain schema name: use ASCII letters, digits and `_`, not starting with a digit",
+            name.chars().take(64).collect::<String>()
+        )));
+    }
+    if name.len() > MAX_SCHEMA_LEN {
+        return Err(Error::InvalidInput(format!(
+            "the schema name is {} bytes long; at most {MAX_SCHEMA_LEN} are allowed",
+            name.len()
+        )));
+    }
+    if name.starts_with("pg_") {
+        return Err(Error::InvalidInput(format!(
+            "`{name}` is reserved for Postgres' own schemas (names starting with `pg_`)"
+        )));
+    }
+    Ok(())
+}
+
+/// `name` as a quoted identifier (names are validated, so quoting only keeps their case).
+fn quote_ident(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
+}
+
+/// Milliseconds since the epoch, as stored.
+fn millis(at: DateTime<Utc>) -> i64 {
+    at.timestamp_millis()
+}
+
+/// The latest time a backend stores (`DateTime::MAX_UTC`), in milliseconds: times computed in SQL
+/// saturate here.
+fn max_millis() -> i64 {
+    DateTime::<Utc>::MAX_UTC.timestamp_millis()
+}
+
+/// A `u64` (a token, a limit) as `i64`, saturating.
+fn to_i64(n: u64) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::validate_schema;
+
+    #[test]
+    fn schema_names() {
+        for good in ["longtask", "_x", "Jobs_2026", "a"] {
+            assert!(validate_schema(good).is_ok(), "{good}");
+        }
+        for bad in [
+            "",
+            "1abc",
+            "a-b",
+            "a b",
+            "x\"; DROP TABLE t; --",
+            "ä",
+            "pg_catalog",
+            &"x".repeat(49),
+        ] {
+            assert!(validate_schema(bad).is_err(), "{bad}");
+        }
+    }
+}

@@ -1,0 +1,219 @@
+//! [`Queue`] for [`PostgresBackend`]: batch claim with `FOR UPDATE SKIP LOCKED`, heartbeats,
+//! batch completion fenced by lease token, release, and recovery of expired leases.
+
+use std::{
+    cmp::Reverse,
+    collections::{HashMap, HashSet},
+    time::Duration,
+};
+
+use async_trait::async_trait;
+use longtask_core::{
+    saturating_add, Ack, ClaimRequest, ClaimedTask, Completion, Error, Lease, LeaseState, Outcome,
+    Queue, Result, TaskId, WorkSignal,
+};
+use uuid::Uuid;
+
+use super::{
+    max_millis, millis,
+    row::{count, encode_progress},
+    to_i64, PostgresBackend,
+};
+
+/// A claimed row: id, job, params, attempt, max_attempts, token, priority, run_at.
+type ClaimedRow = (Uuid, String, String, i64, i64, i64, i32, i64);
+
+/// A lease's token as stored; tokens beyond `i64` never match (stored tokens start at 1).
+fn token(lease: &Lease) -> i64 {
+    i64::try_from(lease.token).unwrap_or(-1)
+}
+
+/// The leases' ids and tokens, as two arrays.
+fn lease_columns(leases: &[Lease]) -> (Vec<Uuid>, Vec<i64>) {
+    leases.iter().map(|l| (l.task.as_uuid(), token(l))).unzip()
+}
+
+/// Acks in order: applied when the lease is among those the statement changed.
+fn acks(leases: &[Lease], applied: &HashSet<(Uuid, i64)>) -> Vec<Ack> {
+    let mut seen = HashSet::with_capacity(leases.len());
+    leases
+        .iter()
+        .map(|l| {
+            let key = (l.task.as_uuid(), token(l));
+            // A lease listed twice is applied once.
+            if applied.contains(&key) && seen.insert(key) {
+                Ack::Applied
+            } else {
+                Ack::Stale
+            }
+        })
+        .collect()
+}
+
+#[async_trait]
+impl Queue for PostgresBackend {
+    async fn claim(&self, request: ClaimRequest<'_>) -> Result<Vec<ClaimedTask>> {
+        if request.limit == 0 || request.jobs.is_empty() {
+            return Ok(Vec::new());
+        }
+        let now = self.now();
+        let expires = saturating_add(now, request.lease);
+        let mut jobs: Vec<&str> = Vec::with_capacity(request.jobs.len());
+        for job in request.jobs {
+            if !jobs.contains(&job.as_str()) {
+                jobs.push(job);
+            }
+        }
+        let mut rows: Vec<ClaimedRow> = sqlx::query_as(&self.sql.claim)
+            .bind(&jobs)
+            .bind(millis(now))
+            .bind(to_i64(request.limit as u64))
+            .bind(request.worker)
+            .bind(millis(expires))
+            .bind(self.notifier.channel())
+            .fetch_all(&self.pool)
+            .await
+            .map_err(|e| Error::backend("claiming tasks", e))?;
+        rows.sort_unstable_by_key(|r| (Reverse(r.6), r.7, r.0));
+        Ok(rows
+            .into_iter()
+            .map(
+                |(id, job, params, attempt, max_attempts, token, _, _)| ClaimedTask {
+                    lease: Lease {
+                        task: TaskId::from_uuid(id),
+                        token: u64::try_from(token).unwrap_or(0),
+                    },
+                    job,
+                    params,
+                    attempt: count(attempt),
+                    max_attempts: count(max_attempts),
+                },
+            )
+            .collect())
+    }
+
+    async fn heartbeat(&self, leases: &[Lease], extend: Duration) -> Result<Vec<LeaseState>> {
+        if leases.is_empty() {
+            return Ok(Vec::new());
+        }
+        let expires = saturating_add(self.now(), extend);
+        let (ids, tokens) = lease_columns(leases);
+        let rows: Vec<(Uuid, i64, bool)> = sqlx::query_as(&self.sql.heartbeat)
+            .bind(&ids)
+            .bind(&tokens)
+            .bind(millis(expires))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(|e| Error::backend("extending leases", e))?;
+        let held: HashMap<(Uuid, i64), bool> = rows
+            .into_iter()
+            .map(|(id, token, cancel)| ((id, token), cancel))
+            .collect();
+        Ok(ids
+            .into_iter()
+            .zip(tokens)
+            .map(|key| match held.get(&key) {
+                Some(&cancel_requested) => LeaseState::Held { cancel_requested },
+                None => LeaseState::Lost,
+            })
+            .collect())
+    }
+
+    async fn finish(&self, completions: Vec<Completion>) -> Result<Vec<Ack>> {
+        if completions.is_empty() {
+            return Ok(Vec::new());
+        }
+        let now = self.now();
+        let n = completions.len();
+        let leases: Vec<Lease> = completions.iter().map(|c| c.lease).collect();
+        let mut ids = Vec::with_capacity(n);
+        let mut tokens = Vec::with_capacity(n);
+        let mut kinds: Vec<&str> = Vec::with_capacity(n);
+        let mut outputs: Vec<Option<String>> = Vec::with_capacity(n);
+        let mut errors: Vec<Option<String>> = Vec::with_capacity(n);
+        let mut retry_at: Vec<Option<i64>> = Vec::with_capacity(n);
+        let mut progress: Vec<Option<String>> = Vec::with_capacity(n);
+        let mut listed = HashSet::with_capacity(n);
+        for completion in completions {
+            let key = (completion.lease.task.as_uuid(), token(&completion.lease));
+            if !listed.insert(key) {
+                // The same lease twice: the first outcome counts, the second is stale.
+                continue;
+            }
+            ids.push(key.0);
+            tokens.push(key.1);
+            progress.push(completion.progress.as_ref().map(encode_progress).transpose()?);
+            match completion.outcome {
+                Outcome::Succeeded { output } => {
+                    kinds.push("succeeded");
+                    outputs.push(Some(output));
+                    errors.push(None);
+                    retry_at.push(None);
+                }
+                Outcome::Failed { error, retry_after } => {
+                    kinds.push("failed");
+                    outputs.push(None);
+                    errors.push(Some(error));
+                    retry_at.push(retry_after.map(|d| millis(saturating_add(now, d))));
+                }
+                Outcome::Cancelled { reason } => {
+                    kinds.push("cancelled");
+                    outputs.push(None);
+                    errors.push(Some(reason));
+                    retry_at.push(None);
+                }
+            }
+        }
+        let rows: Vec<(Uuid, i64)> = sqlx::query_as(&self.sql.finish)
+            .bind(&ids)
+            .bind(&tokens)
+            .bind(&kinds)
+            .bind(&outputs)
+            .bind(&errors)
+            .bind(&retry_at)
+            .bind(&progress)
+            .bind(millis(now))
+            .bind(max_millis())
+            .bind(self.notifier.channel())
+            .fetch_all(&self.pool)
+            .await
+            .map_err(|e| Error::backend("recording outcomes", e))?;
+        Ok(acks(&leases, &rows.into_iter().collect()))
+    }
+
+    async fn release(&self, leases: &[Lease]) -> Result<Vec<Ack>> {
+        if leases.is_empty() {
+            return Ok(Vec::new());
+        }
+        let (ids, tokens) = lease_columns(leases);
+        let rows: Vec<(Uuid, i64)> = sqlx::query_as(&self.sql.release)
+            .bind(&ids)
+            .bind(&tokens)
+            .bind(millis(self.now()))
+            .bind(self.notifier.channel())
+            .fetch_all(&self.pool)
+            .await
+            .map_err(|e| Error::backend("releasing tasks", e))?;
+        Ok(acks(leases, &rows.into_iter().collect()))
+    }
+
+    async fn recover_expired(&self, limit: usize) -> Result<u64> {
+        if limit == 0 {
+            return Ok(0);
+        }
+        let recovered: i64 = sqlx::query_scalar(&self.sql.recover)
+            .bind(millis(self.now()))
+            .bind(to_i64(limit as u64))
+            .bind(max_millis())
+            .bind(self.notifier.channel())
+            .fetch_one(&self.pool)
+            .await
+            .map_err(|e| Error::backend("recovering expired leases", e))?;
+        Ok(u64::try_from(recovered).unwrap_or(0))
+    }
+
+    fn work_signal(&self) -> WorkSignal {
+        self.notifier.start();
+        self.notifier.work_signal()
+    }
+}

@@ -1,0 +1,121 @@
+//! Rows as stored, and their conversion to and from the core types.
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use longtask_core::{Error, Progress, Result, TaskError, TaskId, TaskRecord, TaskStatus};
+use uuid::Uuid;
+
+/// One row of `tasks`, as `sql/columns.sql` selects it.
+#[derive(sqlx::FromRow)]
+pub(crate) struct TaskRow {
+    id: Uuid,
+    job: String,
+    params: String,
+    status: String,
+    priority: i32,
+    run_at: i64,
+    attempt: i64,
+    max_attempts: i64,
+    lease_owner: Option<String>,
+    lease_expires_at: Option<i64>,
+    cancel_requested: bool,
+    last_error: Option<String>,
+    last_error_attempt: Option<i64>,
+    last_error_at: Option<i64>,
+    progress: Option<String>,
+    output: Option<String>,
+    created_at: i64,
+    started_at: Option<i64>,
+    finished_at: Option<i64>,
+    retention_ms: i64,
+    owner: Option<String>,
+    idempotency_key: Option<String>,
+}
+
+impl TaskRow {
+    /// The record, with a `scheduled` task whose time has come shown as `queued` (which it is:
+    /// the next claim takes it).
+    pub(crate) fn into_record(self, now: DateTime<Utc>) -> Result<TaskRecord> {
+        let mut status = parse_status(&self.status)?;
+        let run_at = time(self.run_at)?;
+        if status == TaskStatus::Scheduled && run_at <= now {
+            status = TaskStatus::Queued;
+        }
+        let last_error = match (self.last_error, self.last_error_attempt, self.last_error_at) {
+            (Some(message), Some(attempt), Some(at)) => Some(TaskError {
+                message,
+                attempt: count(attempt),
+                at: time(at)?,
+            }),
+            _ => None,
+        };
+        Ok(TaskRecord {
+            id: TaskId::from_uuid(self.id),
+            job: self.job,
+            params: self.params,
+            status,
+            priority: self.priority,
+            run_at,
+            attempt: count(self.attempt),
+            max_attempts: count(self.max_attempts),
+            lease_owner: self.lease_owner,
+            lease_expires_at: self.lease_expires_at.map(time).transpose()?,
+            cancel_requested: self.cancel_requested,
+            last_error,
+            progress: self.progress.as_deref().map(decode_progress).transpose()?,
+            output: self.output,
+            created_at: time(self.created_at)?,
+            started_at: self.started_at.map(time).transpose()?,
+            finished_at: self.finished_at.map(time).transpose()?,
+            retention: Duration::from_millis(u64::try_from(self.retention_ms).unwrap_or(0)),
+            owner: self.owner,
+            idempotency_key: self.idempotency_key,
+        })
+    }
+}
+
+/// A stored status.
+pub(crate) fn parse_status(status: &str) -> Result<TaskStatus> {
+    status
+        .parse()
+        .map_err(|e| Error::backend("reading a task's status", e))
+}
+
+/// A stored time (milliseconds since the epoch).
+pub(crate) fn time(millis: i64) -> Result<DateTime<Utc>> {
+    DateTime::from_timestamp_millis(millis).ok_or_else(|| {
+        Error::backend(
+            "reading a task",
+            format!("stored time {millis} ms is out of range"),
+        )
+    })
+}
+
+/// A stored attempt count.
+pub(crate) fn count(n: i64) -> u32 {
+    u32::try_from(n.max(0)).unwrap_or(u32::MAX)
+}
+
+/// A duration as stored (whole milliseconds, saturating).
+pub(crate) fn duration_millis(d: Duration) -> i64 {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
+}
+
+/// Progress as stored (serde JSON).
+pub(crate) fn encode_progress(progress: &Progress) -> Result<String> {
+    serde_json::to_string(progress).map_err(|e| Error::Codec {
+        action: "encode",
+        what: "progress".to_owned(),
+        source: Box::new(e),
+    })
+}
+
+/// Stored progress.
+pub(crate) fn decode_progress(json: &str) -> Result<Progress> {
+    serde_json::from_str(json).map_err(|e| Error::Codec {
+        action: "decode",
+        what: "stored progress".to_owned(),
+        source: Box::new(e),
+    })
+}

@@ -1,0 +1,55 @@
+//! The backend's SQL, kept in `sql/*.sql` and bound to one schema at construction.
+
+/// Every statement the backend runs, with `{schema}` replaced by the quoted schema name.
+pub(crate) struct Queries {
+    pub(crate) insert: String,
+    pub(crate) existing_keys: String,
+    pub(crate) get: String,
+    pub(crate) list: String,
+    pub(crate) cancel_lock: String,
+    pub(crate) cancel_running: String,
+    pub(crate) cancel_waiting: String,
+    pub(crate) purge: String,
+    pub(crate) claim: String,
+    pub(crate) heartbeat: String,
+    pub(crate) finish: String,
+    pub(crate) release: String,
+    pub(crate) recover: String,
+    pub(crate) report: String,
+    pub(crate) latest: String,
+    pub(crate) watch_add: String,
+    pub(crate) watch_remove: String,
+    pub(crate) statuses: String,
+}
+
+impl Queries {
+    /// The statements for schema `schema` (already validated as a plain identifier).
+    pub(crate) fn new(schema: &str) -> Self {
+        let quoted = super::quote_ident(schema);
+        let columns = include_str!("sql/columns.sql").trim();
+        let bind = |sql: &str| {
+            sql.replace("{columns}", columns)
+                .replace("{schema}", &quoted)
+        };
+        Self {
+            insert: bind(include_str!("sql/insert.sql")),
+            existing_keys: bind(include_str!("sql/existing_keys.sql")),
+            get: bind(include_str!("sql/get.sql")),
+            list: bind(include_str!("sql/list.sql")),
+            cancel_lock: bind(include_str!("sql/cancel_lock.sql")),
+            cancel_running: bind(include_str!("sql/cancel_running.sql")),
+            cancel_waiting: bind(include_str!("sql/cancel_waiting.sql")),
+            purge: bind(include_str!("sql/purge.sql")),
+            claim: bind(include_str!("sql/claim.sql")),
+            heartbeat: bind(include_str!("sql/heartbeat.sql")),
+            finish: bind(include_str!("sql/finish.sql")),
+            release: bind(include_str!("sql/release.sql")),
+            recover: bind(include_str!("sql/recover.sql")),
+            report: bind(include_str!("sql/report.sql")),
+            latest: bind(include_str!("sql/latest.sql")),
+            watch_add: bind(include_str!("sql/watch_add.sql")),
+            watch_remove: bind(include_str!("sql/watch_remove.sql")),
+            statuses: bind(include_str!("sql/statuses.sql")),
+        }
+    }
+}

@@ -1,0 +1,47 @@
+-- Recovers up to $2 running tasks whose lease expired at or before $1 (now): retried at once if
+-- attempts remain and no cancel was requested, cancelled if it was, failed otherwise. $3 is the
+-- latest representable time, $4 the NOTIFY channel. Returns how many.
+WITH expired AS (
+    SELECT id FROM {schema}.tasks
+    WHERE status = 'running' AND lease_expires_at <= $1
+    ORDER BY lease_expires_at
+    LIMIT $2
+    FOR UPDATE SKIP LOCKED
+),
+recovered AS (
+    UPDATE {schema}.tasks AS t
+    SET status = CASE
+            WHEN t.attempt < t.max_attempts AND NOT t.cancel_requested THEN 'retrying'
+            WHEN t.cancel_requested THEN 'cancelled'
+            ELSE 'failed'
+        END,
+        last_error = 'attempt ' || t.attempt || ' was lost: its worker stopped renewing the lease (crashed, killed or stalled)',
+        last_error_attempt = t.attempt,
+        last_error_at = $1,
+        run_at = CASE
+            WHEN t.attempt < t.max_attempts AND NOT t.cancel_requested THEN $1
+            ELSE t.run_at
+        END,
+        lease_owner = NULL,
+        lease_expires_at = NULL,
+        finished_at = CASE
+            WHEN t.attempt < t.max_attempts AND NOT t.cancel_requested THEN NULL
+            ELSE $1
+        END,
+        expires_at = CASE
+            WHEN t.attempt < t.max_attempts AND NOT t.cancel_requested THEN NULL
+            ELSE $1 + LEAST(t.retention_ms, $3 - $1)
+        END
+    FROM expired AS e
+    WHERE t.id = e.id AND t.status = 'running'
+    RETURNING t.id, t.status
+),
+notified AS (
+    SELECT pg_notify($4, json_build_object('t', r.id, 's', r.status)::text) AS sent
+    FROM recovered AS r
+    WHERE EXISTS (SELECT 1 FROM {schema}.watches AS w WHERE w.task_id = r.id)
+    UNION ALL
+    SELECT pg_notify($4, 'w') AS sent
+    FROM (SELECT 1 FROM recovered WHERE status = 'retrying' LIMIT 1) AS retried
+)
+SELECT (SELECT count(*) FROM recovered) AS recovered, (SELECT count(*) FROM notified) AS notified

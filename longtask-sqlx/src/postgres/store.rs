@@ -1,0 +1,266 @@
+//! [`TaskStore`] for [`PostgresBackend`]: batch insert with idempotency keys, reads, cancel,
+//! purge.
+
+use std::collections::{HashMap, HashSet};
+
+use async_trait::async_trait;
+use longtask_core::{
+    CancelOutcome, Error, Inserted, NewTask, Result, TaskId, TaskQuery, TaskRecord, TaskStatus,
+    TaskStore,
+};
+use sqlx::{Connection, PgConnection};
+use uuid::Uuid;
+
+use super::{
+    max_millis, millis,
+    row::{duration_millis, parse_status, TaskRow},
+    to_i64, PostgresBackend,
+};
+
+/// The columns of a batch insert, one array per column.
+#[derive(Default)]
+struct Columns {
+    id: Vec<Uuid>,
+    job: Vec<String>,
+    params: Vec<String>,
+    status: Vec<&'static str>,
+    priority: Vec<i32>,
+    run_at: Vec<i64>,
+    max_attempts: Vec<i64>,
+    retention_ms: Vec<i64>,
+    owner: Vec<Option<String>>,
+    idempotency_key: Vec<Option<String>>,
+}
+
+impl PostgresBackend {
+    /// Inserts `tasks` with one statement on `conn` (a pooled connection, or the caller's
+    /// transaction). Returns the entries in order, and whether a due task was inserted.
+    pub(crate) async fn insert_on(
+        &self,
+        conn: &mut PgConnection,
+        tasks: Vec<NewTask>,
+    ) -> Result<(Vec<Inserted>, bool)> {
+        if tasks.is_empty() {
+            return Ok((Vec::new(), false));
+        }
+        let now = self.now();
+        let n = tasks.len();
+        let mut columns = Columns::default();
+        // (job, key) of each task, kept to resolve the tasks that were not inserted.
+        let mut keys: Vec<Option<(String, String)>> = Vec::with_capacity(n);
+        for task in tasks {
+            let run_at = task.run_at.resolve(now);
+            columns.id.push(task.id.as_uuid());
+            columns.status.push(if run_at > now {
+                TaskStatus::Scheduled.as_str()
+            } else {
+                TaskStatus::Queued.as_str()
+            });
+            columns.priority.push(task.priority);
+            columns.run_at.push(millis(run_at));
+            columns.max_attempts.push(i64::from(task.max_attempts));
+            columns.retention_ms.push(duration_millis(task.retention));
+            columns.owner.push(task.owner);
+            keys.push(
+                task.idempotency_key
+                    .as_ref()
+                    .map(|key| (task.job.clone(), key.clone())),
+            );
+            columns.idempotency_key.push(task.idempotency_key);
+            columns.job.push(task.job);
+            columns.params.push(task.params);
+        }
+        let rows: Vec<(Uuid, bool)> = sqlx::query_as(&self.sql.insert)
+            .bind(&columns.id)
+            .bind(&columns.job)
+            .bind(&columns.params)
+            .bind(&columns.status)
+            .bind(&columns.priority)
+            .bind(&columns.run_at)
+            .bind(&columns.max_attempts)
+            .bind(&columns.retention_ms)
+            .bind(&columns.owner)
+            .bind(&columns.idempotency_key)
+            .bind(millis(now))
+            .bind(self.notifier.channel())
+            .fetch_all(&mut *conn)
+            .await
+            .map_err(insert_error)?;
+        let any_due = rows.iter().any(|(_, due)| *due);
+        let created: HashSet<Uuid> = rows.into_iter().map(|(id, _)| id).collect();
+
+        // Ids by (job, key): the first task of this batch that was inserted with the key, or the
+        // existing task that holds it.
+        let mut by_key: HashMap<(String, String), Uuid> = HashMap::new();
+        let mut missing: Vec<(String, String)> = Vec::new();
+        for (id, key) in columns.id.iter().zip(&keys) {
+            if let Some(key) = key {
+                if created.contains(id) {
+                    by_key.insert(key.clone(), *id);
+                }
+            }
+        }
+        for (id, key) in columns.id.iter().zip(&keys) {
+            if let Some(key) = key {
+                if !created.contains(id) && !by_key.contains_key(key) {
+                    missing.push(key.clone());
+                }
+            }
+        }
+        if !missing.is_empty() {
+            let (jobs, keys): (Vec<String>, Vec<String>) = missing.into_iter().unzip();
+            let existing: Vec<(String, String, Uuid)> = sqlx::query_as(&self.sql.existing_keys)
+                .bind(&jobs)
+                .bind(&keys)
+                .fetch_all(&mut *conn)
+                .await
+                .map_err(|e| Error::backend("reading tasks by idempotency key", e))?;
+            for (job, key, id) in existing {
+                by_key.insert((job, key), id);
+            }
+        }
+        let inserted = columns
+            .id
+            .iter()
+            .zip(&keys)
+            .map(|(id, key)| {
+                if created.contains(id) {
+                    return Ok(Inserted {
+                        id: TaskId::from_uuid(*id),
+                        created: true,
+                    });
+                }
+                key.as_ref()
+                    .and_then(|key| by_key.get(key))
+                    .map(|existing| Inserted {
+                        id: TaskId::from_uuid(*existing),
+                        created: false,
+                    })
+                    .ok_or_else(|| {
+                        Error::backend(
+                            "inserting tasks",
+                            format!(
+                                "task {id} was neither inserted nor matched by its idempotency key \
+                                 (the matching task was purged meanwhile); submit it again"
+                            ),
+                        )
+                    })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok((inserted, any_due))
+    }
+}
+
+/// A failed insert: a task id in use is the caller's mistake, anything else the database's.
+fn insert_error(err: sqlx::Error) -> Error {
+    if let sqlx::Error::Database(db) = &err {
+        if db.is_unique_violation() && db.constraint() == Some("tasks_pkey") {
+            return Error::InvalidInput(
+                "a task id in this batch is already in use (or appears twice); nothing was inserted"
+                    .to_owned(),
+            );
+        }
+    }
+    Error::backend("inserting tasks", err)
+}
+
+#[async_trait]
+impl TaskStore for PostgresBackend {
+    async fn insert(&self, tasks: Vec<NewTask>) -> Result<Vec<Inserted>> {
+        if tasks.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut conn = self
+            .pool
+            .acquire()
+            .await
+            .map_err(|e| Error::backend("inserting tasks", e))?;
+        let (inserted, any_due) = self.insert_on(&mut conn, tasks).await?;
+        drop(conn);
+        if any_due {
+            // Workers in this process need not wait for the notification's round trip.
+            self.notifier.wake_local();
+        }
+        Ok(inserted)
+    }
+
+    async fn get(&self, id: TaskId) -> Result<Option<TaskRecord>> {
+        let row: Option<TaskRow> = sqlx::query_as(&self.sql.get)
+            .bind(id.as_uuid())
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(|e| Error::backend(format!("reading task {id}"), e))?;
+        row.map(|r| r.into_record(self.now())).transpose()
+    }
+
+    async fn list(&self, query: &TaskQuery) -> Result<Vec<TaskRecord>> {
+        let now = self.now();
+        let statuses: Option<Vec<&str>> = (!query.statuses.is_empty())
+            .then(|| query.statuses.iter().map(|s| s.as_str()).collect());
+        let rows: Vec<TaskRow> = sqlx::query_as(&self.sql.list)
+            .bind(query.job.as_deref())
+            .bind(statuses)
+            .bind(query.owner.as_deref())
+            .bind(query.after.map(TaskId::as_uuid))
+            .bind(to_i64(query.effective_limit() as u64))
+            .bind(millis(now))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(|e| Error::backend("listing tasks", e))?;
+        rows.into_iter().map(|r| r.into_record(now)).collect()
+    }
+
+    async fn cancel(&self, id: TaskId) -> Result<CancelOutcome> {
+        let what = || format!("cancelling task {id}");
+        let now = self.now();
+        let mut conn = self
+            .pool
+            .acquire()
+            .await
+            .map_err(|e| Error::backend(what(), e))?;
+        let mut tx = conn.begin().await.map_err(|e| Error::backend(what(), e))?;
+        let status: Option<String> = sqlx::query_scalar(&self.sql.cancel_lock)
+            .bind(id.as_uuid())
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(|e| Error::backend(what(), e))?;
+        let status = parse_status(&status.ok_or(Error::NotFound(id))?)?;
+        let outcome = match status {
+            s if s.is_final() => CancelOutcome::AlreadyFinished(s),
+            TaskStatus::Running => {
+                sqlx::query(&self.sql.cancel_running)
+                    .bind(id.as_uuid())
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(|e| Error::backend(what(), e))?;
+                CancelOutcome::Requested
+            }
+            _ => {
+                sqlx::query(&self.sql.cancel_waiting)
+                    .bind(id.as_uuid())
+                    .bind(millis(now))
+                    .bind(max_millis())
+                    .bind(self.notifier.channel())
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(|e| Error::backend(what(), e))?;
+                CancelOutcome::Cancelled
+            }
+        };
+        tx.commit().await.map_err(|e| Error::backend(what(), e))?;
+        Ok(outcome)
+    }
+
+    async fn purge(&self, limit: usize) -> Result<u64> {
+        if limit == 0 {
+            return Ok(0);
+        }
+        let purged: i64 = sqlx::query_scalar(&self.sql.purge)
+            .bind(millis(self.now()))
+            .bind(to_i64(limit as u64))
+            .fetch_one(&self.pool)
+            .await
+            .map_err(|e| Error::backend("purging finished tasks", e))?;
+        Ok(u64::try_from(purged).unwrap_or(0))
+    }
+}
