@@ -53,7 +53,11 @@ fn queue(c: &mut Criterion) {
             prefetch: 256,
             backlog,
         };
-        let name = if backlog { "drain_backlog" } else { "submit_and_run" };
+        let name = if backlog {
+            "drain_backlog"
+        } else {
+            "submit_and_run"
+        };
         group.throughput(Throughput::Elements(tasks));
         group.bench_function(BenchmarkId::new(name, tasks), |b| {
             b.to_async(&rt).iter_custom(|iters| {

@@ -17,8 +17,7 @@ use std::{
 };
 
 use longtask_core::{
-    Backend, ClaimRequest, Client, Completion, Job, JobError, NewTask, Outcome, TaskContext,
-    Worker,
+    Backend, ClaimRequest, Client, Completion, Job, JobError, NewTask, Outcome, TaskContext, Worker,
 };
 use tokio::sync::Notify;
 
@@ -73,7 +72,9 @@ impl Noop {
     async fn wait(&self) {
         loop {
             let notified = self.counter.reached.notified();
-            if self.counter.done.load(Ordering::Relaxed) >= self.counter.target.load(Ordering::Relaxed) {
+            if self.counter.done.load(Ordering::Relaxed)
+                >= self.counter.target.load(Ordering::Relaxed)
+            {
                 return;
             }
             let _ = tokio::time::timeout(Duration::from_millis(50), notified).await;
@@ -137,7 +138,11 @@ pub async fn claim_complete(backend: &Backend, n: u64, batch: usize) -> Duration
                 )
             })
             .collect();
-        backend.queue().finish(completions).await.expect("finish failed");
+        backend
+            .queue()
+            .finish(completions)
+            .await
+            .expect("finish failed");
     }
     start.elapsed()
 }

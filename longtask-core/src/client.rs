@@ -234,9 +234,8 @@ impl Client {
         let events = self.backend.progress().watch(id).await?;
         let store = self.backend.store().clone();
         let state = (Some(first), events, store, false);
-        Ok(futures::stream::unfold(
-            state,
-            move |(first, mut events, store, done)| async move {
+        Ok(
+            futures::stream::unfold(state, move |(first, mut events, store, done)| async move {
                 if done {
                     return None;
                 }
@@ -253,7 +252,9 @@ impl Client {
                     }
                     let record = match store.get(id).await {
                         Ok(Some(record)) => record,
-                        Ok(None) => return Some((Err(Error::NotFound(id)), (None, events, store, true))),
+                        Ok(None) => {
+                            return Some((Err(Error::NotFound(id)), (None, events, store, true)))
+                        }
                         Err(err) => return Some((Err(err), (None, events, store, true))),
                     };
                     let finished = record.status.is_final();
@@ -261,9 +262,9 @@ impl Client {
                         return Some((Ok(record), (None, events, store, finished)));
                     }
                 }
-            },
+            })
+            .boxed(),
         )
-        .boxed())
     }
 
     /// Waits until the task reaches a final status, for at most `timeout`; returns its record.

@@ -59,8 +59,7 @@ impl EtaEstimator {
         self.samples.push_back((step, millis));
         // Keep a window of recent samples, but never fewer than needed to span WINDOW_MILLIS.
         while self.samples.len() > WINDOW_SAMPLES
-            || (self.samples.len() > 2
-                && millis - self.samples[1].1 >= WINDOW_MILLIS)
+            || (self.samples.len() > 2 && millis - self.samples[1].1 >= WINDOW_MILLIS)
         {
             self.samples.pop_front();
         }

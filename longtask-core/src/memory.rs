@@ -248,11 +248,11 @@ impl State {
     }
 
     /// Sends an event to the task's watchers; after a final status, closes their streams.
-    fn emit(&mut self, id: TaskId, event: TaskEvent) {
+    fn emit(&mut self, id: TaskId, event: &TaskEvent) {
         if self.watchers.is_empty() {
             return;
         }
-        let last = matches!(&event, TaskEvent::Status { status } if status.is_final());
+        let last = matches!(event, TaskEvent::Status { status } if status.is_final());
         if last {
             if let Some(senders) = self.watchers.remove(&id) {
                 for tx in senders {
@@ -277,7 +277,7 @@ impl State {
         let expires = millis(saturating_add(now, record.retention));
         self.running.remove(&id);
         self.expiring.insert((expires, id));
-        self.emit(id, TaskEvent::Status { status });
+        self.emit(id, &TaskEvent::Status { status });
     }
 
     /// The slot if `lease` is the live lease on a running task.
@@ -306,9 +306,8 @@ impl State {
             attempt: record.attempt,
             at: now,
         });
-        let retry = retry_after.filter(|_| {
-            record.attempt < record.max_attempts && !record.cancel_requested
-        });
+        let retry = retry_after
+            .filter(|_| record.attempt < record.max_attempts && !record.cancel_requested);
         if let Some(delay) = retry {
             record.status = TaskStatus::Retrying;
             record.run_at = saturating_add(now, delay);
@@ -318,7 +317,7 @@ impl State {
             self.enqueue(id, millis(now));
             self.emit(
                 id,
-                TaskEvent::Status {
+                &TaskEvent::Status {
                     status: TaskStatus::Retrying,
                 },
             );
@@ -511,7 +510,7 @@ impl Queue for MemoryBackend {
             state.running.insert(id);
             state.emit(
                 id,
-                TaskEvent::Status {
+                &TaskEvent::Status {
                     status: TaskStatus::Running,
                 },
             );
@@ -550,7 +549,7 @@ impl Queue for MemoryBackend {
                 };
                 if let Some(progress) = completion.progress {
                     slot.record.progress = Some(progress.clone());
-                    state.emit(id, TaskEvent::Progress(progress));
+                    state.emit(id, &TaskEvent::Progress(progress));
                 }
                 match completion.outcome {
                     Outcome::Succeeded { output } => {
@@ -603,7 +602,7 @@ impl Queue for MemoryBackend {
                     state.enqueue(lease.task, millis(now));
                     state.emit(
                         lease.task,
-                        TaskEvent::Status {
+                        &TaskEvent::Status {
                             status: TaskStatus::Queued,
                         },
                     );
@@ -625,9 +624,10 @@ impl Queue for MemoryBackend {
             .iter()
             .copied()
             .filter(|id| {
-                state.tasks.get(id).is_some_and(|s| {
-                    s.record.lease_expires_at.is_some_and(|at| at <= now)
-                })
+                state
+                    .tasks
+                    .get(id)
+                    .is_some_and(|s| s.record.lease_expires_at.is_some_and(|at| at <= now))
             })
             .take(limit)
             .collect();
@@ -663,7 +663,7 @@ impl ProgressSink for MemoryBackend {
                 continue;
             }
             slot.record.progress = Some(progress.clone());
-            state.emit(*id, TaskEvent::Progress(progress.clone()));
+            state.emit(*id, &TaskEvent::Progress(progress.clone()));
         }
         Ok(())
     }

@@ -47,9 +47,9 @@ impl TaskId {
     pub fn new() -> Self {
         // (milliseconds << 12) | sequence of the last id handed out by this process.
         static LAST: AtomicU64 = AtomicU64::new(0);
-        let now_ms = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX >> 16));
+        let now_ms = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| {
+            u64::try_from(d.as_millis()).unwrap_or(u64::MAX >> 16)
+        });
         let floor = now_ms << 12;
         let mut prev = LAST.load(Ordering::Relaxed);
         let next = loop {
@@ -97,7 +97,9 @@ impl fmt::Debug for TaskId {
 
 /// The text was not a task id.
 #[derive(Debug, Clone, thiserror::Error)]
-#[error("`{input}` is not a task id (expected a UUID such as 0193f0d4-7c2a-7b1e-9d1c-5e2f3a4b5c6d)")]
+#[error(
+    "`{input}` is not a task id (expected a UUID such as 0193f0d4-7c2a-7b1e-9d1c-5e2f3a4b5c6d)"
+)]
 pub struct ParseTaskIdError {
     input: String,
 }

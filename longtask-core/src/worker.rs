@@ -101,7 +101,11 @@ impl Default for Config {
 
 fn default_worker_id() -> String {
     let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "worker".to_owned());
-    format!("{host}-{}-{:08x}", std::process::id(), rand::random::<u32>())
+    format!(
+        "{host}-{}-{:08x}",
+        std::process::id(),
+        rand::random::<u32>()
+    )
 }
 
 /// Builds a [`Worker`]: register jobs, adjust settings, then [`build`](Self::build).
@@ -551,7 +555,9 @@ impl Coordinator {
         }
 
         loop {
-            self.shared.coordinator_woken.store(false, Ordering::Release);
+            self.shared
+                .coordinator_woken
+                .store(false, Ordering::Release);
             self.flush_outcomes().await;
             if self.should_claim() {
                 self.claim().await;
@@ -806,7 +812,10 @@ impl Coordinator {
     }
 
     async fn begin_shutdown(&mut self) {
-        let queued: Vec<Lease> = lock(&self.shared.queue).drain(..).map(|t| t.lease).collect();
+        let queued: Vec<Lease> = lock(&self.shared.queue)
+            .drain(..)
+            .map(|t| t.lease)
+            .collect();
         tracing::info!(
             running = self.shared.busy.load(Ordering::Acquire),
             prefetched = queued.len(),
@@ -870,7 +879,10 @@ async fn run_attempt(
     let name = cx.job();
     let future = {
         let mut json = serde_json::Deserializer::from_str(params);
-        let started = job.start(&mut <dyn erased_serde::Deserializer<'_>>::erase(&mut json), cx);
+        let started = job.start(
+            &mut <dyn erased_serde::Deserializer<'_>>::erase(&mut json),
+            cx,
+        );
         match started.map(|f| (f, json.end())) {
             Ok((future, Ok(()))) => future,
             Ok((_, Err(err))) => return invalid_params(name, &err),

@@ -28,7 +28,10 @@ pub async fn claim_marks_running(h: Harness) {
         Some(h.now() + chrono::Duration::from_std(LEASE).unwrap())
     );
     assert_eq!(got.started_at, Some(h.now()));
-    assert!(h.claim(&["claim"], 10).await.is_empty(), "a running task is not claimed twice");
+    assert!(
+        h.claim(&["claim"], 10).await.is_empty(),
+        "a running task is not claimed twice"
+    );
 }
 
 /// Higher priority first; equal priorities in submission order.
@@ -46,10 +49,13 @@ pub async fn claim_respects_priority(h: Harness) {
     }
     assert_eq!(order, vec![ids[4], ids[1], ids[3], ids[0], ids[2]]);
     // A batch claim follows the same order.
-    let ids = h
-        .insert(vec![with(1), with(3), with(2)])
-        .await;
-    let batch: Vec<TaskId> = h.claim(&["prio"], 3).await.iter().map(|c| c.lease.task).collect();
+    let ids = h.insert(vec![with(1), with(3), with(2)]).await;
+    let batch: Vec<TaskId> = h
+        .claim(&["prio"], 3)
+        .await
+        .iter()
+        .map(|c| c.lease.task)
+        .collect();
     assert_eq!(batch, vec![ids[1], ids[2], ids[0]]);
 }
 
@@ -60,11 +66,20 @@ pub async fn claim_orders_by_run_at_then_submission(h: Harness) {
         ..NewTask::new("order", "1")
     };
     let ids = h
-        .insert(vec![late, NewTask::new("order", "2"), NewTask::new("order", "3")])
+        .insert(vec![
+            late,
+            NewTask::new("order", "2"),
+            NewTask::new("order", "3"),
+        ])
         .await;
     h.advance(Duration::from_secs(20));
     let later = h.submit("order", "4").await;
-    let batch: Vec<TaskId> = h.claim(&["order"], 10).await.iter().map(|c| c.lease.task).collect();
+    let batch: Vec<TaskId> = h
+        .claim(&["order"], 10)
+        .await
+        .iter()
+        .map(|c| c.lease.task)
+        .collect();
     assert_eq!(batch, vec![ids[1], ids[2], ids[0], later]);
 }
 
@@ -90,16 +105,29 @@ pub async fn claim_takes_only_requested_jobs(h: Harness) {
     let b = h.submit("job-b", "{}").await;
     let c = h.submit("job-c", "{}").await;
     let claimed = h.claim(&["job-b"], 10).await;
-    assert_eq!(claimed.iter().map(|c| c.lease.task).collect::<Vec<_>>(), vec![b]);
+    assert_eq!(
+        claimed.iter().map(|c| c.lease.task).collect::<Vec<_>>(),
+        vec![b]
+    );
     let claimed = h.claim(&["job-a", "job-c"], 10).await;
-    assert_eq!(claimed.iter().map(|c| c.lease.task).collect::<Vec<_>>(), vec![a, c]);
-    assert!(h.claim(&["job-a", "job-b", "job-c", "job-d"], 10).await.is_empty());
+    assert_eq!(
+        claimed.iter().map(|c| c.lease.task).collect::<Vec<_>>(),
+        vec![a, c]
+    );
+    assert!(h
+        .claim(&["job-a", "job-b", "job-c", "job-d"], 10)
+        .await
+        .is_empty());
 }
 
 /// A claim takes at most `limit` tasks.
 pub async fn claim_respects_limit(h: Harness) {
-    h.insert((0..10).map(|i| NewTask::new("limit", numbered(i))).collect())
-        .await;
+    h.insert(
+        (0..10)
+            .map(|i| NewTask::new("limit", numbered(i)))
+            .collect(),
+    )
+    .await;
     assert!(h.claim(&["limit"], 0).await.is_empty());
     assert_eq!(h.claim(&["limit"], 3).await.len(), 3);
     assert_eq!(h.claim(&["limit"], 100).await.len(), 7);
@@ -118,8 +146,13 @@ pub async fn concurrent_claimers_one_winner(h: Harness) {
     const TASKS: usize = 3_000;
     const CLAIMERS: usize = 8;
     for chunk in (0..TASKS).collect::<Vec<_>>().chunks(500) {
-        h.insert(chunk.iter().map(|i| NewTask::new("race", numbered(*i))).collect())
-            .await;
+        h.insert(
+            chunk
+                .iter()
+                .map(|i| NewTask::new("race", numbered(*i)))
+                .collect(),
+        )
+        .await;
     }
     let jobs = Arc::new(vec!["race".to_owned()]);
     let mut handles = Vec::new();
@@ -154,7 +187,10 @@ pub async fn concurrent_claimers_one_winner(h: Harness) {
                     })
                     .collect();
                 let acks = queue.finish(completions).await.expect("finish failed");
-                assert!(acks.iter().all(|a| *a == Ack::Applied), "a live lease was refused");
+                assert!(
+                    acks.iter().all(|a| *a == Ack::Applied),
+                    "a live lease was refused"
+                );
                 mine.extend(claimed.into_iter().map(|c| c.lease.task));
                 tokio::task::yield_now().await;
             }

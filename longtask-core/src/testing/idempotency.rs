@@ -59,10 +59,20 @@ pub async fn idempotency_within_one_batch(h: Harness) {
 
 /// A key stays taken after its task finishes (until the task is purged).
 pub async fn idempotency_key_outlives_completion(h: Harness) {
-    let first = h.backend.store().insert(vec![keyed("idem-done", "k")]).await.unwrap()[0];
+    let first = h
+        .backend
+        .store()
+        .insert(vec![keyed("idem-done", "k")])
+        .await
+        .unwrap()[0];
     let claimed = h.claim_one("idem-done").await;
     h.succeed(claimed.lease, "1").await;
-    let again = h.backend.store().insert(vec![keyed("idem-done", "k")]).await.unwrap()[0];
+    let again = h
+        .backend
+        .store()
+        .insert(vec![keyed("idem-done", "k")])
+        .await
+        .unwrap()[0];
     assert!(!again.created);
     assert_eq!(again.id, first.id);
 }

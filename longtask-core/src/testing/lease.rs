@@ -13,7 +13,10 @@ pub async fn complete_records_output(h: Harness) {
     let id = h.submit("complete", "{}").await;
     let claimed = h.claim_one("complete").await;
     h.advance(Duration::from_secs(2));
-    assert_eq!(h.succeed(claimed.lease, r#"{"rows":3}"#).await, Ack::Applied);
+    assert_eq!(
+        h.succeed(claimed.lease, r#"{"rows":3}"#).await,
+        Ack::Applied
+    );
     let got = h.get(id).await;
     assert_eq!(got.status, TaskStatus::Succeeded);
     super::assert_json_eq(got.output.as_deref().unwrap(), r#"{"rows":3}"#);

@@ -23,14 +23,22 @@ pub async fn progress_latest_round_trip(h: Harness) {
     let other = h.submit("prog", "{}").await;
     h.claim(&["prog"], 2).await;
     assert_eq!(h.backend.progress().latest(id).await.unwrap(), None);
-    let first = progress(&h, 3, Some(10), Some("Handling 2026-10-03: 120 invoices so far ✓"));
+    let first = progress(
+        &h,
+        3,
+        Some(10),
+        Some("Handling 2026-10-03: 120 invoices so far ✓"),
+    );
     let unknown_total = progress(&h, 7, None, None);
     h.backend
         .progress()
         .report(&[(id, first.clone()), (other, unknown_total.clone())])
         .await
         .unwrap();
-    assert_eq!(h.backend.progress().latest(id).await.unwrap(), Some(first.clone()));
+    assert_eq!(
+        h.backend.progress().latest(id).await.unwrap(),
+        Some(first.clone())
+    );
     assert_eq!(
         h.backend.progress().latest(other).await.unwrap(),
         Some(unknown_total)
@@ -44,7 +52,10 @@ pub async fn progress_latest_round_trip(h: Harness) {
         .await
         .unwrap();
     assert_eq!(h.backend.progress().latest(id).await.unwrap(), Some(second));
-    assert_eq!(h.backend.progress().latest(TaskId::new()).await.unwrap(), None);
+    assert_eq!(
+        h.backend.progress().latest(TaskId::new()).await.unwrap(),
+        None
+    );
 }
 
 /// Progress reported for a finished task (a late write) is ignored.
@@ -75,7 +86,10 @@ pub async fn watch_streams_progress_and_final_status(h: Harness) {
     for step in 1..=3 {
         h.backend
             .progress()
-            .report(&[(id, progress(&h, step, Some(4), Some(&format!("step {step}"))))])
+            .report(&[(
+                id,
+                progress(&h, step, Some(4), Some(&format!("step {step}"))),
+            )])
             .await
             .unwrap();
         tokio::time::sleep(Duration::from_millis(20)).await;

@@ -15,7 +15,11 @@ fn kept(job: &str, secs: u64) -> NewTask {
 /// Finished tasks go after finished_at + retention; waiting and running tasks never do.
 pub async fn purge_removes_only_expired_finished_tasks(h: Harness) {
     let ids = h
-        .insert(vec![kept("succeed", 60), kept("fail", 120), kept("cancel", 60)])
+        .insert(vec![
+            kept("succeed", 60),
+            kept("fail", 120),
+            kept("cancel", 60),
+        ])
         .await;
     let (succeeded, failed, cancelled) = (ids[0], ids[1], ids[2]);
     let lease = h.claim_one("succeed").await.lease;

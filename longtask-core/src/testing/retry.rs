@@ -17,7 +17,10 @@ pub async fn failure_schedules_retry_after_backoff(h: Harness) {
     let id = h.submit("flaky", "{}").await;
     let claimed = h.claim_one("flaky").await;
     let ack = h
-        .finish(claimed.lease, fail("service busy", Some(Duration::from_secs(10))))
+        .finish(
+            claimed.lease,
+            fail("service busy", Some(Duration::from_secs(10))),
+        )
         .await;
     assert_eq!(ack, Ack::Applied);
     let got = h.get(id).await;
@@ -31,7 +34,10 @@ pub async fn failure_schedules_retry_after_backoff(h: Harness) {
     assert_eq!(error.attempt, 1);
     assert_eq!(error.at, h.now());
 
-    assert!(h.claim(&["flaky"], 1).await.is_empty(), "not before the backoff");
+    assert!(
+        h.claim(&["flaky"], 1).await.is_empty(),
+        "not before the backoff"
+    );
     h.advance(Duration::from_secs(10));
     let again = h.claim_one("flaky").await;
     assert_eq!(again.lease.task, id);
@@ -52,7 +58,10 @@ pub async fn retry_then_success(h: Harness) {
         .await;
         let got = h.get(id).await;
         assert_eq!(got.status, TaskStatus::Retrying);
-        assert_eq!(got.last_error.unwrap().message, format!("failure {attempt}"));
+        assert_eq!(
+            got.last_error.unwrap().message,
+            format!("failure {attempt}")
+        );
     }
     let claimed = h.claim_one("twice").await;
     assert_eq!(claimed.attempt, 3);

@@ -45,12 +45,20 @@ pub async fn submit_and_get(h: Harness) {
 
 /// Reading an id that was never submitted gives `None`, not an error.
 pub async fn get_unknown_is_none(h: Harness) {
-    assert!(h.backend.store().get(TaskId::new()).await.unwrap().is_none());
+    assert!(h
+        .backend
+        .store()
+        .get(TaskId::new())
+        .await
+        .unwrap()
+        .is_none());
 }
 
 /// A batch insert returns one entry per task, in order, and stores each.
 pub async fn batch_submit_keeps_order(h: Harness) {
-    let tasks: Vec<NewTask> = (0..500).map(|i| NewTask::new("batch", numbered(i))).collect();
+    let tasks: Vec<NewTask> = (0..500)
+        .map(|i| NewTask::new("batch", numbered(i)))
+        .collect();
     let expected: Vec<TaskId> = tasks.iter().map(|t| t.id).collect();
     let inserted = h.backend.store().insert(tasks).await.unwrap();
     assert_eq!(inserted.iter().map(|i| i.id).collect::<Vec<_>>(), expected);
@@ -70,7 +78,13 @@ pub async fn batch_submit_keeps_order(h: Harness) {
         .unwrap();
     assert_eq!(listed.iter().map(|t| t.id).collect::<Vec<_>>(), expected);
     // An empty batch is fine and inserts nothing.
-    assert!(h.backend.store().insert(Vec::new()).await.unwrap().is_empty());
+    assert!(h
+        .backend
+        .store()
+        .insert(Vec::new())
+        .await
+        .unwrap()
+        .is_empty());
 }
 
 /// A batch containing an id already in use fails as a whole: nothing of it is stored.
@@ -105,7 +119,13 @@ pub async fn awkward_payloads_round_trip(h: Harness) {
         large,
         nested,
     ];
-    let jobs = ["plain", "réport: {weird} *job* [x]", "a:b:c", "{braces}", "job with spaces"];
+    let jobs = [
+        "plain",
+        "réport: {weird} *job* [x]",
+        "a:b:c",
+        "{braces}",
+        "job with spaces",
+    ];
     for (i, params) in payloads.iter().enumerate() {
         let job = jobs[i % jobs.len()];
         let id = h.submit(job, params).await;

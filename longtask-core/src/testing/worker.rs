@@ -82,7 +82,10 @@ pub async fn worker_runs_tasks_end_to_end(h: Harness) {
     for (id, expected) in ids.iter().zip(&params) {
         let task = client.wait(*id, Duration::from_secs(30)).await.unwrap();
         assert_eq!(task.status, TaskStatus::Succeeded, "{task:?}");
-        assert_eq!(client.output::<Echo>(*id).await.unwrap().as_ref(), Some(expected));
+        assert_eq!(
+            client.output::<Echo>(*id).await.unwrap().as_ref(),
+            Some(expected)
+        );
         let progress = task.progress.expect("final progress is stored");
         assert_eq!((progress.step, progress.total), (2, Some(2)));
     }

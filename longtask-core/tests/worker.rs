@@ -1,0 +1,503 @@
+//! Worker behaviour beyond the backend contract: panics, timeouts, cancellation, shutdown,
+//! retries, crash recovery and progress coalescing, on the in-memory backend with real time.
+
+use std::{
+    sync::{
+        atomic::{AtomicUsize, Ordering},
+        Arc,
+    },
+    time::{Duration, Instant},
+};
+
+use async_trait::async_trait;
+use futures::{stream::BoxStream, StreamExt};
+use longtask_core::{
+    Backend, Backoff, CancelOutcome, Client, Error, Job, JobError, JobOptions, MemoryBackend,
+    NewTask, Progress, ProgressSink, TaskContext, TaskEvent, TaskId, TaskRecord, TaskStatus,
+    Worker, WorkerBuilder,
+};
+
+const WAIT: Duration = Duration::from_secs(20);
+
+fn fast(builder: WorkerBuilder) -> WorkerBuilder {
+    builder
+        .poll_interval(Duration::from_millis(20))
+        .progress_interval(Duration::from_millis(10))
+        .sweep_interval(Duration::from_millis(20))
+}
+
+struct Panics;
+impl Job for Panics {
+    const NAME: &'static str = "panics";
+    type Params = ();
+    type Output = ();
+    async fn run(&self, (): (), _cx: TaskContext) -> Result<(), JobError> {
+        panic!("the report template is missing");
+    }
+    fn options() -> JobOptions {
+        JobOptions::default()
+            .max_attempts(2)
+            .backoff(Backoff::constant(Duration::ZERO))
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_panicking_job_is_a_failed_attempt_with_its_message() {
+    let backend = MemoryBackend::new();
+    let worker = fast(Worker::builder(backend.clone()).register(Panics))
+        .build()
+        .unwrap()
+        .spawn();
+    let client = Client::new(backend);
+    let id = client.submit::<Panics>(()).await.unwrap();
+    let task = client.wait(id, WAIT).await.unwrap();
+    assert_eq!(task.status, TaskStatus::Failed);
+    assert_eq!(task.attempt, 2, "a panic is retried like any failure");
+    let error = task.last_error.unwrap();
+    assert_eq!(error.message, "panicked: the report template is missing");
+    assert_eq!(error.attempt, 2);
+    // The worker survives its jobs' panics.
+    let again = client.submit::<Panics>(()).await.unwrap();
+    assert_eq!(
+        client.wait(again, WAIT).await.unwrap().status,
+        TaskStatus::Failed
+    );
+    worker.shutdown().await.unwrap();
+}
+
+struct Slow;
+impl Job for Slow {
+    const NAME: &'static str = "slow";
+    type Params = u64; // milliseconds
+    type Output = String;
+    async fn run(&self, millis: u64, cx: TaskContext) -> Result<String, JobError> {
+        tokio::time::sleep(Duration::from_millis(millis)).await;
+        Ok(format!("slept {millis} ms in attempt {}", cx.attempt()))
+    }
+    fn options() -> JobOptions {
+        JobOptions::default()
+            .max_attempts(1)
+            .timeout(Duration::from_millis(100))
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_past_its_timeout_is_stopped_and_failed() {
+    let backend = MemoryBackend::new();
+    let worker = fast(Worker::builder(backend.clone()).register(Slow))
+        .build()
+        .unwrap()
+        .spawn();
+    let client = Client::new(backend);
+    let slow = client.submit::<Slow>(10_000).await.unwrap();
+    let quick = client.submit::<Slow>(1).await.unwrap();
+    let started = Instant::now();
+    let task = client.wait(slow, WAIT).await.unwrap();
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "stopped at its timeout"
+    );
+    assert_eq!(task.status, TaskStatus::Failed);
+    assert_eq!(task.last_error.unwrap().message, "timed out after 100ms");
+    assert_eq!(
+        client.wait(quick, WAIT).await.unwrap().status,
+        TaskStatus::Succeeded
+    );
+    worker.shutdown().await.unwrap();
+}
+
+struct Stubborn;
+impl Job for Stubborn {
+    const NAME: &'static str = "stubborn";
+    type Params = ();
+    type Output = ();
+    async fn run(&self, (): (), cx: TaskContext) -> Result<(), JobError> {
+        let _ = cx.progress(1, None, "ignoring cancellation");
+        tokio::time::sleep(Duration::from_secs(60)).await;
+        Ok(())
+    }
+    fn options() -> JobOptions {
+        JobOptions::default().cancel_grace(Duration::from_millis(200))
+    }
+}
+
+struct Polite;
+impl Job for Polite {
+    const NAME: &'static str = "polite";
+    type Params = ();
+    type Output = ();
+    async fn run(&self, (): (), cx: TaskContext) -> Result<(), JobError> {
+        for step in 0.. {
+            tokio::select! {
+                () = cx.cancelled() => return Err(JobError::cancelled()),
+                () = tokio::time::sleep(Duration::from_millis(10)) => {}
+            }
+            cx.progress(step, None, "working")?;
+        }
+        Ok(())
+    }
+}
+
+async fn wait_for(client: &Client, id: TaskId, status: TaskStatus) -> TaskRecord {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let task = client.status(id).await.unwrap();
+        if task.status == status {
+            return task;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "task never reached {status}: {task:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancellation_is_cooperative_then_forced_after_the_grace_period() {
+    let backend = MemoryBackend::new();
+    let worker = fast(
+        Worker::builder(backend.clone())
+            .register(Stubborn)
+            .register(Polite),
+    )
+    .lease(Duration::from_millis(300))
+    .build()
+    .unwrap()
+    .spawn();
+    let client = Client::new(backend);
+
+    let polite = client.submit::<Polite>(()).await.unwrap();
+    wait_for(&client, polite, TaskStatus::Running).await;
+    let asked = Instant::now();
+    assert_eq!(
+        client.cancel(polite).await.unwrap(),
+        CancelOutcome::Requested
+    );
+    let task = client.wait(polite, WAIT).await.unwrap();
+    assert_eq!(task.status, TaskStatus::Cancelled);
+    assert!(
+        asked.elapsed() < Duration::from_secs(2),
+        "within a heartbeat or so"
+    );
+
+    let stubborn = client.submit::<Stubborn>(()).await.unwrap();
+    wait_for(&client, stubborn, TaskStatus::Running).await;
+    let asked = Instant::now();
+    client.cancel(stubborn).await.unwrap();
+    let task = client.wait(stubborn, WAIT).await.unwrap();
+    let took = asked.elapsed();
+    assert_eq!(task.status, TaskStatus::Cancelled);
+    assert!(
+        took >= Duration::from_millis(200),
+        "not before the grace period: {took:?}"
+    );
+    assert!(
+        took < Duration::from_secs(5),
+        "stopped soon after it: {took:?}"
+    );
+    let message = task.last_error.unwrap().message;
+    assert!(message.contains("grace period"), "{message}");
+    worker.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn graceful_shutdown_finishes_work_in_flight() {
+    let backend = MemoryBackend::new();
+    let worker = fast(Worker::builder(backend.clone()).register(Slow))
+        .build()
+        .unwrap()
+        .spawn();
+    let client = Client::new(backend);
+    let id = client.submit::<Slow>(80).await.unwrap();
+    wait_for(&client, id, TaskStatus::Running).await;
+    worker.shutdown().await.unwrap();
+    let task = client.status(id).await.unwrap();
+    assert_eq!(
+        task.status,
+        TaskStatus::Succeeded,
+        "finished before the worker stopped"
+    );
+    assert_eq!(
+        client.output::<Slow>(id).await.unwrap().as_deref(),
+        Some("slept 80 ms in attempt 1")
+    );
+}
+
+struct Long;
+impl Job for Long {
+    const NAME: &'static str = "long";
+    type Params = u64;
+    type Output = String;
+    async fn run(&self, millis: u64, cx: TaskContext) -> Result<String, JobError> {
+        tokio::time::sleep(Duration::from_millis(millis)).await;
+        Ok(format!("attempt {}", cx.attempt()))
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_deadline_gives_running_and_prefetched_tasks_back() {
+    let backend = MemoryBackend::new();
+    let client = Client::new(backend.clone());
+    let ids = client
+        .submit_many::<Long>([5_000, 5_000, 5_000])
+        .await
+        .unwrap();
+    let worker = fast(Worker::builder(backend.clone()).register(Long))
+        .concurrency(1)
+        .prefetch(2)
+        .shutdown_timeout(Duration::from_millis(100))
+        .build()
+        .unwrap()
+        .spawn();
+    wait_for(&client, ids[0], TaskStatus::Running).await;
+    let started = Instant::now();
+    worker.shutdown().await.unwrap();
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "the deadline holds"
+    );
+    for id in &ids {
+        let task = client.status(*id).await.unwrap();
+        assert_eq!(task.status, TaskStatus::Queued, "given back: {task:?}");
+        assert_eq!(task.attempt, 0, "a given-back attempt does not count");
+    }
+    // Another worker runs them.
+    let worker = fast(Worker::builder(backend).register(Long))
+        .concurrency(3)
+        .build()
+        .unwrap()
+        .spawn();
+    let later = client.submit::<Long>(1).await.unwrap();
+    assert_eq!(
+        client.wait(later, WAIT).await.unwrap().status,
+        TaskStatus::Succeeded
+    );
+    worker.shutdown().await.unwrap();
+}
+
+struct Flaky {
+    runs: Arc<AtomicUsize>,
+}
+impl Job for Flaky {
+    const NAME: &'static str = "flaky";
+    type Params = ();
+    type Output = String;
+    async fn run(&self, (): (), cx: TaskContext) -> Result<String, JobError> {
+        self.runs.fetch_add(1, Ordering::SeqCst);
+        cx.progress(
+            u64::from(cx.attempt()),
+            Some(3),
+            format!("attempt {}", cx.attempt()),
+        )?;
+        if cx.attempt() <= 2 {
+            return Err(JobError::retryable(format!(
+                "mail server busy ({})",
+                cx.attempt()
+            )));
+        }
+        Ok("sent".to_owned())
+    }
+    fn options() -> JobOptions {
+        JobOptions::default().backoff(Backoff::constant(Duration::from_millis(300)))
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_that_fails_twice_then_succeeds_shows_its_retries() {
+    let backend = MemoryBackend::new();
+    let runs = Arc::new(AtomicUsize::new(0));
+    let worker = fast(Worker::builder(backend.clone()).register(Flaky { runs: runs.clone() }))
+        .build()
+        .unwrap()
+        .spawn();
+    let client = Client::new(backend);
+    let id = client.submit::<Flaky>(()).await.unwrap();
+    let mut updates = client.watch(id).await.unwrap();
+    let mut seen = Vec::new();
+    while let Some(update) = tokio::time::timeout(WAIT, updates.next()).await.unwrap() {
+        seen.push(update.unwrap());
+    }
+    worker.shutdown().await.unwrap();
+    // In between: "retrying, attempt 2 of 5", with the first error.
+    let retrying = seen
+        .iter()
+        .find(|t| t.status == TaskStatus::Retrying && t.attempt == 1)
+        .expect("a retrying state after the first failure");
+    assert_eq!(retrying.max_attempts, 5);
+    assert_eq!(
+        retrying.last_error.as_ref().unwrap().message,
+        "mail server busy (1)"
+    );
+    assert!(retrying.run_at > retrying.last_error.as_ref().unwrap().at);
+    assert!(seen
+        .iter()
+        .any(|t| t.status == TaskStatus::Retrying && t.attempt == 2));
+    let last = seen.last().unwrap();
+    assert_eq!(last.status, TaskStatus::Succeeded);
+    assert_eq!(last.attempt, 3);
+    assert_eq!(runs.load(Ordering::SeqCst), 3);
+    assert_eq!(
+        client.output::<Flaky>(id).await.unwrap().as_deref(),
+        Some("sent")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crashed_workers_task_is_recovered_by_another_worker() {
+    let backend = MemoryBackend::new();
+    let client = Client::new(backend.clone());
+    let id = client.submit::<Long>(200).await.unwrap();
+    let crashing = fast(Worker::builder(backend.clone()).register(Long))
+        .lease(Duration::from_millis(300))
+        .build()
+        .unwrap()
+        .spawn();
+    wait_for(&client, id, TaskStatus::Running).await;
+    crashing.abort(); // as if the process died: no release, no outcome
+    let survivor = fast(Worker::builder(backend.clone()).register(Long))
+        .lease(Duration::from_millis(300))
+        .build()
+        .unwrap()
+        .spawn();
+    let task = client.wait(id, WAIT).await.unwrap();
+    survivor.shutdown().await.unwrap();
+    assert_eq!(task.status, TaskStatus::Succeeded);
+    assert_eq!(task.attempt, 2);
+    assert!(task.last_error.unwrap().message.contains("lost"));
+    assert_eq!(
+        client.output::<Long>(id).await.unwrap().as_deref(),
+        Some("attempt 2")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn parameters_that_do_not_decode_fail_the_task_at_once() {
+    let backend = MemoryBackend::new();
+    let worker = fast(Worker::builder(backend.clone()).register(Long))
+        .build()
+        .unwrap()
+        .spawn();
+    let client = Client::new(backend);
+    let bad = client
+        .submit_raw(vec![NewTask::new(Long::NAME, r#"{"not":"a number"}"#)])
+        .await
+        .unwrap()[0]
+        .id;
+    let task = client.wait(bad, WAIT).await.unwrap();
+    worker.shutdown().await.unwrap();
+    assert_eq!(task.status, TaskStatus::Failed);
+    assert_eq!(task.attempt, 1, "bad parameters are not retried");
+    let message = task.last_error.unwrap().message;
+    assert!(
+        message.starts_with("invalid parameters for job `long`"),
+        "{message}"
+    );
+}
+
+/// Counts progress writes on their way to the memory backend.
+struct CountingSink {
+    inner: MemoryBackend,
+    writes: AtomicUsize,
+}
+
+#[async_trait]
+impl ProgressSink for CountingSink {
+    async fn report(&self, updates: &[(TaskId, Progress)]) -> longtask_core::Result<()> {
+        self.writes.fetch_add(updates.len(), Ordering::SeqCst);
+        self.inner.report(updates).await
+    }
+    async fn latest(&self, id: TaskId) -> longtask_core::Result<Option<Progress>> {
+        self.inner.latest(id).await
+    }
+    async fn watch(&self, id: TaskId) -> longtask_core::Result<BoxStream<'static, TaskEvent>> {
+        self.inner.watch(id).await
+    }
+}
+
+struct Chatty;
+impl Job for Chatty {
+    const NAME: &'static str = "chatty";
+    type Params = u64;
+    type Output = ();
+    async fn run(&self, reports: u64, cx: TaskContext) -> Result<(), JobError> {
+        let started = Instant::now();
+        for step in 1..=reports {
+            cx.progress(step, Some(reports), "counting")?;
+            if step % 10_000 == 0 {
+                tokio::task::yield_now().await;
+            }
+        }
+        while started.elapsed() < Duration::from_millis(300) {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        Ok(())
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn progress_writes_are_coalesced_and_the_last_one_is_kept() {
+    let memory = MemoryBackend::new();
+    let sink = Arc::new(CountingSink {
+        inner: memory.clone(),
+        writes: AtomicUsize::new(0),
+    });
+    let backend = Backend::new(memory).with_progress(sink.clone());
+    let worker = Worker::builder(backend.clone())
+        .register(Chatty)
+        .progress_interval(Duration::from_millis(50))
+        .build()
+        .unwrap()
+        .spawn();
+    let client = Client::new(backend);
+    let id = client.submit::<Chatty>(1_000_000).await.unwrap();
+    let task = client.wait(id, WAIT).await.unwrap();
+    worker.shutdown().await.unwrap();
+    let writes = sink.writes.load(Ordering::SeqCst);
+    assert!(writes <= 40, "a million reports made {writes} writes");
+    let progress = task.progress.expect("the last progress is stored");
+    assert_eq!(
+        (progress.step, progress.total),
+        (1_000_000, Some(1_000_000))
+    );
+    assert!(progress.rate.is_some(), "a rate was estimated");
+}
+
+#[tokio::test]
+async fn a_worker_needs_jobs_with_distinct_names() {
+    let backend = MemoryBackend::new();
+    let err = Worker::builder(backend.clone()).build().unwrap_err();
+    assert!(matches!(err, Error::Config(_)));
+    assert!(err.to_string().contains("register"), "{err}");
+    let err = Worker::builder(backend)
+        .register(Slow)
+        .register(Slow)
+        .build()
+        .unwrap_err();
+    assert!(err.to_string().contains("`slow`"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_worker_wakes_on_submit_and_stops_promptly() {
+    let backend = MemoryBackend::new();
+    // A long poll interval: only the wake-up signal can explain a prompt start.
+    let worker = Worker::builder(backend.clone())
+        .register(Long)
+        .poll_interval(Duration::from_secs(30))
+        .build()
+        .unwrap()
+        .spawn();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let client = Client::new(backend);
+    let started = Instant::now();
+    let id = client.submit::<Long>(0).await.unwrap();
+    client.wait(id, WAIT).await.unwrap();
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        started.elapsed()
+    );
+    let stopping = Instant::now();
+    worker.shutdown().await.unwrap();
+    assert!(stopping.elapsed() < Duration::from_secs(2));
+}
