@@ -59,7 +59,10 @@ async fn migrations_create_the_schema_and_rerun_as_no_op() {
         .unwrap();
     assert!(tables(&backend).await.is_empty());
     backend.migrate().await.expect("first migration");
-    assert_eq!(tables(&backend).await, ["_sqlx_migrations", "tasks", "watches"]);
+    assert_eq!(
+        tables(&backend).await,
+        ["_sqlx_migrations", "tasks", "watches"]
+    );
     let applied: i64 = sqlx::query_scalar(&format!(
         "SELECT count(*) FROM \"{schema}\"._sqlx_migrations"
     ))
@@ -88,7 +91,10 @@ async fn migrations_create_the_schema_and_rerun_as_no_op() {
     .await
     .unwrap();
     assert_eq!(again, applied);
-    assert!(backend.get(id).await.unwrap().is_some(), "tasks survive a re-run");
+    assert!(
+        backend.get(id).await.unwrap().is_some(),
+        "tasks survive a re-run"
+    );
 
     // The default schema is `longtask`; other schemas are untouched by this one.
     let default = PostgresBackend::from_pool(backend.pool().clone());
@@ -175,7 +181,10 @@ async fn tasks_submitted_in_a_transaction_run_iff_it_commits() {
     // Committed: it runs, together with the rest of the transaction's work.
     let mut tx = backend.pool().begin().await.unwrap();
     let mut submit = backend.enqueue_in(&mut tx);
-    let committed = submit.submit::<Recorder>("committed".to_owned()).await.unwrap();
+    let committed = submit
+        .submit::<Recorder>("committed".to_owned())
+        .await
+        .unwrap();
     let many = submit
         .submit_many::<Recorder>(["batch 1".to_owned(), "batch 2".to_owned()])
         .await

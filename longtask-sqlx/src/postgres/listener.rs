@@ -238,9 +238,10 @@ impl Hub {
     /// Sends progress to the task's local watchers.
     fn progress(&self, id: TaskId, progress: &Progress) {
         if let Some(watched) = self.lock().get_mut(&id) {
-            watched
-                .senders
-                .retain(|(_, tx)| tx.unbounded_send(TaskEvent::Progress(progress.clone())).is_ok());
+            watched.senders.retain(|(_, tx)| {
+                tx.unbounded_send(TaskEvent::Progress(progress.clone()))
+                    .is_ok()
+            });
         }
     }
 

@@ -142,7 +142,13 @@ impl Queue for PostgresBackend {
             }
             ids.push(key.0);
             tokens.push(key.1);
-            progress.push(completion.progress.as_ref().map(encode_progress).transpose()?);
+            progress.push(
+                completion
+                    .progress
+                    .as_ref()
+                    .map(encode_progress)
+                    .transpose()?,
+            );
             match completion.outcome {
                 Outcome::Succeeded { output } => {
                     kinds.push("succeeded");

@@ -98,7 +98,12 @@ impl InTransaction<'_> {
             .into_iter()
             .map(|p| SubmitOptions::new().into_task::<J>(&p))
             .collect::<Result<Vec<_>>>()?;
-        Ok(self.insert(tasks).await?.into_iter().map(|i| i.id).collect())
+        Ok(self
+            .insert(tasks)
+            .await?
+            .into_iter()
+            .map(|i| i.id)
+            .collect())
     }
 
     /// Inserts prepared tasks with one statement, as [`TaskStore::insert`](longtask_core::TaskStore::insert)

@@ -40,7 +40,7 @@ rm -rf "$dir"
 "#;
 
 /// The URL of the database the tests use.
-pub fn database_url() -> &'static str {
+pub(crate) fn database_url() -> &'static str {
     static URL: OnceLock<String> = OnceLock::new();
     URL.get_or_init(|| match std::env::var("DATABASE_URL") {
         Ok(url) if !url.is_empty() => url,
@@ -49,7 +49,7 @@ pub fn database_url() -> &'static str {
 }
 
 /// A fresh schema name for one test.
-pub fn fresh_schema() -> String {
+pub(crate) fn fresh_schema() -> String {
     format!("t_{}", uuid::Uuid::now_v7().simple())
 }
 
@@ -66,10 +66,16 @@ fn start() -> String {
     }
     let data = dir.join("data");
     let mut initdb = as_user(run_as, &bin.join("initdb"));
-    initdb
-        .arg("-D")
-        .arg(&data)
-        .args(["-U", "postgres", "-A", "trust", "-E", "UTF8", "--locale=C", "--no-sync"]);
+    initdb.arg("-D").arg(&data).args([
+        "-U",
+        "postgres",
+        "-A",
+        "trust",
+        "-E",
+        "UTF8",
+        "--locale=C",
+        "--no-sync",
+    ]);
     run(&mut initdb);
 
     let port = free_port();
@@ -89,7 +95,11 @@ fn start() -> String {
         // Its own process group: signals sent to the test's group do not stop the watchdog
         // before it has stopped the server.
         .process_group(0);
-    watchdog.spawn().expect("starting the test cluster's watchdog");
+    // Never waited for: the watchdog outlives this process by design, to stop the server.
+    #[allow(clippy::zombie_processes)]
+    watchdog
+        .spawn()
+        .expect("starting the test cluster's watchdog");
     wait_ready(&dir);
     format!("postgres://postgres@127.0.0.1:{port}/postgres")
 }
