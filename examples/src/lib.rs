@@ -42,7 +42,11 @@ pub async fn backend_from_url(url: &str) -> Result<Backend> {
 }
 
 fn compiled_in() -> &'static str {
-    if cfg!(all(feature = "sqlite", feature = "postgres", feature = "redis")) {
+    if cfg!(all(
+        feature = "sqlite",
+        feature = "postgres",
+        feature = "redis"
+    )) {
         ", sqlite://, postgres:// or redis://"
     } else if cfg!(all(feature = "sqlite", feature = "postgres")) {
         ", sqlite:// or postgres:// (build with --features redis for redis://)"
@@ -52,3 +56,8 @@ fn compiled_in() -> &'static str {
         " (build with --features sqlite, postgres or redis for the others)"
     }
 }
+
+/// The README's code blocks, compiled as doctests so that they never go stale.
+#[cfg(doctest)]
+#[doc = include_str!("../../README.md")]
+pub struct ReadmeDoctests;
