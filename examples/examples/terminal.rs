@@ -75,7 +75,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
                 let filled = (percent / 100.0 * 30.0).round() as usize;
                 (
-                    format!("[{}{}] {percent:5.1}%", "#".repeat(filled), ".".repeat(30 - filled)),
+                    format!(
+                        "[{}{}] {percent:5.1}%",
+                        "#".repeat(filled),
+                        ".".repeat(30 - filled)
+                    ),
                     p.message.clone().unwrap_or_default(),
                 )
             }
@@ -83,7 +87,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         };
         let eta = task
             .eta(chrono::Utc::now())
-            .map_or_else(String::new, |eta| format!(", about {} s left", eta.as_secs() + 1));
+            .map_or_else(String::new, |eta| {
+                format!(", about {} s left", eta.as_secs() + 1)
+            });
         write!(out, "\r\x1b[2K{bar} {message}{eta}")?;
         out.flush()?;
         if task.status.is_final() {

@@ -156,7 +156,7 @@ impl Page<'_> {
         }
         let _ = write!(
             html,
-            "<p class=\"links\">Task <code>{id}</code> · <a href=\"{json}\">as JSON</a></p>\
+            "<p class=\"links\">Task <code>{id}</code> · <a href=\"{json}?format=json\">as JSON</a></p>\
              </main><script>{JS}</script></body></html>\n",
             id = task.id,
             json = escape(&self.links.this),
@@ -207,7 +207,7 @@ impl Page<'_> {
         let elapsed = if task.status.is_final() {
             format!("took {spent}")
         } else {
-            format!("waiting for {spent}")
+            format!("{spent} elapsed")
         };
         let _ = write!(
             html,
@@ -225,13 +225,13 @@ impl Page<'_> {
                     let _ = write!(
                         html,
                         "<div class=\"error retry\"><p>Attempt {} of {} failed: {}</p>\
-                         <p id=\"retry\">Retry {} of {} in {}.</p></div>",
+                         <p id=\"retry\" data-at=\"{at}\" data-prefix=\"{prefix}\">{prefix}{wait}.</p></div>",
                         err.attempt,
                         task.max_attempts,
                         escape(&err.message),
-                        task.attempt + 1,
-                        task.max_attempts,
-                        human_duration(wait),
+                        at = task.run_at.timestamp_millis(),
+                        prefix = format_args!("Retry {} of {} in ", task.attempt + 1, task.max_attempts),
+                        wait = human_duration(wait),
                     );
                 }
             }

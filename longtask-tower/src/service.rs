@@ -623,7 +623,16 @@ impl<J: Job> Config<J> {
     }
 
     async fn status(&self, parts: &Parts, id: &str) -> Answer {
-        let format = negotiate(&parts.headers, &[Format::Json, Format::Html])
+        // `?format=json` (the page's "as JSON" link) overrides the Accept header.
+        let forced = parts.uri.query().and_then(|q| {
+            q.split('&').find_map(|pair| match pair {
+                "format=json" => Some(Format::Json),
+                "format=html" => Some(Format::Html),
+                _ => None,
+            })
+        });
+        let format = forced
+            .or_else(|| negotiate(&parts.headers, &[Format::Json, Format::Html]))
             .ok_or_else(|| Problem::not_acceptable("application/json or text/html"))?;
         let task = self.load(parts, id).await?;
         let now = Utc::now();

@@ -13,7 +13,11 @@ async fn call(app: &Router, request: Request<Body>) -> (StatusCode, http::Header
     let response = app.clone().oneshot(request).await.unwrap();
     let (parts, body) = response.into_parts();
     let bytes = body.collect().await.unwrap().to_bytes();
-    (parts.status, parts.headers, String::from_utf8_lossy(&bytes).into_owned())
+    (
+        parts.status,
+        parts.headers,
+        String::from_utf8_lossy(&bytes).into_owned(),
+    )
 }
 
 fn submit(path: &str) -> Request<Body> {
@@ -42,8 +46,13 @@ async fn nest_service_beside_ordinary_routes() {
     let (status, _, body) = call(&app, Request::get(&location).body(Body::empty()).unwrap()).await;
     assert_eq!(status, StatusCode::OK);
     assert!(body.contains("\"status\":\"succeeded\""), "{body}");
-    let (status, headers, body) =
-        call(&app, Request::get(format!("{location}/result")).body(Body::empty()).unwrap()).await;
+    let (status, headers, body) = call(
+        &app,
+        Request::get(format!("{location}/result"))
+            .body(Body::empty())
+            .unwrap(),
+    )
+    .await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(headers["content-type"], "text/csv; charset=utf-8");
     assert_eq!(body, "days,invoices\n2,80\n");
@@ -55,7 +64,10 @@ async fn layer_answers_under_its_prefix_only() {
     let app = Router::new()
         .route("/", get(|| async { "home" }))
         .route("/reportsx", get(|| async { "not ours" }))
-        .layer(JobLayer::<Report>::new("/reports", app_state.client.clone()));
+        .layer(JobLayer::<Report>::new(
+            "/reports",
+            app_state.client.clone(),
+        ));
 
     let (status, _, body) = call(&app, Request::get("/").body(Body::empty()).unwrap()).await;
     assert_eq!((status, body.as_str()), (StatusCode::OK, "home"));
@@ -72,11 +84,20 @@ async fn layer_answers_under_its_prefix_only() {
     assert!(body.contains("\"status\":\"succeeded\""), "{body}");
 
     // Errors under the prefix are the layer's problems; elsewhere, axum's own 404.
-    let (status, headers, _) =
-        call(&app, Request::get("/reports/nope").body(Body::empty()).unwrap()).await;
+    let (status, headers, _) = call(
+        &app,
+        Request::get("/reports/nope").body(Body::empty()).unwrap(),
+    )
+    .await;
     assert_eq!(status, StatusCode::NOT_FOUND);
     assert_eq!(headers["content-type"], "application/problem+json");
-    let (status, headers, _) = call(&app, Request::get("/elsewhere").body(Body::empty()).unwrap()).await;
+    let (status, headers, _) = call(
+        &app,
+        Request::get("/elsewhere").body(Body::empty()).unwrap(),
+    )
+    .await;
     assert_eq!(status, StatusCode::NOT_FOUND);
-    assert!(headers.get("content-type").is_none_or(|v| v != "application/problem+json"));
+    assert!(headers
+        .get("content-type")
+        .is_none_or(|v| v != "application/problem+json"));
 }

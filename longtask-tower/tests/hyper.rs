@@ -12,14 +12,23 @@ use hyper_util::{rt::TokioIo, service::TowerToHyperService};
 use longtask_core::TaskId;
 use tokio::net::{TcpListener, TcpStream};
 
-async fn fetch(addr: std::net::SocketAddr, request: Request<Full<Bytes>>) -> (StatusCode, http::HeaderMap, String) {
+async fn fetch(
+    addr: std::net::SocketAddr,
+    request: Request<Full<Bytes>>,
+) -> (StatusCode, http::HeaderMap, String) {
     let stream = TcpStream::connect(addr).await.unwrap();
-    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.unwrap();
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .unwrap();
     tokio::spawn(conn);
     let response = sender.send_request(request).await.unwrap();
     let (parts, body) = response.into_parts();
     let bytes = body.collect().await.unwrap().to_bytes();
-    (parts.status, parts.headers, String::from_utf8_lossy(&bytes).into_owned())
+    (
+        parts.status,
+        parts.headers,
+        String::from_utf8_lossy(&bytes).into_owned(),
+    )
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -43,7 +52,9 @@ async fn served_by_hyper_over_tcp() {
     let request = Request::post("/reports")
         .header("host", addr.to_string())
         .header("content-type", "application/json")
-        .body(Full::new(Bytes::from_static(br#"{"days": 3, "step_ms": 30}"#)))
+        .body(Full::new(Bytes::from_static(
+            br#"{"days": 3, "step_ms": 30}"#,
+        )))
         .unwrap();
     let (status, headers, body) = fetch(addr, request).await;
     assert_eq!(status, StatusCode::ACCEPTED, "{body}");
@@ -61,7 +72,10 @@ async fn served_by_hyper_over_tcp() {
         .expect("the stream ends");
     assert_eq!(status, StatusCode::OK);
     assert!(body.contains("\"status\":\"succeeded\""), "{body}");
-    assert_eq!(app.client.status(id).await.unwrap().status, longtask_core::TaskStatus::Succeeded);
+    assert_eq!(
+        app.client.status(id).await.unwrap().status,
+        longtask_core::TaskStatus::Succeeded
+    );
 
     let page = Request::get(&location)
         .header("host", addr.to_string())

@@ -7,6 +7,7 @@
   var percent = document.getElementById("percent");
   var eta = document.getElementById("eta");
   var elapsed = document.getElementById("elapsed");
+  var retry = document.getElementById("retry");
   var status = page.dataset.status;
   var created = Number(page.dataset.created);
   var etaAt = null;
@@ -19,7 +20,8 @@
     return Math.floor(m / 60) + " h " + (m % 60) + " min";
   }
   function tick() {
-    if (elapsed && created) elapsed.textContent = "waiting for " + secs((Date.now() - created) / 1000);
+    if (elapsed && created) elapsed.textContent = secs((Date.now() - created) / 1000) + " elapsed";
+    if (retry) retry.textContent = retry.dataset.prefix + secs(Math.max(0, (Number(retry.dataset.at) - Date.now()) / 1000)) + ".";
     if (eta) eta.textContent = etaAt === null ? "" : "about " + secs(Math.max(1, (etaAt - Date.now()) / 1000)) + " left";
   }
   function update(task) {
