@@ -17,5 +17,6 @@ if status == 'running' then
 end
 local run_at = redis.call('HGET', key, 'run_at')
 dequeue(id, h[7], h[9], run_at)
-finalize(id, h, 'cancelled', now, {})
+finalize(id, h, 'cancelled', now)
+flush()
 return 'cancelled'

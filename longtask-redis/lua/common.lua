@@ -110,15 +110,34 @@ local function leased(id, token)
   return h
 end
 
--- Moves a task (whose LEASED_FIELDS are `h`) to a final status, with `extra` fields set too:
--- indexes it for the clock-based purge and sets the real-time expiry of its keys.
-local function finalize(id, h, status, now, extra)
+-- Index changes collected during a script and applied in a few variadic calls by flush(): every
+-- script that finalizes or retries tasks calls flush() before it returns.
+local left_running = {} -- ids to remove from the running set
+local newly_expiring = {} -- flat {purge time, id, ...} for the expiring set
+
+local function flush()
+  zrem_many(k_running, left_running)
+  zadd_many(k_expiring, newly_expiring)
+end
+
+-- Moves a task (whose LEASED_FIELDS are `h`) to a final status, setting the extra field pairs
+-- f1 v1 f2 v2 (or none): indexes it for the clock-based purge and sets the real-time expiry of
+-- its keys.
+local function finalize(id, h, status, now, f1, v1, f2, v2, f3, v3)
   local key = k_task(id)
-  redis.call('HSET', key, 'status', status, 'finished', now, 'lo', '', 'lx', '', unpack(extra))
-  redis.call('ZREM', k_running, id)
+  if f3 then
+    redis.call('HSET', key, 'status', status, 'finished', now, 'lo', '', 'lx', '', f1, v1, f2, v2,
+      f3, v3)
+  elseif f1 then
+    redis.call('HSET', key, 'status', status, 'finished', now, 'lo', '', 'lx', '', f1, v1)
+  else
+    redis.call('HSET', key, 'status', status, 'finished', now, 'lo', '', 'lx', '')
+  end
+  left_running[#left_running + 1] = id
   local ret = tonumber(h[6]) or 0
   local expires = math.min(tonumber(now) + ret, MAX_MS)
-  redis.call('ZADD', k_expiring, fmt(expires), id)
+  newly_expiring[#newly_expiring + 1] = fmt(expires)
+  newly_expiring[#newly_expiring + 1] = id
   local ttl = math.min(math.max(expires - tonumber(now), 0) + EXPIRY_GRACE_MS, MAX_TTL_MS)
   redis.call('PEXPIRE', key, fmt(ttl))
   if h[8] then
@@ -133,17 +152,16 @@ end
 local function fail_attempt(id, h, message, retry_at, now)
   local attempt = h[3] or '0'
   local cancel = h[5] == '1'
-  local err = { 'em', message, 'ea', attempt, 'et', now }
   if retry_at ~= '' and (tonumber(attempt) < tonumber(h[4])) and not cancel then
     redis.call('HSET', k_task(id), 'status', 'retrying', 'run_at', retry_at, 'lo', '', 'lx', '',
-      unpack(err))
-    redis.call('ZREM', k_running, id)
+      'em', message, 'ea', attempt, 'et', now)
+    left_running[#left_running + 1] = id
     enqueue(id, h[7], h[9], retry_at, now)
     publish_status(id, 'retrying')
     return true
   end
   local status = 'failed'
   if cancel then status = 'cancelled' end
-  finalize(id, h, status, now, err)
+  finalize(id, h, status, now, 'em', message, 'ea', attempt, 'et', now)
   return false
 end

@@ -15,9 +15,9 @@ for i = 2, #ARGV, 6 do
       redis.call('PUBLISH', ch_task(id), 'p' .. progress)
     end
     if kind == 's' then
-      finalize(id, h, 'succeeded', now, { 'output', text })
+      finalize(id, h, 'succeeded', now, 'output', text)
     elseif kind == 'c' then
-      finalize(id, h, 'cancelled', now, { 'em', text, 'ea', h[3] or '0', 'et', now })
+      finalize(id, h, 'cancelled', now, 'em', text, 'ea', h[3] or '0', 'et', now)
     else
       if fail_attempt(id, h, text, retry_at, now) then retried = true end
     end
@@ -26,6 +26,7 @@ for i = 2, #ARGV, 6 do
     out[#out + 1] = 0
   end
 end
+flush()
 if retried then
   redis.call('PUBLISH', ch_work, '1')
 end

@@ -8,13 +8,34 @@ local FIELDS = 9
 local n = (#ARGV - 1) / FIELDS
 
 -- Check everything before the first write: a script that fails halfway keeps its writes.
+-- Existing ids are looked up CHUNK at a time with one variadic EXISTS.
 local seen = {}
+local pending = {}
+local function duplicate_in(task_keys)
+  if #task_keys == 0 or redis.call('EXISTS', unpack(task_keys)) == 0 then
+    return nil
+  end
+  for _, key in ipairs(task_keys) do
+    if redis.call('EXISTS', key) == 1 then
+      return string.sub(key, #base + 3)
+    end
+  end
+  return nil
+end
 for t = 0, n - 1 do
   local id = ARGV[2 + t * FIELDS]
-  if seen[id] or redis.call('EXISTS', k_task(id)) == 1 then
+  if seen[id] then
     return { 'dup', id }
   end
   seen[id] = true
+  pending[#pending + 1] = k_task(id)
+  if #pending == CHUNK or t == n - 1 then
+    local dup = duplicate_in(pending)
+    if dup then
+      return { 'dup', dup }
+    end
+    pending = {}
+  end
 end
 
 local out = { 'ok' }

@@ -16,6 +16,7 @@ for _, id in ipairs(expired) do
     redis.call('ZREM', k_running, id)
   end
 end
+flush()
 if retried then
   redis.call('PUBLISH', ch_work, '1')
 end

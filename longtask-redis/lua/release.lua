@@ -10,7 +10,7 @@ for i = 2, #ARGV, 2 do
     local attempt = math.max((tonumber(h[3]) or 0) - 1, 0)
     redis.call('HSET', k_task(id), 'status', 'queued', 'attempt', fmt(attempt), 'run_at', now,
       'lo', '', 'lx', '')
-    redis.call('ZREM', k_running, id)
+    left_running[#left_running + 1] = id
     enqueue(id, h[7], h[9], now, now)
     publish_status(id, 'queued')
     any = true
@@ -19,6 +19,7 @@ for i = 2, #ARGV, 2 do
     out[#out + 1] = 0
   end
 end
+flush()
 if any then
   redis.call('PUBLISH', ch_work, '1')
 end

@@ -146,7 +146,11 @@ impl RedisBackend {
     }
 
     /// Runs a plain command.
-    pub(crate) async fn query<T: FromRedisValue>(&self, cmd: &redis::Cmd, doing: &str) -> Result<T> {
+    pub(crate) async fn query<T: FromRedisValue>(
+        &self,
+        cmd: &redis::Cmd,
+        doing: &str,
+    ) -> Result<T> {
         let mut conn = self.conn.clone();
         cmd.query_async(&mut conn)
             .await

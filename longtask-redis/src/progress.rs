@@ -71,7 +71,9 @@ impl Watching {
         while !self.done {
             match self.subscription.deliveries.recv().await? {
                 Delivery::Message(payload) => match parse(&payload) {
-                    Some(Message::Progress(progress)) => return Some(TaskEvent::Progress(progress)),
+                    Some(Message::Progress(progress)) => {
+                        return Some(TaskEvent::Progress(progress))
+                    }
                     Some(Message::Status(status)) => return Some(self.status(status)),
                     Some(Message::Purged) => return None,
                     None => {
@@ -106,8 +108,8 @@ impl ProgressSink for RedisBackend {
         }
         let mut call = self.script(&SCRIPTS.report);
         for (id, progress) in updates {
-            let json =
-                serde_json::to_string(progress).map_err(|e| Error::backend("encoding progress", e))?;
+            let json = serde_json::to_string(progress)
+                .map_err(|e| Error::backend("encoding progress", e))?;
             call.arg(id.to_string()).arg(json);
         }
         self.invoke::<i64>(&call, "reporting progress").await?;
@@ -147,10 +149,12 @@ impl ProgressSink for RedisBackend {
             last: status,
             done: false,
         };
-        Ok(futures::stream::unfold(watching, |mut watching| async move {
-            let event = watching.next().await?;
-            Some((event, watching))
-        })
-        .boxed())
+        Ok(
+            futures::stream::unfold(watching, |mut watching| async move {
+                let event = watching.next().await?;
+                Some((event, watching))
+            })
+            .boxed(),
+        )
     }
 }

@@ -122,8 +122,9 @@ impl Queue for RedisBackend {
         call.arg(millis(now));
         for completion in &completions {
             let progress = match &completion.progress {
-                Some(p) => serde_json::to_string(p)
-                    .map_err(|e| Error::backend("encoding progress", e))?,
+                Some(p) => {
+                    serde_json::to_string(p).map_err(|e| Error::backend("encoding progress", e))?
+                }
                 None => String::new(),
             };
             call.arg(completion.lease.task.to_string())

@@ -39,7 +39,10 @@ pub(crate) fn decode(id: TaskId, mut hash: HashMap<String, String>) -> Result<Op
     if hash.is_empty() {
         return Ok(None);
     }
-    let mut fields = Fields { id, hash: &mut hash };
+    let mut fields = Fields {
+        id,
+        hash: &mut hash,
+    };
     let attempt = fields.parsed_or("attempt", 0)?;
     let last_error = match fields.take("em") {
         Some(message) => Some(TaskError {

@@ -221,7 +221,11 @@ async fn pubsub_reconnects_after_the_connection_is_killed() {
 
     let backend = redis_backend(Arc::new(ManualClock::new())).await;
     let mut signal = backend.work_signal();
-    let id = backend.insert(vec![NewTask::new("re", "{}")]).await.unwrap()[0].id;
+    let id = backend
+        .insert(vec![NewTask::new("re", "{}")])
+        .await
+        .unwrap()[0]
+        .id;
     let claimed = backend
         .claim(ClaimRequest {
             jobs: &["re".to_owned()],
@@ -248,7 +252,10 @@ async fn pubsub_reconnects_after_the_connection_is_killed() {
         .await
         .expect("no wake-up after reconnecting");
     tokio::time::sleep(Duration::from_millis(200)).await;
-    backend.insert(vec![NewTask::new("re", "{}")]).await.unwrap();
+    backend
+        .insert(vec![NewTask::new("re", "{}")])
+        .await
+        .unwrap();
     tokio::time::timeout(Duration::from_secs(10), signal.changed())
         .await
         .expect("no wake-up for new work after reconnecting");
@@ -262,9 +269,10 @@ async fn pubsub_reconnects_after_the_connection_is_killed() {
         )])
         .await
         .unwrap();
-    let seen: Vec<TaskEvent> = tokio::time::timeout(Duration::from_secs(10), events.by_ref().collect())
-        .await
-        .expect("the watch stream did not end after reconnecting");
+    let seen: Vec<TaskEvent> =
+        tokio::time::timeout(Duration::from_secs(10), events.by_ref().collect())
+            .await
+            .expect("the watch stream did not end after reconnecting");
     assert_eq!(
         seen.last(),
         Some(&TaskEvent::Status {
@@ -301,6 +309,10 @@ async fn every_key_shares_the_namespace_hash_tag() {
     assert!(keys.len() >= 5, "{keys:?}");
     for key in &keys {
         assert!(key.starts_with(&format!("{{{prefix}}}:")), "{key}");
-        assert_eq!(key.matches('{').count(), 1, "a user string leaked braces: {key}");
+        assert_eq!(
+            key.matches('{').count(),
+            1,
+            "a user string leaked braces: {key}"
+        );
     }
 }
