@@ -18,11 +18,15 @@
 
 use std::{
     fmt,
-    sync::{Arc, Mutex, PoisonError},
+    pin::pin,
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Arc, Mutex, PoisonError,
+    },
 };
 
 use chrono::Utc;
-use tokio_util::sync::CancellationToken;
+use tokio::sync::Notify;
 
 use crate::{
     eta::EtaEstimator,
@@ -41,7 +45,7 @@ pub(crate) struct ContextInner {
     pub(crate) job: &'static str,
     pub(crate) attempt: u32,
     pub(crate) max_attempts: u32,
-    pub(crate) cancel: CancellationToken,
+    pub(crate) cancel: Cancel,
     progress: Mutex<ProgressState>,
 }
 
@@ -60,7 +64,7 @@ impl TaskContext {
                 job,
                 attempt,
                 max_attempts,
-                cancel: CancellationToken::new(),
+                cancel: Cancel::default(),
                 progress: Mutex::new(ProgressState::default()),
             }),
         }
@@ -166,6 +170,36 @@ impl TaskContext {
     /// useful in tests of a job).
     pub fn cancel(&self) {
         self.inner.cancel.cancel();
+    }
+}
+
+/// A cancellation flag with a way to await it; one allocation less per attempt than a
+/// `CancellationToken`, which matters at hundreds of thousands of tasks a second.
+#[derive(Default)]
+pub(crate) struct Cancel {
+    flag: AtomicBool,
+    notify: Notify,
+}
+
+impl Cancel {
+    pub(crate) fn cancel(&self) {
+        self.flag.store(true, Ordering::Release);
+        self.notify.notify_waiters();
+    }
+
+    pub(crate) fn is_cancelled(&self) -> bool {
+        self.flag.load(Ordering::Acquire)
+    }
+
+    async fn cancelled(&self) {
+        loop {
+            let mut notified = pin!(self.notify.notified());
+            notified.as_mut().enable();
+            if self.is_cancelled() {
+                return;
+            }
+            notified.await;
+        }
     }
 }
 
