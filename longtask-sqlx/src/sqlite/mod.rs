@@ -1,47 +1,7 @@
 //! The SQLite backend: [`SqliteBackend`], every longtask backend trait over one SQLite file.
 //!
-//! The embedded, durable default: no server, one file, tasks survive restarts and crashes.
-//!
-//! - **Connections.** The database runs in WAL mode with `synchronous = NORMAL` (a commit is
-//!   durable against a crash of the process; a power loss may undo the last commits, never corrupt
-//!   the file) and a busy timeout of 5 s. All writes go through a *single writer connection* (a
-//!   pool of one) in `BEGIN IMMEDIATE` transactions, so writers never deadlock and never upgrade a
-//!   read lock; reads (`get`, `list`, `latest`, watch polls) use a separate pool of readers beside
-//!   it, which WAL lets run while a write is under way.
-//! - **Batches.** A claim, a batch of completions, heartbeats, releases, progress reports or
-//!   inserts is one transaction with a fixed number of statements, whatever the batch size: the
-//!   batch travels as one JSON array parameter, unpacked in SQL with `json_each`.
-//! - **Indexes.** Claims read a partial index over waiting tasks only, in the claim order
-//!   (`job, priority DESC, run_at, id`); completions look tasks up by primary key; recovery reads
-//!   a partial index of running tasks by lease expiry, and purging one of finished tasks by purge
-//!   time. Finished tasks are never scanned by claim, complete or recover, so their cost does not
-//!   grow with the history kept.
-//! - **Wake-ups.** Inserting due tasks, scheduling retries, releasing and recovering tasks bump
-//!   the [`work_signal`](longtask_core::Queue::work_signal) of this backend (and its clones), so
-//!   idle workers *in the same process* start at once. Workers in other processes sharing the
-//!   file find new work at their poll interval
-//!   ([`WorkerBuilder::poll_interval`](longtask_core::WorkerBuilder::poll_interval), 1 s by default).
-//! - **Watching.** [`watch`](longtask_core::ProgressSink::watch) streams the progress and status
-//!   changes made through this backend (and its clones) as they commit; changes made by other
-//!   processes are picked up by reading the task's row every
-//!   [`with_watch_interval`](SqliteBackend::with_watch_interval) (1 s by default). A change counter
-//!   stored with each task keeps the two sources in order and free of duplicates.
-//! - **Time.** Every time is read from the backend's [`Clock`] and stored as integer milliseconds
-//!   since the epoch; SQLite's own clock is never used.
-//! - **Schema.** [`SqliteBackend::migrate`] applies the embedded, versioned migrations of
-//!   `migrations/sqlite` (recorded in sqlx's `_sqlx_migrations` table; re-running is a no-op).
-//!   The tables are named `longtask_*`, so they can share a database with an application's own.
-//!
-//! ```no_run
-//! # #[tokio::main(flavor = "current_thread")] async fn main() -> longtask_core::Result<()> {
-//! use longtask_core::Client;
-//! use longtask_sqlx::SqliteBackend;
-//!
-//! let backend = SqliteBackend::connect("sqlite://longtask.db").await?;
-//! backend.migrate().await?;
-//! let client = Client::new(backend);
-//! # Ok(()) }
-//! ```
+//! `store.rs`, `queue.rs` and `progress.rs` implement the three traits; `row.rs` maps rows to
+//! records; the SQL lives in `sql/*.sql` and the schema in `migrations/sqlite`.
 
 mod progress;
 mod queue;
@@ -60,7 +20,7 @@ use chrono::{DateTime, Utc};
 use longtask_core::{Clock, Error, Result, SystemClock, TaskEvent, TaskId};
 use sqlx::{
     sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous},
-    SqlitePool, Sqlite, Transaction,
+    Sqlite, SqlitePool, Transaction,
 };
 use tokio::sync::{mpsc, watch};
 
@@ -77,8 +37,51 @@ type Watchers = HashMap<TaskId, Vec<mpsc::UnboundedSender<Batch>>>;
 
 /// Every longtask backend trait ([`TaskStore`](longtask_core::TaskStore),
 /// [`Queue`](longtask_core::Queue), [`ProgressSink`](longtask_core::ProgressSink)) over one SQLite
-/// database; see the [module docs](self) for how it works. Cheap to clone: clones share the
-/// connections, the wake-up signal and the watchers.
+/// database: the embedded, durable default (no server, one file; tasks survive restarts and
+/// crashes). Cheap to clone: clones share the connections, the wake-up signal and the watchers.
+///
+/// - **Connections.** The database runs in WAL mode with `synchronous = NORMAL` (a commit is
+///   durable against a crash of the process; a power loss may undo the last commits, never corrupt
+///   the file) and a busy timeout of 5 s. All writes go through a *single writer connection* (a
+///   pool of one) in `BEGIN IMMEDIATE` transactions, so writers never deadlock and never upgrade a
+///   read lock; reads (`get`, `list`, `latest`, watch polls) use a separate pool of readers beside
+///   it, which WAL lets run while a write is under way.
+/// - **Batches.** A claim, a batch of completions, heartbeats, releases, progress reports or
+///   inserts is one transaction with a fixed number of statements, whatever the batch size: the
+///   batch travels as one JSON array parameter, unpacked in SQL with `json_each`.
+/// - **Indexes.** Claims read a partial index over waiting tasks only, in the claim order
+///   (`job, priority DESC, run_at, id`); completions look tasks up by primary key; recovery reads
+///   a partial index of running tasks by lease expiry, and purging one of finished tasks by purge
+///   time. Finished tasks are never scanned by claim, complete or recover, so their cost does not
+///   grow with the history kept.
+/// - **Wake-ups.** Inserting due tasks, scheduling retries, releasing and recovering tasks bump
+///   the [`work_signal`](longtask_core::Queue::work_signal) of this backend (and its clones), so
+///   idle workers *in the same process* start at once. Workers in other processes sharing the
+///   file find new work at their poll interval
+///   ([`WorkerBuilder::poll_interval`](longtask_core::WorkerBuilder::poll_interval), 1 s by default).
+/// - **Watching.** [`watch`](longtask_core::ProgressSink::watch) streams the progress and status
+///   changes made through this backend (and its clones) as they commit; changes made by other
+///   processes are picked up by reading the task's row every
+///   [`with_watch_interval`](SqliteBackend::with_watch_interval) (1 s by default). A change counter
+///   stored with each task keeps the two sources in order and free of duplicates.
+/// - **Time.** Every time is read from the backend's [`Clock`] and stored as integer milliseconds
+///   since the epoch; SQLite's own clock is never used.
+/// - **Schema.** [`SqliteBackend::migrate`] applies the embedded, versioned migrations of
+///   `migrations/sqlite` (recorded in sqlx's `_sqlx_migrations` table; re-running is a no-op).
+///   The tables are named `longtask_*`. Keep them in a file of their own, or, to share a file
+///   with an application's own sqlx migrations, let the application's migrator ignore versions
+///   it does not know (`Migrator::set_ignore_missing(true)`; longtask's does the same).
+///
+/// ```no_run
+/// # #[tokio::main(flavor = "current_thread")] async fn main() -> longtask_core::Result<()> {
+/// use longtask_core::Client;
+/// use longtask_sqlx::SqliteBackend;
+///
+/// let backend = SqliteBackend::connect("sqlite://longtask.db").await?;
+/// backend.migrate().await?;
+/// let client = Client::new(backend);
+/// # Ok(()) }
+/// ```
 #[derive(Clone)]
 pub struct SqliteBackend {
     writer: SqlitePool,
@@ -106,9 +109,8 @@ impl SqliteBackend {
     /// # Ok(()) }
     /// ```
     pub async fn connect(url: &str) -> Result<Self> {
-        let options = SqliteConnectOptions::from_str(url).map_err(|err| {
-            Error::backend(format!("parsing the SQLite URL `{url}`"), err)
-        })?;
+        let options = SqliteConnectOptions::from_str(url)
+            .map_err(|err| Error::backend(format!("parsing the SQLite URL `{url}`"), err))?;
         Self::connect_with(options).await
     }
 

@@ -7,7 +7,10 @@
 //! made it, so the stream drops what it has already seen: events arrive in order, once, and the
 //! stream ends after the final status.
 
-use std::{collections::{HashMap, VecDeque}, sync::Arc};
+use std::{
+    collections::{HashMap, VecDeque},
+    sync::Arc,
+};
 
 use async_trait::async_trait;
 use futures::{stream::BoxStream, StreamExt};

@@ -86,7 +86,10 @@ impl Settle {
 }
 
 /// Writes the changes (one statement for the batch).
-pub(crate) async fn settle(tx: &mut Transaction<'static, Sqlite>, changes: &[Settle]) -> Result<()> {
+pub(crate) async fn settle(
+    tx: &mut Transaction<'static, Sqlite>,
+    changes: &[Settle],
+) -> Result<()> {
     if changes.is_empty() {
         return Ok(());
     }
@@ -204,10 +207,14 @@ impl SqliteBackend {
                 .fetch_all(&mut **tx)
                 .await
                 .map_err(db("finding tasks to claim"))?;
-            found.extend(rows.into_iter().map(|(id, priority, run_at)| (priority, run_at, id)));
+            found.extend(
+                rows.into_iter()
+                    .map(|(id, priority, run_at)| (priority, run_at, id)),
+            );
         }
         if seen.len() > 1 {
-            found.sort_unstable_by(|a, b| (Reverse(a.0), a.1, &a.2).cmp(&(Reverse(b.0), b.1, &b.2)));
+            found
+                .sort_unstable_by(|a, b| (Reverse(a.0), a.1, &a.2).cmp(&(Reverse(b.0), b.1, &b.2)));
             found.truncate(limit);
         }
         Ok(found.into_iter().map(|(_, _, id)| id).collect())
@@ -285,7 +292,9 @@ impl Queue for SqliteBackend {
             .fetch_all(&mut *tx)
             .await
             .map_err(db("extending leases"))?;
-        tx.commit().await.map_err(db("committing extended leases"))?;
+        tx.commit()
+            .await
+            .map_err(db("committing extended leases"))?;
         let mut held = HashMap::with_capacity(rows.len());
         for (id, stored, cancel_requested) in rows {
             held.insert((row::task_id(&id)?, token(stored)), cancel_requested);
@@ -305,8 +314,8 @@ impl Queue for SqliteBackend {
         }
         let now = self.now();
         let ids: Vec<String> = completions.iter().map(|c| hex(c.lease.task)).collect();
-        let ids = serde_json::to_string(&ids)
-            .map_err(|err| Error::backend("encoding task ids", err))?;
+        let ids =
+            serde_json::to_string(&ids).map_err(|err| Error::backend("encoding task ids", err))?;
         let mut tx = self.begin("starting to record task outcomes").await?;
         let rows: Vec<LeasedRow> = sqlx::query_as(LOAD_LEASED)
             .bind(ids)
@@ -454,7 +463,9 @@ impl Queue for SqliteBackend {
             changes.push(change);
         }
         settle(&mut tx, &changes).await?;
-        tx.commit().await.map_err(db("committing recovered tasks"))?;
+        tx.commit()
+            .await
+            .map_err(db("committing recovered tasks"))?;
         self.emit(events);
         if retried {
             self.wake();

@@ -104,8 +104,11 @@ impl TaskRow {
             job: self.job,
             params: self.params,
             status: status(&self.status)?,
-            priority: i32::try_from(self.priority)
-                .unwrap_or(if self.priority < 0 { i32::MIN } else { i32::MAX }),
+            priority: i32::try_from(self.priority).unwrap_or(if self.priority < 0 {
+                i32::MIN
+            } else {
+                i32::MAX
+            }),
             run_at: from_millis(self.run_at),
             attempt: count(self.attempt),
             max_attempts: count(self.max_attempts),

@@ -117,9 +117,9 @@ impl TaskStore for SqliteBackend {
                 .execute(&mut *tx)
                 .await
                 .map_err(|err| match &err {
-                    sqlx::Error::Database(e) if e.is_unique_violation() => Error::InvalidInput(
-                        "a task id in this insert is already in use".to_owned(),
-                    ),
+                    sqlx::Error::Database(e) if e.is_unique_violation() => {
+                        Error::InvalidInput("a task id in this insert is already in use".to_owned())
+                    }
                     _ => Error::backend("inserting tasks", err),
                 })?;
         }
