@@ -21,6 +21,9 @@
 //! leases, make retries due and end retention, so they run in milliseconds.
 //!
 //! A new rule of the contract is a new case here, never a test in one backend.
+//!
+//! For applications, [`run_job`] runs one job in place and [`submitted`] lists what was submitted,
+//! for tests of their own jobs and handlers.
 
 use std::{future::Future, sync::Arc, time::Duration};
 
@@ -149,6 +152,76 @@ impl Harness {
         )
         .await
     }
+}
+
+/// Runs one job once, in place, with a [`TaskContext::detached`](crate::TaskContext::detached)
+/// context: for unit tests of a job's own logic, without a backend or a worker.
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")] async fn main() {
+/// use longtask_core::{Job, JobError, TaskContext};
+///
+/// struct Double;
+/// impl Job for Double {
+///     const NAME: &'static str = "double";
+///     type Params = u32;
+///     type Output = u32;
+///     async fn run(&self, n: u32, _cx: TaskContext) -> Result<u32, JobError> { Ok(n * 2) }
+/// }
+///
+/// assert_eq!(longtask_core::testing::run_job(&Double, 21).await.unwrap(), 42);
+/// # }
+/// ```
+pub async fn run_job<J: crate::Job>(
+    job: &J,
+    params: J::Params,
+) -> Result<J::Output, crate::JobError> {
+    job.run(params, crate::TaskContext::detached()).await
+}
+
+/// The tasks of job `J` submitted through `client` (in submission order, up to 10,000), with
+/// their decoded parameters: for asserting that application code submitted what it should.
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")] async fn main() -> longtask_core::Result<()> {
+/// use longtask_core::{Client, Job, JobError, MemoryBackend, TaskContext};
+///
+/// struct Welcome;
+/// impl Job for Welcome {
+///     const NAME: &'static str = "welcome";
+///     type Params = String;
+///     type Output = ();
+///     async fn run(&self, _: String, _cx: TaskContext) -> Result<(), JobError> { Ok(()) }
+/// }
+///
+/// let client = Client::new(MemoryBackend::new());
+/// client.submit::<Welcome>("ada@example.com".into()).await?;    // the code under test
+/// let submitted = longtask_core::testing::submitted::<Welcome>(&client).await?;
+/// assert_eq!(submitted.len(), 1);
+/// assert_eq!(submitted[0].1, "ada@example.com");
+/// # Ok(()) }
+/// ```
+pub async fn submitted<J: crate::Job>(
+    client: &crate::Client,
+) -> crate::Result<Vec<(TaskRecord, J::Params)>> {
+    let tasks = client
+        .list(&crate::TaskQuery {
+            job: Some(J::NAME.to_owned()),
+            limit: 10_000,
+            ..crate::TaskQuery::default()
+        })
+        .await?;
+    tasks
+        .into_iter()
+        .map(|task| {
+            let params = serde_json::from_str(&task.params).map_err(|e| crate::Error::Codec {
+                action: "decode",
+                what: format!("parameters of job `{}`", J::NAME),
+                source: Box::new(e),
+            })?;
+            Ok((task, params))
+        })
+        .collect()
 }
 
 /// `{"n": i}` as params.
