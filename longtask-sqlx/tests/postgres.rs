@@ -339,3 +339,41 @@ async fn watchers_in_another_process_see_progress_and_the_end() {
         ]
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn listener_reconnects_after_its_connection_is_killed() {
+    let backend = fresh().await;
+    let counter = Counter::default();
+    let worker = Worker::builder(backend.clone())
+        .register(counter.clone())
+        .poll_interval(Duration::from_secs(60))
+        .build()
+        .unwrap()
+        .spawn();
+    tokio::time::sleep(Duration::from_millis(700)).await;
+
+    // Kill the LISTEN connection from the server side, as a restart or a network cut would.
+    let admin = PostgresBackend::connect(database_url()).await.unwrap();
+    let killed: Vec<bool> = sqlx::query_scalar(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE query LIKE $1",
+    )
+    .bind(format!("LISTEN \"longtask_{}\"%", backend.schema()))
+    .fetch_all(admin.pool())
+    .await
+    .unwrap();
+    assert_eq!(killed, [true], "exactly one LISTEN connection to kill");
+    tokio::time::sleep(Duration::from_secs(1)).await;
+
+    let elsewhere = admin.with_schema(backend.schema()).unwrap();
+    let client = Client::new(elsewhere);
+    let started = Instant::now();
+    let id = client.submit::<Counter>(()).await.unwrap();
+    let done = client.wait(id, Duration::from_secs(10)).await.unwrap();
+    assert_eq!(done.status, TaskStatus::Succeeded);
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "after a reconnect the idle worker took {:?} (poll interval 60 s)",
+        started.elapsed()
+    );
+    worker.shutdown().await.unwrap();
+}

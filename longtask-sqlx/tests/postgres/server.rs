@@ -104,8 +104,8 @@ fn start() -> String {
     format!("postgres://postgres@127.0.0.1:{port}/postgres")
 }
 
-/// The folder holding `initdb` and `postgres`: `PG_BINDIR`, `pg_config --bindir`, or the newest
-/// `/usr/lib/postgresql/<version>/bin` (Debian's layout, not on PATH).
+/// The folder holding `initdb` and `postgres`: `PG_BINDIR`, `pg_config --bindir`, `PATH`, or the
+/// newest `/usr/lib/postgresql/<version>/bin` (Debian's layout, not on PATH).
 fn server_bin_dir() -> PathBuf {
     let has_server = |dir: &Path| dir.join("postgres").is_file() && dir.join("initdb").is_file();
     if let Ok(dir) = std::env::var("PG_BINDIR") {
@@ -122,6 +122,13 @@ fn server_bin_dir() -> PathBuf {
         if out.status.success() && has_server(&dir) {
             return dir;
         }
+    }
+    if let Some(dir) = std::env::var_os("PATH")
+        .iter()
+        .flat_map(std::env::split_paths)
+        .find(|dir| has_server(dir))
+    {
+        return dir;
     }
     let mut versions: Vec<(u32, PathBuf)> = fs::read_dir("/usr/lib/postgresql")
         .into_iter()
