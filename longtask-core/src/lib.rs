@@ -55,6 +55,7 @@ mod error;
 mod eta;
 mod job;
 mod memory;
+mod metrics;
 mod progress;
 mod queue;
 mod registry;
@@ -74,6 +75,7 @@ pub use crate::{
     eta::EtaEstimator,
     job::{Backoff, ErrorKind, Job, JobError, JobOptions, ResultExt},
     memory::MemoryBackend,
+    metrics::{MetricsSnapshot, WorkerMetrics, RUN_TIME_BUCKETS},
     progress::{ProgressSink, TaskEvent},
     queue::{
         Ack, ClaimRequest, ClaimedTask, Completion, Lease, LeaseState, Outcome, Queue, WorkSignal,

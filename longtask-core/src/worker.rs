@@ -65,6 +65,7 @@ use crate::{
     context::{ContextInner, TaskContext},
     error::{Error, Result},
     job::{ErrorKind, Job},
+    metrics::{Ended, WorkerMetrics},
     queue::{Ack, ClaimRequest, ClaimedTask, Completion, Lease, LeaseState, Outcome},
     registry::{ErasedJob, Registry},
 };
@@ -206,6 +207,7 @@ impl WorkerBuilder {
             registry: self.registry,
             jobs,
             config: self.config,
+            metrics: WorkerMetrics::default(),
         })
     }
 }
@@ -217,6 +219,7 @@ pub struct Worker {
     registry: Registry,
     jobs: Vec<String>,
     config: Config,
+    metrics: WorkerMetrics,
 }
 
 impl Worker {
@@ -246,6 +249,11 @@ impl Worker {
         &self.config.id
     }
 
+    /// A live view of this worker's counters and timings (see [`WorkerMetrics`]).
+    pub fn metrics(&self) -> WorkerMetrics {
+        self.metrics.clone()
+    }
+
     /// Runs until `shutdown` completes, then shuts down gracefully: stops claiming, gives back
     /// prefetched tasks, waits for running tasks up to the shutdown timeout, and gives back those
     /// still running. Backend errors are logged and retried, never fatal.
@@ -257,8 +265,13 @@ impl Worker {
     pub fn spawn(self) -> WorkerHandle {
         let stop = CancellationToken::new();
         let token = stop.clone();
+        let metrics = self.metrics.clone();
         let join = tokio::spawn(async move { self.run(token.cancelled_owned()).await });
-        WorkerHandle { stop, join }
+        WorkerHandle {
+            stop,
+            join,
+            metrics,
+        }
     }
 }
 
@@ -267,9 +280,15 @@ impl Worker {
 pub struct WorkerHandle {
     stop: CancellationToken,
     join: JoinHandle<Result<()>>,
+    metrics: WorkerMetrics,
 }
 
 impl WorkerHandle {
+    /// The worker's live metrics.
+    pub fn metrics(&self) -> WorkerMetrics {
+        self.metrics.clone()
+    }
+
     /// Shuts the worker down gracefully and waits until it has.
     pub async fn shutdown(self) -> Result<()> {
         self.stop.cancel();
@@ -337,6 +356,7 @@ struct Shared {
     stopping: AtomicBool,
     /// Slots wake the coordinator when the queue falls to this length.
     low_water: usize,
+    metrics: WorkerMetrics,
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -385,14 +405,17 @@ impl Shared {
 async fn run_slot(shared: Arc<Shared>, slot: Arc<Slot>) {
     while let Some(task) = shared.next_task().await {
         shared.busy.fetch_add(1, Ordering::AcqRel);
-        run_task(&shared, &slot, task).await;
+        shared.metrics.started();
+        let started = Instant::now();
+        let ended = run_task(&shared, &slot, task).await;
+        shared.metrics.ended(ended, started.elapsed());
         shared.busy.fetch_sub(1, Ordering::AcqRel);
         // Back-to-back instant tasks never wait on anything: give other tasks their turn.
         tokio::task::consume_budget().await;
     }
 }
 
-async fn run_task(shared: &Shared, slot: &Slot, task: ClaimedTask) {
+async fn run_task(shared: &Shared, slot: &Slot, task: ClaimedTask) -> Option<Ended> {
     let lease = task.lease;
     let Some((name, job)) = shared.registry.get(&task.job) else {
         // Only registered jobs are claimed; a backend that returns another is answered with a
@@ -405,7 +428,7 @@ async fn run_task(shared: &Shared, slot: &Slot, task: ClaimedTask) {
                 retry_after: None,
             },
         ));
-        return;
+        return Some(Ended::Failed);
     };
     let options = job.options();
     let cx = TaskContext::new(lease.task, name, task.attempt, task.max_attempts);
@@ -477,14 +500,24 @@ async fn run_task(shared: &Shared, slot: &Slot, task: ClaimedTask) {
                 }
             }
             // Given back or lost: the coordinator has dealt with the lease.
-            _ => return,
+            _ => return None,
         },
+    };
+    let ended = match &outcome {
+        Outcome::Succeeded { .. } => Ended::Succeeded,
+        Outcome::Failed {
+            retry_after: Some(_),
+            ..
+        } => Ended::Retried,
+        Outcome::Failed { .. } => Ended::Failed,
+        Outcome::Cancelled { .. } => Ended::Cancelled,
     };
     shared.push_outcome(Completion {
         lease,
         outcome,
         progress,
     });
+    Some(ended)
 }
 
 struct Coordinator {
@@ -520,6 +553,7 @@ impl Coordinator {
             busy: AtomicUsize::new(0),
             stopping: AtomicBool::new(false),
             low_water: worker.config.prefetch / 2,
+            metrics: worker.metrics,
         });
         Self {
             backend: worker.backend,
@@ -617,6 +651,7 @@ impl Coordinator {
             Ok(claimed) => {
                 self.exhausted = claimed.len() < limit;
                 if !claimed.is_empty() {
+                    self.shared.metrics.claimed(claimed.len());
                     lock(&self.shared.queue).extend(claimed);
                     self.shared.work.notify_waiters();
                 }
@@ -656,6 +691,9 @@ impl Coordinator {
 
     async fn on_tick(&mut self) {
         let now = Instant::now();
+        self.shared
+            .metrics
+            .set_prefetched(lock(&self.shared.queue).len());
         self.flush_progress().await;
         self.enforce_kills(now);
         if now >= self.next_heartbeat {
@@ -778,6 +816,7 @@ impl Coordinator {
                     }
                 }
                 LeaseState::Lost if is_running => {
+                    self.shared.metrics.lease_lost();
                     tracing::warn!(task_id = %lease.task, "lease lost; stopping the attempt");
                     for slot in &self.slots {
                         Self::kill(slot, lease, Kill::Lost);
@@ -856,6 +895,7 @@ impl Coordinator {
         if leases.is_empty() {
             return;
         }
+        self.shared.metrics.released(leases.len());
         if let Err(err) = self.backend.queue().release(leases).await {
             tracing::error!(error = %err, "giving tasks back failed; they run again when their leases expire");
         }

@@ -251,8 +251,10 @@ async fn shutdown_deadline_gives_running_and_prefetched_tasks_back() {
         .unwrap()
         .spawn();
     wait_for(&client, ids[0], TaskStatus::Running).await;
+    let metrics = worker.metrics();
     let started = Instant::now();
     worker.shutdown().await.unwrap();
+    assert_eq!(metrics.snapshot().released, 3);
     assert!(
         started.elapsed() < Duration::from_secs(3),
         "the deadline holds"
@@ -311,6 +313,7 @@ async fn a_job_that_fails_twice_then_succeeds_shows_its_retries() {
         .build()
         .unwrap()
         .spawn();
+    let metrics = worker.metrics();
     let client = Client::new(backend);
     let id = client.submit::<Flaky>(()).await.unwrap();
     let mut updates = client.watch(id).await.unwrap();
@@ -337,6 +340,18 @@ async fn a_job_that_fails_twice_then_succeeds_shows_its_retries() {
     assert_eq!(last.status, TaskStatus::Succeeded);
     assert_eq!(last.attempt, 3);
     assert_eq!(runs.load(Ordering::SeqCst), 3);
+    let counted = metrics.snapshot();
+    assert_eq!(
+        (
+            counted.claimed,
+            counted.retried,
+            counted.succeeded,
+            counted.failed
+        ),
+        (3, 2, 1, 0)
+    );
+    assert_eq!(counted.run_time.iter().sum::<u64>(), 3);
+    assert_eq!(counted.running, 0);
     assert_eq!(
         client.output::<Flaky>(id).await.unwrap().as_deref(),
         Some("sent")
