@@ -81,18 +81,14 @@ async fn main() -> Result<(), Box<dyn Error>> {
 
 async fn shutdown_signal() {
     #[cfg(unix)]
+    if let Ok(mut term) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
     {
-        let mut term =
-            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(term) => term,
-                Err(_) => return std::future::pending().await,
-            };
         tokio::select! {
             _ = tokio::signal::ctrl_c() => {}
             _ = term.recv() => {}
         }
+        return;
     }
-    #[cfg(not(unix))]
     let _ = tokio::signal::ctrl_c().await;
 }
 

@@ -154,10 +154,10 @@ impl Page<'_> {
                 );
             }
         }
-        let _ = write!(
+        let _ = writeln!(
             html,
             "<p class=\"links\">Task <code>{id}</code> · <a href=\"{json}?format=json\">as JSON</a></p>\
-             </main><script>{JS}</script></body></html>\n",
+             </main><script>{JS}</script></body></html>",
             id = task.id,
             json = escape(&self.links.this),
         );
