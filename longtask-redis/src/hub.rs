@@ -78,7 +78,7 @@ impl std::fmt::Debug for Command {
 impl Hub {
     /// Starts the hub task on the current Tokio runtime. Outside a runtime the hub stays idle:
     /// the work signal never fires (workers fall back to polling) and watching fails.
-    pub(crate) fn start(client: redis::Client, keys: Keys) -> Self {
+    pub(crate) fn start(client: redis::Client, keys: &Keys) -> Self {
         let (commands, receiver) = mpsc::unbounded_channel();
         let work = Arc::new(watch::Sender::new(()));
         match tokio::runtime::Handle::try_current() {
