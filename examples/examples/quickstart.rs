@@ -56,6 +56,7 @@ async fn main() -> Result<(), Box<dyn Error>> {
         .with_state(HomeState {
             client: client.clone(),
             ms_per_day,
+            port,
         })
         .nest_service("/reports", report::service(client));
 
@@ -96,6 +97,7 @@ async fn shutdown_signal() {
 struct HomeState {
     client: Client,
     ms_per_day: u64,
+    port: u16,
 }
 
 async fn home(State(state): State<HomeState>) -> Html<String> {
@@ -146,8 +148,9 @@ progress bar at once; bookmark it, close it, come back: the report goes on witho
 <button type="submit">Start the report</button>
 </form>
 <h2>Recent reports</h2><ul>{rows}</ul>
-<p class="muted">JSON clients: <code>curl -i -H 'content-type: application/json' -d '{{"month":"{month}"}}' http://127.0.0.1:PORT/reports</code></p>
+<p class="muted">JSON clients: <code>curl -i -H 'content-type: application/json' -d '{{"month":"{month}"}}' http://127.0.0.1:{port}/reports</code></p>
 </main></body></html>"#,
         ms = state.ms_per_day,
+        port = state.port,
     ))
 }

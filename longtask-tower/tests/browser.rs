@@ -273,6 +273,7 @@ async fn running_task(app: &App, days: u32, step_ms: u64) -> TaskId {
             step_ms,
             message: None,
             fail: None,
+            no_total: false,
         })
         .await
         .unwrap();

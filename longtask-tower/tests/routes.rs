@@ -105,7 +105,7 @@ async fn browser_form_post_redirects_to_the_status_page() {
     assert_eq!(task.status, TaskStatus::Succeeded);
     assert_eq!(
         task.params,
-        r#"{"days":2,"step_ms":0,"message":null,"fail":null}"#
+        r#"{"days":2,"step_ms":0,"message":null,"fail":null,"no_total":false}"#
     );
 
     // The same form from a program gets the JSON answer.
@@ -317,6 +317,7 @@ async fn failed_task_result_is_409_with_the_error() {
                 step_ms: 0,
                 message: None,
                 fail: Some("disk full".into()),
+                no_total: false,
             },
             longtask_core::SubmitOptions::new().max_attempts(1),
         )
@@ -708,4 +709,44 @@ async fn backend_failure_is_503() {
     send(&service, get(&format!("/reports/{}", TaskId::new())))
         .await
         .problem(503);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unknown_total_gives_an_indeterminate_bar() {
+    let app = App::new();
+    let body = r#"{"days": 1000, "step_ms": 20, "no_total": true}"#;
+    let id = id_of(&send(&app.service, post_json("/reports", body)).await);
+    app.wait_until(id, |t| t.progress.as_ref().is_some_and(|p| p.step >= 3))
+        .await;
+    let json = send(&app.service, get(&format!("/reports/{id}")))
+        .await
+        .json();
+    assert!(json["progress"]["total"].is_null());
+    assert!(json["progress"]["percent"].is_null());
+    assert!(json["eta_seconds"].is_null());
+    let page = send(&app.service, get_html(&format!("/reports/{id}")))
+        .await
+        .text();
+    assert!(page.contains("<progress id=\"bar\" max=\"100\">"), "{page}");
+    assert!(page.contains("<span id=\"percent\">step "), "{page}");
+    app.client.cancel(id).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn head_and_format_override() {
+    let app = App::idle();
+    let id = id_of(&send(&app.service, post_json("/reports", r#"{"days": 1}"#)).await);
+    let head = Request::head(format!("/reports/{id}"))
+        .body(String::new())
+        .unwrap();
+    let answer = send(&app.service, head).await;
+    assert_eq!(answer.status, StatusCode::OK);
+    assert!(answer.headers.contains_key("etag"));
+    // The page's "as JSON" link works from a browser.
+    let mut request = get_html(&format!("/reports/{id}?format=json"));
+    *request.uri_mut() = format!("/reports/{id}?format=json").parse().unwrap();
+    let answer = send(&app.service, request).await;
+    assert_eq!(answer.header("content-type"), "application/json");
+    let answer = send(&app.service, get(&format!("/reports/{id}?format=html"))).await;
+    assert_eq!(answer.header("content-type"), "text/html; charset=utf-8");
 }

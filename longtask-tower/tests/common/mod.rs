@@ -27,6 +27,9 @@ pub struct Params {
     /// Fail every attempt with this error.
     #[serde(default)]
     pub fail: Option<String>,
+    /// Report progress without a total (an indeterminate bar).
+    #[serde(default)]
+    pub no_total: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -55,7 +58,8 @@ impl Job for Report {
                 .as_deref()
                 .map(|m| m.replace("{day}", &day.to_string()))
                 .unwrap_or_else(|| format!("Handling day {day}: {invoices} invoices so far"));
-            cx.progress(u64::from(day), Some(u64::from(p.days)), message)?;
+            let total = (!p.no_total).then_some(u64::from(p.days));
+            cx.progress(u64::from(day), total, message)?;
         }
         if let Some(fail) = p.fail {
             return Err(JobError::retryable(fail));
