@@ -35,8 +35,9 @@ use tower::{Layer, Service};
 
 use crate::{body::ResponseBody, future::MiddlewareFuture, service::JobService};
 
-/// Puts the endpoints of job `J` under a path prefix in front of any service (see the
-/// [module docs](self)).
+/// Puts the endpoints of job `J` under a path prefix in front of any service: requests whose
+/// path is the prefix or lies under it are answered by the job's [`JobService`]; every other
+/// request goes to the wrapped service untouched.
 pub struct JobLayer<J: Job> {
     service: JobService<J>,
 }

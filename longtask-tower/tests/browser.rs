@@ -284,88 +284,101 @@ async fn running_task(app: &App, days: u32, step_ms: u64) -> TaskId {
     id
 }
 
+/// With JavaScript: loads the page and watches the bar until the result shows; returns the bar
+/// values seen while the page stayed the same document (live updates), and the final text.
+fn watch_live(driver: &Driver, url: &str) -> (Vec<f64>, String) {
+    driver.navigate(url);
+    driver.script("window.__samePage = true; return true;");
+    // Scripting is on: the <noscript> refresh is inert text.
+    let parsed_noscript = driver.script("return document.querySelector('noscript meta') !== null;");
+    assert_eq!(parsed_noscript, false);
+    let mut live_values = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let state = driver.script(
+            "return { bar: document.getElementById('bar').value, \
+                      state: document.getElementById('state').textContent, \
+                      same: window.__samePage === true, \
+                      text: document.body.innerText };",
+        );
+        if state["state"] == "Running" && state["same"] == true {
+            live_values.push(state["bar"].as_f64().unwrap_or(0.0));
+        }
+        if state["state"] == "Done" {
+            let text = state["text"].as_str().unwrap_or_default().to_owned();
+            return (live_values, text);
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the page never showed the result: {state}"
+        );
+        std::thread::sleep(Duration::from_millis(150));
+    }
+}
+
+/// Without JavaScript: loads the page once and reads it until it has refreshed itself to the
+/// result; returns the bar values seen and the final source.
+fn watch_refresh(driver: &Driver, url: &str) -> (Vec<f64>, String) {
+    driver.navigate(url);
+    // Scripting is off: the parser made the <noscript> refresh a real element.
+    let parsed_noscript = driver.script("return document.querySelector('noscript meta') !== null;");
+    assert_eq!(parsed_noscript, true, "JavaScript is still enabled");
+    let mut values = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let source = driver.source();
+        if source.contains("Download report-") {
+            return (values, source);
+        }
+        assert!(
+            source.contains("http-equiv=\"refresh\""),
+            "no refresh: {source}"
+        );
+        if let Some(v) = bar_value(&source) {
+            values.push(v);
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the page never refreshed to the result: {source}"
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn status_page_in_headless_chromium() {
     let app = App::new();
     let (addr, server) = serve(&app).await;
 
-    // With JavaScript: the bar advances live (no reload), then the result shows.
-    let id = running_task(&app, 30, 200).await;
-    let url = format!("http://{addr}/reports/{id}");
-    let seen = tokio::task::spawn_blocking(move || {
-        let mut driver = Driver::start();
-        driver.open_session(true);
-        driver.navigate(&url);
-        driver.script("window.__samePage = true; return true;");
-        // Scripting is on: the <noscript> refresh is inert text.
-        let parsed_noscript =
-            driver.script("return document.querySelector('noscript meta') !== null;");
-        assert_eq!(parsed_noscript, false);
-        let mut live_values = Vec::new();
-        let deadline = Instant::now() + Duration::from_secs(40);
-        loop {
-            let state = driver.script(
-                "return { bar: document.getElementById('bar').value, \
-                          state: document.getElementById('state').textContent, \
-                          same: window.__samePage === true, \
-                          text: document.body.innerText };",
-            );
-            if state["state"] == "Running" && state["same"] == true {
-                live_values.push(state["bar"].as_f64().unwrap_or(0.0));
-            }
-            if state["state"] == "Done" {
-                let text = state["text"].as_str().unwrap_or_default().to_owned();
-                return (live_values, text);
-            }
-            assert!(
-                Instant::now() < deadline,
-                "the page never showed the result: {state}"
-            );
-            std::thread::sleep(Duration::from_millis(150));
-        }
+    // The browsers start first, so that a slow start does not outlast the tasks.
+    let (with_js, without_js) = tokio::task::spawn_blocking(|| {
+        let mut with_js = Driver::start();
+        with_js.open_session(true);
+        let mut without_js = Driver::start();
+        without_js.open_session(false);
+        (with_js, without_js)
     })
     .await
     .unwrap();
-    let (values, text) = seen;
-    let distinct = values.windows(2).filter(|w| w[1] > w[0]).count();
-    assert!(distinct >= 2, "the bar did not advance live: {values:?}");
+
+    // With JavaScript: the bar advances live (no reload), then the result shows.
+    let id = running_task(&app, 30, 200).await;
+    let url = format!("http://{addr}/reports/{id}");
+    let (values, text) = tokio::task::spawn_blocking(move || watch_live(&with_js, &url))
+        .await
+        .unwrap();
+    let advanced = values.windows(2).filter(|w| w[1] > w[0]).count();
+    assert!(advanced >= 2, "the bar did not advance live: {values:?}");
     assert!(text.contains("Download report-30.csv"), "{text}");
 
     // Without JavaScript: the page refreshes itself until the result shows.
     let id = running_task(&app, 20, 150).await;
     let url = format!("http://{addr}/reports/{id}");
-    let (values, source) = tokio::task::spawn_blocking(move || {
-        let mut driver = Driver::start();
-        driver.open_session(false);
-        driver.navigate(&url);
-        // Scripting is off: the parser made the <noscript> refresh a real element.
-        let parsed_noscript =
-            driver.script("return document.querySelector('noscript meta') !== null;");
-        assert_eq!(parsed_noscript, true, "JavaScript is still enabled");
-        let mut values = Vec::new();
-        let deadline = Instant::now() + Duration::from_secs(40);
-        loop {
-            let source = driver.source();
-            if source.contains("Download report-20.csv") {
-                return (values, source);
-            }
-            assert!(
-                source.contains("http-equiv=\"refresh\""),
-                "no refresh: {source}"
-            );
-            if let Some(v) = bar_value(&source) {
-                values.push(v);
-            }
-            assert!(
-                Instant::now() < deadline,
-                "the page never refreshed to the result: {source}"
-            );
-            std::thread::sleep(Duration::from_millis(250));
-        }
-    })
-    .await
-    .unwrap();
+    let (values, source) = tokio::task::spawn_blocking(move || watch_refresh(&without_js, &url))
+        .await
+        .unwrap();
     assert!(source.contains(">Done<"), "{source}");
+    assert!(source.contains("Download report-20.csv"), "{source}");
     assert!(!values.is_empty());
     server.abort();
 }
