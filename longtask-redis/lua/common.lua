@@ -8,10 +8,10 @@
 -- and passed as arguments: no script reads the server's clock. They are kept as strings where
 -- they are only stored, and formatted with %d where computed, so they never turn into "1e+15".
 --
--- Task hash fields (absent = none):
---   job params status prio run_at attempt max token cancel ret created started finished
---   lo (lease owner, "+name" or "") lx (lease expiry ms or "") owner ikey
---   em ea et (last error message, attempt, time) progress (JSON) output
+-- Task hash fields ("" or absent = none, or zero):
+--   status job prio run_at max ret created params owner ikey ("+key") token attempt cancel
+--   lo (lease owner, "+name") lx (lease expiry) started finished output progress (JSON)
+--   em ea et (last error: message, attempt, time)
 
 local base = KEYS[1]
 local MAX_MS = 8210266876799999 -- chrono's DateTime::<Utc>::MAX_UTC in milliseconds
@@ -140,8 +140,8 @@ local function finalize(id, h, status, now, f1, v1, f2, v2, f3, v3)
   newly_expiring[#newly_expiring + 1] = id
   local ttl = math.min(math.max(expires - tonumber(now), 0) + EXPIRY_GRACE_MS, MAX_TTL_MS)
   redis.call('PEXPIRE', key, fmt(ttl))
-  if h[8] then
-    redis.call('PEXPIRE', k_idem(h[7], h[8]), fmt(ttl))
+  if h[8] and h[8] ~= '' then
+    redis.call('PEXPIRE', k_idem(h[7], string.sub(h[8], 2)), fmt(ttl))
   end
   publish_status(id, status)
 end

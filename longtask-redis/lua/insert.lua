@@ -67,11 +67,12 @@ for t = 0, n - 1 do
     local key = k_task(id)
     local status = 'queued'
     if tonumber(run_at) > tonumber(now) then status = 'scheduled' end
-    redis.call('HSET', key, 'job', job, 'params', params, 'status', status, 'prio', prio,
-      'run_at', run_at, 'max', max, 'ret', ret, 'created', now)
+    -- Every argument costs: only fields with a value are written (absent = none / zero).
+    redis.call('HSET', key, 'status', status, 'job', job, 'prio', prio, 'run_at', run_at,
+      'max', max, 'ret', ret, 'created', now, 'params', params)
     if owner ~= '' then redis.call('HSET', key, 'owner', string.sub(owner, 2)) end
     if ik then
-      redis.call('HSET', key, 'ikey', string.sub(ikey, 2))
+      redis.call('HSET', key, 'ikey', ikey)
       redis.call('SET', ik, id)
       keys[ik] = id
     end

@@ -8,8 +8,8 @@ local ids = redis.call('ZRANGEBYSCORE', k_expiring, '-inf', now, 'LIMIT', 0, lim
 for _, id in ipairs(ids) do
   local key = k_task(id)
   local h = redis.call('HMGET', key, 'job', 'ikey')
-  if h[2] then
-    local ik = k_idem(h[1], h[2])
+  if h[2] and h[2] ~= '' then
+    local ik = k_idem(h[1], string.sub(h[2], 2))
     if redis.call('GET', ik) == id then
       redis.call('DEL', ik)
     end

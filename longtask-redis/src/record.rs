@@ -81,7 +81,9 @@ pub(crate) fn decode(id: TaskId, mut hash: HashMap<String, String>) -> Result<Op
         finished_at: fields.opt_time("finished")?,
         retention: Duration::from_millis(fields.parsed_or("ret", 0)?),
         owner: fields.take("owner"),
-        idempotency_key: fields.take("ikey"),
+        idempotency_key: fields
+            .take("ikey")
+            .and_then(|v| v.strip_prefix('+').map(str::to_owned)),
     };
     Ok(Some(record))
 }
