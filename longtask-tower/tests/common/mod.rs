@@ -103,6 +103,7 @@ impl App {
                 .register(Report)
                 .poll_interval(Duration::from_millis(20))
                 .progress_interval(Duration::from_millis(10))
+                .heartbeat(Duration::from_millis(100))
                 .build()
                 .expect("worker")
                 .spawn()
