@@ -19,6 +19,11 @@ use crate::keys::Keys;
 
 /// The longest pause between reconnection attempts.
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
+/// How often an idle subscriber connection is checked with a PING (a silently dropped TCP
+/// connection would otherwise go unnoticed, and workers would fall back to polling).
+const KEEPALIVE: Duration = Duration::from_secs(15);
+/// How long that PING may take before the connection is deemed lost.
+const PING_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// What the hub hands a watcher.
 #[derive(Debug)]
@@ -231,8 +236,17 @@ impl HubTask {
     }
 
     async fn serve(&mut self, mut sink: PubSubSink, mut stream: PubSubStream) -> End {
+        let mut keepalive = tokio::time::interval(KEEPALIVE);
+        keepalive.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        keepalive.reset();
         loop {
             tokio::select! {
+                _ = keepalive.tick() => {
+                    let ping = tokio::time::timeout(PING_TIMEOUT, sink.ping::<redis::Value>()).await;
+                    if !matches!(ping, Ok(Ok(_))) {
+                        return End::Lost;
+                    }
+                }
                 command = self.commands.recv() => match command {
                     None => return End::Closed,
                     Some(Command::Watch { channel, watcher, sender, subscribed }) => {
