@@ -1,5 +1,6 @@
 -- Gives back unrun the live leases among ?1 (JSON array of {id (hex), token}): queued, due at ?2,
 -- the attempt not counted.
+WITH u (v) AS MATERIALIZED (SELECT value FROM json_each(?1))
 UPDATE longtask_tasks
 SET status = 'queued',
     attempt = max(attempt - 1, 0),
@@ -7,8 +8,8 @@ SET status = 'queued',
     lease_owner = NULL,
     lease_expires_at = NULL,
     version = version + 1
-FROM json_each(?1) AS u
-WHERE longtask_tasks.id = unhex(u.value ->> 'id')
-  AND longtask_tasks.token = u.value ->> 'token'
+FROM u
+WHERE longtask_tasks.id = unhex(u.v ->> 'id')
+  AND longtask_tasks.token = u.v ->> 'token'
   AND longtask_tasks.status = 'running'
 RETURNING longtask_tasks.id, longtask_tasks.token, longtask_tasks.version
