@@ -269,3 +269,32 @@ async fn next(
         .await
         .expect("no event within 10 s")
 }
+
+#[tokio::test]
+async fn due_scheduled_tasks_show_as_queued_after_a_claim() {
+    use longtask_core::{ClaimRequest, ManualClock, Queue, RunAt};
+
+    let dir = TempDir::new().unwrap();
+    let clock = Arc::new(ManualClock::new());
+    let backend = open(dir.path()).await.with_clock(clock.clone());
+    let mut later = NewTask::new("later", "null");
+    later.run_at = RunAt::After(Duration::from_secs(60));
+    let id = backend.insert(vec![later]).await.unwrap()[0].id;
+    assert_eq!(
+        backend.get(id).await.unwrap().unwrap().status,
+        TaskStatus::Scheduled
+    );
+    clock.advance(Duration::from_secs(61));
+    let jobs = ["other".to_owned()];
+    let request = ClaimRequest {
+        jobs: &jobs,
+        worker: "w",
+        limit: 1,
+        lease: Duration::from_secs(30),
+    };
+    assert!(backend.claim(request).await.unwrap().is_empty());
+    assert_eq!(
+        backend.get(id).await.unwrap().unwrap().status,
+        TaskStatus::Queued
+    );
+}

@@ -50,9 +50,10 @@ type Watchers = HashMap<TaskId, Vec<mpsc::UnboundedSender<Batch>>>;
 ///   inserts is one transaction with a fixed number of statements, whatever the batch size: the
 ///   batch travels as one JSON array parameter, unpacked in SQL with `json_each`.
 /// - **Indexes.** Claims read a partial index over waiting tasks only, in the claim order
-///   (`job, priority DESC, run_at, id`); completions look tasks up by primary key; recovery reads
-///   a partial index of running tasks by lease expiry, and purging one of finished tasks by purge
-///   time. Finished tasks are never scanned by claim, complete or recover, so their cost does not
+///   (`job, priority DESC, run_at, id`), after marking scheduled tasks that have come due as
+///   queued (through a partial index of scheduled tasks by due time); completions look tasks up
+///   by primary key; recovery reads a partial index of running tasks by lease expiry, and purging
+///   one of finished tasks by purge time. Finished tasks are never scanned by claim, complete or recover, so their cost does not
 ///   grow with the history kept.
 /// - **Wake-ups.** Inserting due tasks, scheduling retries, releasing and recovering tasks bump
 ///   the [`work_signal`](longtask_core::Queue::work_signal) of this backend (and its clones), so

@@ -28,6 +28,7 @@ use super::{
     SqliteBackend,
 };
 
+const PROMOTE: &str = include_str!("sql/promote.sql");
 const CLAIM_CANDIDATES: &str = include_str!("sql/claim_candidates.sql");
 const CLAIM: &str = include_str!("sql/claim.sql");
 const LOAD_LEASED: &str = include_str!("sql/load_leased.sql");
@@ -230,8 +231,14 @@ impl Queue for SqliteBackend {
         let now = self.now();
         let expires = saturating_add(now, request.lease);
         let mut tx = self.begin("starting to claim tasks").await?;
+        sqlx::query(PROMOTE)
+            .bind(millis(now))
+            .execute(&mut *tx)
+            .await
+            .map_err(db("marking due scheduled tasks queued"))?;
         let order = Self::candidates(&mut tx, request.jobs, millis(now), request.limit).await?;
         if order.is_empty() {
+            tx.commit().await.map_err(db("committing a claim"))?;
             return Ok(Vec::new());
         }
         let rows: Vec<ClaimedRow> = sqlx::query_as(CLAIM)
