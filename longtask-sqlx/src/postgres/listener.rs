@@ -305,7 +305,13 @@ impl Hub {
 
     /// Re-reads the statuses of watched tasks and applies what notifications missed.
     async fn resync_once(&self) -> Result<(), sqlx::Error> {
-        let seqs: HashMap<TaskId, u64> = self.lock().iter().map(|(id, w)| (*id, w.seq)).collect();
+        // Streams still starting (no status read yet) are left to their own first read.
+        let seqs: HashMap<TaskId, u64> = self
+            .lock()
+            .iter()
+            .filter(|(_, w)| w.last.is_some())
+            .map(|(id, w)| (*id, w.seq))
+            .collect();
         if seqs.is_empty() {
             return Ok(());
         }

@@ -20,10 +20,17 @@
 //! ```
 //!
 //! Durability: every state change is one statement (or one short transaction) and is as durable
-//! as the server's `synchronous_commit` setting makes it. Keep it `on` (the default) unless
-//! losing the last few hundred milliseconds of submissions and completions after a server crash
-//! is acceptable; it can be turned off per connection with the URL parameter
-//! `options=-c%20synchronous_commit%3Doff`.
+//! as the server's `synchronous_commit` setting makes it. Keep it `on` (the server's default)
+//! unless losing the last few hundred milliseconds of submissions and outcomes after a server
+//! crash is acceptable (the database stays consistent; a lost outcome means the task runs again
+//! after its lease, a lost submission is gone). It can be turned off for this backend's
+//! connections only, with the URL parameter `options[synchronous_commit]=off`
+//! (`postgres://host/db?options[synchronous_commit]=off`).
+//!
+//! The pool: [`connect`](PostgresBackend::connect) opens up to 16 connections; the backend keeps
+//! one of them for `LISTEN` once a worker runs or a task is watched. Progress and status changes
+//! are sent with `NOTIFY` only for tasks someone watches, so a busy queue does not flood the
+//! notification channel.
 
 mod listener;
 mod progress;

@@ -141,7 +141,8 @@ impl PostgresBackend {
                             "inserting tasks",
                             format!(
                                 "task {id} was neither inserted nor matched by its idempotency key \
-                                 (the matching task was purged meanwhile); submit it again"
+                                 (the task holding the key was purged meanwhile, or was inserted by \
+                                 a transaction this one's snapshot cannot see); submit it again"
                             ),
                         )
                     })
