@@ -53,28 +53,93 @@ struct Inner {
     signal: watch::Sender<()>,
 }
 
-/// Ready-queue order: higher priority, then earlier run_at, then earlier submission.
-type ReadyKey = (Reverse<i32>, i64, TaskId);
+/// Ready-queue order: higher priority, then earlier run_at, then earlier submission; the slot
+/// index rides along so that a claim reaches the task without a hash lookup.
+type ReadyKey = (Reverse<i32>, i64, TaskId, u32);
 
 #[derive(Default)]
 struct State {
-    tasks: HashMap<TaskId, Box<Slot>, IdHash>,
+    tasks: Tasks,
     /// Due (or promotable) waiting tasks, per job.
     ready: HashMap<String, BTreeSet<ReadyKey>>,
-    /// Waiting tasks whose run_at is in the future: (run_at millis, id).
-    delayed: BTreeSet<(i64, TaskId)>,
-    running: HashSet<TaskId, IdHash>,
-    /// Finished tasks by purge time: (expires_at millis, id).
-    expiring: BTreeSet<(i64, TaskId)>,
+    /// Waiting tasks whose run_at is in the future: (run_at millis, id, slot).
+    delayed: BTreeSet<(i64, TaskId, u32)>,
+    running: HashSet<u32, IdHash>,
+    /// Finished tasks by purge time: (expires_at millis, id, slot).
+    expiring: BTreeSet<(i64, TaskId, u32)>,
     keys: HashMap<(String, String), TaskId>,
     watchers: HashMap<TaskId, Vec<mpsc::UnboundedSender<TaskEvent>>, IdHash>,
-    next_token: u64,
+    claims: u32,
 }
 
 struct Slot {
     record: TaskRecord,
+    /// The live lease's token: the claim counter in the high half, the slot index in the low
+    /// half, so that a lease leads straight to its slot.
     token: u64,
     place: Place,
+}
+
+/// Task records in a slab (indexed by slot number, so that claims and outcomes reach a record
+/// with one memory access), with an id index for lookups by id.
+#[derive(Default)]
+struct Tasks {
+    slots: Vec<Option<Box<Slot>>>,
+    free: Vec<u32>,
+    index: HashMap<TaskId, u32, IdHash>,
+}
+
+impl Tasks {
+    fn len(&self) -> usize {
+        self.index.len()
+    }
+
+    fn idx(&self, id: TaskId) -> Option<u32> {
+        self.index.get(&id).copied()
+    }
+
+    fn contains(&self, id: TaskId) -> bool {
+        self.index.contains_key(&id)
+    }
+
+    fn get(&self, id: TaskId) -> Option<&Slot> {
+        self.at(self.idx(id)?)
+    }
+
+    fn at(&self, idx: u32) -> Option<&Slot> {
+        self.slots.get(idx as usize)?.as_deref()
+    }
+
+    fn at_mut(&mut self, idx: u32) -> Option<&mut Slot> {
+        self.slots.get_mut(idx as usize)?.as_deref_mut()
+    }
+
+    fn insert(&mut self, slot: Slot) -> u32 {
+        let id = slot.record.id;
+        let idx = match self.free.pop() {
+            Some(idx) => {
+                self.slots[idx as usize] = Some(Box::new(slot));
+                idx
+            }
+            None => {
+                self.slots.push(Some(Box::new(slot)));
+                u32::try_from(self.slots.len() - 1).unwrap_or(u32::MAX)
+            }
+        };
+        self.index.insert(id, idx);
+        idx
+    }
+
+    fn remove(&mut self, idx: u32) -> Option<Box<Slot>> {
+        let slot = self.slots.get_mut(idx as usize)?.take()?;
+        self.index.remove(&slot.record.id);
+        self.free.push(idx);
+        Some(slot)
+    }
+
+    fn values(&self) -> impl Iterator<Item = &Slot> {
+        self.slots.iter().filter_map(|s| s.as_deref())
+    }
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -179,14 +244,15 @@ impl fmt::Debug for MemoryBackend {
 
 impl State {
     /// Puts a waiting task where claims find it: ready if due, delayed otherwise.
-    fn enqueue(&mut self, id: TaskId, now: i64) {
-        let Some(slot) = self.tasks.get_mut(&id) else {
+    fn enqueue(&mut self, idx: u32, now: i64) {
+        let Some(slot) = self.tasks.at_mut(idx) else {
             return;
         };
         let run_at = millis(slot.record.run_at);
+        let id = slot.record.id;
         if run_at <= now {
             slot.place = Place::Ready;
-            let key = (Reverse(slot.record.priority), run_at, id);
+            let key = (Reverse(slot.record.priority), run_at, id, idx);
             match self.ready.get_mut(slot.record.job.as_str()) {
                 Some(set) => {
                     set.insert(key);
@@ -198,24 +264,25 @@ impl State {
             }
         } else {
             slot.place = Place::Delayed;
-            self.delayed.insert((run_at, id));
+            self.delayed.insert((run_at, id, idx));
         }
     }
 
     /// Takes a waiting task out of the ready or delayed set.
-    fn dequeue(&mut self, id: TaskId) {
-        let Some(slot) = self.tasks.get_mut(&id) else {
+    fn dequeue(&mut self, idx: u32) {
+        let Some(slot) = self.tasks.at_mut(idx) else {
             return;
         };
         let run_at = millis(slot.record.run_at);
+        let id = slot.record.id;
         match std::mem::replace(&mut slot.place, Place::Elsewhere) {
             Place::Ready => {
                 if let Some(set) = self.ready.get_mut(&slot.record.job) {
-                    set.remove(&(Reverse(slot.record.priority), run_at, id));
+                    set.remove(&(Reverse(slot.record.priority), run_at, id, idx));
                 }
             }
             Place::Delayed => {
-                self.delayed.remove(&(run_at, id));
+                self.delayed.remove(&(run_at, id, idx));
             }
             Place::Elsewhere => {}
         }
@@ -223,27 +290,18 @@ impl State {
 
     /// Moves delayed tasks that are now due into the ready sets.
     fn promote(&mut self, now: i64) {
-        while let Some(&(run_at, id)) = self.delayed.first() {
+        while let Some(&(run_at, _, idx)) = self.delayed.first() {
             if run_at > now {
                 break;
             }
             self.delayed.pop_first();
-            if let Some(slot) = self.tasks.get_mut(&id) {
+            if let Some(slot) = self.tasks.at_mut(idx) {
                 if slot.record.status == TaskStatus::Scheduled {
                     slot.record.status = TaskStatus::Queued;
                 }
-                slot.place = Place::Ready;
-                let key = (Reverse(slot.record.priority), run_at, id);
-                match self.ready.get_mut(slot.record.job.as_str()) {
-                    Some(set) => {
-                        set.insert(key);
-                    }
-                    None => {
-                        self.ready
-                            .insert(slot.record.job.clone(), BTreeSet::from([key]));
-                    }
-                }
+                slot.place = Place::Elsewhere;
             }
+            self.enqueue(idx, now);
         }
     }
 
@@ -265,8 +323,8 @@ impl State {
     }
 
     /// Moves a task to a final status.
-    fn finalize(&mut self, id: TaskId, status: TaskStatus, now: DateTime<Utc>) {
-        let Some(slot) = self.tasks.get_mut(&id) else {
+    fn finalize(&mut self, idx: u32, status: TaskStatus, now: DateTime<Utc>) {
+        let Some(slot) = self.tasks.at_mut(idx) else {
             return;
         };
         let record = &mut slot.record;
@@ -275,29 +333,36 @@ impl State {
         record.lease_owner = None;
         record.lease_expires_at = None;
         let expires = millis(saturating_add(now, record.retention));
-        self.running.remove(&id);
-        self.expiring.insert((expires, id));
+        let id = record.id;
+        self.running.remove(&idx);
+        self.expiring.insert((expires, id, idx));
         self.emit(id, &TaskEvent::Status { status });
     }
 
-    /// The slot if `lease` is the live lease on a running task.
-    fn leased(&mut self, lease: Lease) -> Option<&mut Slot> {
+    /// The slot index if `lease` is the live lease on a running task.
+    fn leased(&self, lease: Lease) -> Option<u32> {
+        #[allow(clippy::cast_possible_truncation)] // the low half of the token is the index
+        let idx = lease.token as u32;
         self.tasks
-            .get_mut(&lease.task)
-            .filter(|s| s.record.status == TaskStatus::Running && s.token == lease.token)
-            .map(|s| &mut **s)
+            .at(idx)
+            .filter(|s| {
+                s.record.id == lease.task
+                    && s.record.status == TaskStatus::Running
+                    && s.token == lease.token
+            })
+            .map(|_| idx)
     }
 
     /// Ends an attempt without success: retry after `retry_after` if allowed, else fail (or
     /// cancel, when cancellation was requested).
     fn fail_attempt(
         &mut self,
-        id: TaskId,
+        idx: u32,
         error: String,
         retry_after: Option<Duration>,
         now: DateTime<Utc>,
     ) -> bool {
-        let Some(slot) = self.tasks.get_mut(&id) else {
+        let Some(slot) = self.tasks.at_mut(idx) else {
             return false;
         };
         let record = &mut slot.record;
@@ -313,8 +378,9 @@ impl State {
             record.run_at = saturating_add(now, delay);
             record.lease_owner = None;
             record.lease_expires_at = None;
-            self.running.remove(&id);
-            self.enqueue(id, millis(now));
+            let id = record.id;
+            self.running.remove(&idx);
+            self.enqueue(idx, millis(now));
             self.emit(
                 id,
                 &TaskEvent::Status {
@@ -328,7 +394,7 @@ impl State {
             } else {
                 TaskStatus::Failed
             };
-            self.finalize(id, status, now);
+            self.finalize(idx, status, now);
             false
         }
     }
@@ -344,7 +410,7 @@ impl TaskStore for MemoryBackend {
             let mut state = self.lock();
             let mut batch_ids: HashSet<TaskId, IdHash> = HashSet::default();
             for task in &tasks {
-                if state.tasks.contains_key(&task.id) || !batch_ids.insert(task.id) {
+                if state.tasks.contains(task.id) || !batch_ids.insert(task.id) {
                     return Err(Error::InvalidInput(format!(
                         "task id {} is already in use",
                         task.id
@@ -368,15 +434,12 @@ impl TaskStore for MemoryBackend {
                     state.keys.insert((record.job.clone(), key.clone()), id);
                 }
                 any_due |= record.status == TaskStatus::Queued;
-                state.tasks.insert(
-                    id,
-                    Box::new(Slot {
-                        record,
-                        token: 0,
-                        place: Place::Elsewhere,
-                    }),
-                );
-                state.enqueue(id, now_ms);
+                let idx = state.tasks.insert(Slot {
+                    record,
+                    token: 0,
+                    place: Place::Elsewhere,
+                });
+                state.enqueue(idx, now_ms);
                 inserted.push(Inserted { id, created: true });
             }
             inserted
@@ -388,7 +451,7 @@ impl TaskStore for MemoryBackend {
     }
 
     async fn get(&self, id: TaskId) -> Result<Option<TaskRecord>> {
-        Ok(self.lock().tasks.get(&id).map(|s| s.record.clone()))
+        Ok(self.lock().tasks.get(id).map(|s| s.record.clone()))
     }
 
     async fn list(&self, query: &TaskQuery) -> Result<Vec<TaskRecord>> {
@@ -407,23 +470,19 @@ impl TaskStore for MemoryBackend {
     async fn cancel(&self, id: TaskId) -> Result<CancelOutcome> {
         let now = self.now();
         let mut state = self.lock();
-        let status = state
-            .tasks
-            .get(&id)
-            .ok_or(Error::NotFound(id))?
-            .record
-            .status;
-        Ok(match status {
+        let idx = state.tasks.idx(id).ok_or(Error::NotFound(id))?;
+        let Some(slot) = state.tasks.at_mut(idx) else {
+            return Err(Error::NotFound(id));
+        };
+        Ok(match slot.record.status {
             s if s.is_final() => CancelOutcome::AlreadyFinished(s),
             TaskStatus::Running => {
-                if let Some(slot) = state.tasks.get_mut(&id) {
-                    slot.record.cancel_requested = true;
-                }
+                slot.record.cancel_requested = true;
                 CancelOutcome::Requested
             }
             _ => {
-                state.dequeue(id);
-                state.finalize(id, TaskStatus::Cancelled, now);
+                state.dequeue(idx);
+                state.finalize(idx, TaskStatus::Cancelled, now);
                 CancelOutcome::Cancelled
             }
         })
@@ -435,9 +494,9 @@ impl TaskStore for MemoryBackend {
         let mut purged = 0;
         while purged < limit {
             match state.expiring.first() {
-                Some(&(at, id)) if at <= now => {
+                Some(&(at, id, idx)) if at <= now => {
                     state.expiring.pop_first();
-                    if let Some(slot) = state.tasks.remove(&id) {
+                    if let Some(slot) = state.tasks.remove(idx) {
                         if let Some(key) = slot.record.idempotency_key {
                             state.keys.remove(&(slot.record.job, key));
                         }
@@ -467,7 +526,7 @@ impl Queue for MemoryBackend {
             .iter()
             .filter_map(|job| state.ready.remove_entry(job.as_str()))
             .collect();
-        let mut picked: Vec<TaskId> = Vec::with_capacity(request.limit.min(4096));
+        let mut picked: Vec<(TaskId, u32)> = Vec::with_capacity(request.limit.min(4096));
         while picked.len() < request.limit {
             let best = sets
                 .iter()
@@ -478,19 +537,20 @@ impl Queue for MemoryBackend {
                 break;
             };
             sets[i].1.pop_first();
-            picked.push(key.2);
+            picked.push((key.2, key.3));
         }
         state.ready.extend(sets);
 
         let worker: Arc<str> = Arc::from(request.worker);
         let mut claimed = Vec::with_capacity(picked.len());
-        for id in picked {
-            let Some(slot) = state.tasks.get_mut(&id) else {
+        for (id, idx) in picked {
+            state.claims = state.claims.wrapping_add(1);
+            let token = (u64::from(state.claims) << 32) | u64::from(idx);
+            let Some(slot) = state.tasks.at_mut(idx) else {
                 continue;
             };
-            state.next_token += 1;
             slot.place = Place::Elsewhere;
-            slot.token = state.next_token;
+            slot.token = token;
             let record = &mut slot.record;
             record.status = TaskStatus::Running;
             record.attempt += 1;
@@ -498,16 +558,13 @@ impl Queue for MemoryBackend {
             record.lease_expires_at = Some(expires);
             record.started_at = Some(now);
             claimed.push(ClaimedTask {
-                lease: Lease {
-                    task: id,
-                    token: state.next_token,
-                },
+                lease: Lease { task: id, token },
                 job: record.job.clone(),
                 params: record.params.clone(),
                 attempt: record.attempt,
                 max_attempts: record.max_attempts,
             });
-            state.running.insert(id);
+            state.running.insert(idx);
             state.emit(
                 id,
                 &TaskEvent::Status {
@@ -523,15 +580,17 @@ impl Queue for MemoryBackend {
         let mut state = self.lock();
         Ok(leases
             .iter()
-            .map(|lease| match state.leased(*lease) {
-                Some(slot) => {
-                    slot.record.lease_expires_at = Some(expires);
-                    LeaseState::Held {
-                        cancel_requested: slot.record.cancel_requested,
+            .map(
+                |lease| match state.leased(*lease).and_then(|idx| state.tasks.at_mut(idx)) {
+                    Some(slot) => {
+                        slot.record.lease_expires_at = Some(expires);
+                        LeaseState::Held {
+                            cancel_requested: slot.record.cancel_requested,
+                        }
                     }
-                }
-                None => LeaseState::Lost,
-            })
+                    None => LeaseState::Lost,
+                },
+            )
             .collect())
     }
 
@@ -539,37 +598,46 @@ impl Queue for MemoryBackend {
         let now = self.now();
         let mut retried = false;
         let acks = {
-            let mut state = self.lock();
+            let mut guard = self.lock();
+            let state = &mut *guard;
             let mut acks = Vec::with_capacity(completions.len());
             for completion in completions {
                 let id = completion.lease.task;
-                let Some(slot) = state.leased(completion.lease) else {
+                let Some(idx) = state.leased(completion.lease) else {
                     acks.push(Ack::Stale);
                     continue;
                 };
-                if let Some(progress) = completion.progress {
-                    slot.record.progress = Some(progress.clone());
-                    state.emit(id, &TaskEvent::Progress(progress));
-                }
+                let Some(slot) = state.tasks.at_mut(idx) else {
+                    acks.push(Ack::Stale);
+                    continue;
+                };
+                let progress = completion.progress.inspect(|p| {
+                    slot.record.progress = Some(p.clone());
+                });
                 match completion.outcome {
                     Outcome::Succeeded { output } => {
-                        if let Some(slot) = state.tasks.get_mut(&id) {
-                            slot.record.output = Some(output);
+                        slot.record.output = Some(output);
+                        if let Some(progress) = progress {
+                            state.emit(id, &TaskEvent::Progress(progress));
                         }
-                        state.finalize(id, TaskStatus::Succeeded, now);
+                        state.finalize(idx, TaskStatus::Succeeded, now);
                     }
                     Outcome::Failed { error, retry_after } => {
-                        retried |= state.fail_attempt(id, error, retry_after, now);
+                        if let Some(progress) = progress {
+                            state.emit(id, &TaskEvent::Progress(progress));
+                        }
+                        retried |= state.fail_attempt(idx, error, retry_after, now);
                     }
                     Outcome::Cancelled { reason } => {
-                        if let Some(slot) = state.tasks.get_mut(&id) {
-                            slot.record.last_error = Some(TaskError {
-                                message: reason,
-                                attempt: slot.record.attempt,
-                                at: now,
-                            });
+                        slot.record.last_error = Some(TaskError {
+                            message: reason,
+                            attempt: slot.record.attempt,
+                            at: now,
+                        });
+                        if let Some(progress) = progress {
+                            state.emit(id, &TaskEvent::Progress(progress));
                         }
-                        state.finalize(id, TaskStatus::Cancelled, now);
+                        state.finalize(idx, TaskStatus::Cancelled, now);
                     }
                 }
                 acks.push(Ack::Applied);
@@ -589,17 +657,19 @@ impl Queue for MemoryBackend {
             leases
                 .iter()
                 .map(|lease| {
-                    let Some(slot) = state.leased(*lease) else {
+                    let Some(idx) = state.leased(*lease) else {
                         return Ack::Stale;
                     };
-                    let record = &mut slot.record;
-                    record.status = TaskStatus::Queued;
-                    record.attempt = record.attempt.saturating_sub(1);
-                    record.run_at = now;
-                    record.lease_owner = None;
-                    record.lease_expires_at = None;
-                    state.running.remove(&lease.task);
-                    state.enqueue(lease.task, millis(now));
+                    if let Some(slot) = state.tasks.at_mut(idx) {
+                        let record = &mut slot.record;
+                        record.status = TaskStatus::Queued;
+                        record.attempt = record.attempt.saturating_sub(1);
+                        record.run_at = now;
+                        record.lease_owner = None;
+                        record.lease_expires_at = None;
+                    }
+                    state.running.remove(&idx);
+                    state.enqueue(idx, millis(now));
                     state.emit(
                         lease.task,
                         &TaskEvent::Status {
@@ -619,25 +689,24 @@ impl Queue for MemoryBackend {
     async fn recover_expired(&self, limit: usize) -> Result<u64> {
         let now = self.now();
         let mut state = self.lock();
-        let expired: Vec<TaskId> = state
+        let expired: Vec<(u32, u32)> = state
             .running
             .iter()
-            .copied()
-            .filter(|id| {
-                state
-                    .tasks
-                    .get(id)
-                    .is_some_and(|s| s.record.lease_expires_at.is_some_and(|at| at <= now))
+            .filter_map(|&idx| {
+                let record = &state.tasks.at(idx)?.record;
+                record
+                    .lease_expires_at
+                    .is_some_and(|at| at <= now)
+                    .then_some((idx, record.attempt))
             })
             .take(limit)
             .collect();
         let mut retried = false;
-        for &id in &expired {
-            let attempt = state.tasks.get(&id).map_or(0, |s| s.record.attempt);
+        for &(idx, attempt) in &expired {
             let error = format!(
                 "attempt {attempt} was lost: its worker stopped renewing the lease (crashed, killed or stalled)"
             );
-            retried |= state.fail_attempt(id, error, Some(Duration::ZERO), now);
+            retried |= state.fail_attempt(idx, error, Some(Duration::ZERO), now);
         }
         drop(state);
         if retried {
@@ -656,7 +725,7 @@ impl ProgressSink for MemoryBackend {
     async fn report(&self, updates: &[(TaskId, Progress)]) -> Result<()> {
         let mut state = self.lock();
         for (id, progress) in updates {
-            let Some(slot) = state.tasks.get_mut(id) else {
+            let Some(slot) = state.tasks.idx(*id).and_then(|idx| state.tasks.at_mut(idx)) else {
                 continue;
             };
             if slot.record.status.is_final() {
@@ -672,7 +741,7 @@ impl ProgressSink for MemoryBackend {
         Ok(self
             .lock()
             .tasks
-            .get(&id)
+            .get(id)
             .and_then(|s| s.record.progress.clone()))
     }
 
@@ -680,7 +749,7 @@ impl ProgressSink for MemoryBackend {
         let mut state = self.lock();
         let status = state
             .tasks
-            .get(&id)
+            .get(id)
             .ok_or(Error::NotFound(id))?
             .record
             .status;
