@@ -212,7 +212,14 @@ impl WorkerBuilder {
     }
 }
 
-/// Runs registered jobs; see the [module docs](self).
+/// Runs registered jobs from a backend's queue.
+///
+/// It claims due tasks in batches with a small prefetch buffer, runs up to `concurrency` at once
+/// on long-lived slots, extends leases with heartbeats, writes coalesced progress and batched
+/// outcomes, retries failures with backoff, stops timed-out and cancelled attempts, recovers the
+/// tasks of dead workers and purges finished tasks past their retention. Build one with
+/// [`Worker::builder`], then [`run`](Worker::run) it until a shutdown signal, or
+/// [`spawn`](Worker::spawn) it.
 #[derive(Debug)]
 pub struct Worker {
     backend: Backend,

@@ -1,4 +1,4 @@
-//! Cases: a real [`Worker`](crate::Worker) over the backend.
+//! Cases: a real [`crate::Worker`] over the backend.
 
 use std::time::Duration;
 
