@@ -42,6 +42,9 @@ cargo fmt --all -- --check
 log "cargo clippy (all targets, all features, warnings denied)"
 cargo clippy --workspace --all-targets --all-features -- -D warnings
 
+log "cargo doc (broken or private intra-doc links are errors)"
+RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --all-features --quiet
+
 # One test process per test binary (cargo test, not nextest), so that each binary starts one
 # throwaway server and its tests share it, each in its own schema / key prefix, in parallel.
 log "cargo test (every crate, every feature, doctests included)"
