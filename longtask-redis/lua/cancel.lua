@@ -15,8 +15,7 @@ if status == 'running' then
   redis.call('HSET', key, 'cancel', '1')
   return 'requested'
 end
-local run_at = redis.call('HGET', key, 'run_at')
-dequeue(id, h[7], h[9], run_at)
+dequeue(id, h[7], h[9])
 finalize(id, h, 'cancelled', now)
 flush()
 return 'cancelled'

@@ -14,34 +14,61 @@ if #due > 0 then
       if h[1] == 'scheduled' then
         redis.call('HSET', key, 'status', 'queued')
       end
-      redis.call('ZADD', k_ready(h[2]), 0, ready_member(h[3], h[4], id))
+      redis.call('ZADD', k_ready(h[2], h[3]), h[4], id)
+      redis.call('ZADD', k_prios(h[2]), -tonumber(h[3]), h[3])
     end
   end
   zrem_many(k_delayed, due)
 end
 
--- 2. Take the best `limit` ready members across the requested jobs.
-local members = {}
+-- 2. Take the best `limit` due tasks across the requested jobs: higher priority first, then
+-- earlier run_at, then earlier submission (id).
+local ids = {}
 if #ARGV == 6 then
-  local popped = redis.call('ZPOPMIN', k_ready(ARGV[6]), limit)
-  for i = 1, #popped, 2 do
-    members[#members + 1] = popped[i]
+  local job = ARGV[6]
+  local pk = k_prios(job)
+  local remaining = limit
+  for _, prio in ipairs(redis.call('ZRANGE', pk, 0, -1)) do
+    local popped = redis.call('ZPOPMIN', k_ready(job, prio), remaining)
+    local got = #popped / 2
+    for i = 1, #popped, 2 do
+      ids[#ids + 1] = popped[i]
+    end
+    if got < remaining then
+      redis.call('ZREM', pk, prio) -- that priority's set is empty now
+    end
+    remaining = remaining - got
+    if remaining == 0 then break end
   end
 else
   local candidates = {}
-  local from = {}
   for j = 6, #ARGV do
-    local key = k_ready(ARGV[j])
-    for _, m in ipairs(redis.call('ZRANGE', key, 0, limit - 1)) do
-      candidates[#candidates + 1] = m
-      from[m] = key
+    local job = ARGV[j]
+    local pk = k_prios(job)
+    local found = 0
+    for _, prio in ipairs(redis.call('ZRANGE', pk, 0, -1)) do
+      local key = k_ready(job, prio)
+      local entries = redis.call('ZRANGE', key, 0, limit - found - 1, 'WITHSCORES')
+      if #entries == 0 then
+        redis.call('ZREM', pk, prio)
+      end
+      local p = tonumber(prio)
+      for i = 1, #entries, 2 do
+        candidates[#candidates + 1] = { -p, tonumber(entries[i + 1]), entries[i], key }
+      end
+      found = found + #entries / 2
+      if found >= limit then break end
     end
   end
-  table.sort(candidates)
+  table.sort(candidates, function(a, b)
+    if a[1] ~= b[1] then return a[1] < b[1] end
+    if a[2] ~= b[2] then return a[2] < b[2] end
+    return a[3] < b[3]
+  end)
   for i = 1, math.min(limit, #candidates) do
-    local m = candidates[i]
-    redis.call('ZREM', from[m], m)
-    members[#members + 1] = m
+    local c = candidates[i]
+    redis.call('ZREM', c[4], c[3])
+    ids[#ids + 1] = c[3]
   end
 end
 
@@ -49,8 +76,7 @@ end
 local out = {}
 local running = {}
 local owner = '+' .. worker
-for _, m in ipairs(members) do
-  local id = string.sub(m, -36)
+for _, id in ipairs(ids) do
   local key = k_task(id)
   local h = redis.call('HMGET', key, 'status', 'job', 'params', 'attempt', 'max', 'token')
   if h[1] and is_waiting(h[1]) then

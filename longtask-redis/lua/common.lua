@@ -28,7 +28,10 @@ local function esc(s)
 end
 
 local function k_task(id) return base .. 't:' .. id end
-local function k_ready(job) return base .. 'q:' .. esc(job) end
+-- A job's due waiting tasks of one priority, scored by run time (ties: by id, that is by
+-- submission), and the job's priorities that may have due tasks, scored by -priority.
+local function k_ready(job, prio) return base .. 'q:' .. esc(job) .. ':' .. prio end
+local function k_prios(job) return base .. 'qp:' .. esc(job) end
 local function k_idem(job, key) return base .. 'i:' .. esc(job) .. ':' .. esc(key) end
 local function ch_task(id) return base .. 'ev:' .. id end
 local k_delayed = base .. 'delayed'
@@ -38,14 +41,6 @@ local k_all = base .. 'all'
 local ch_work = base .. 'work'
 
 local function fmt(n) return string.format('%d', n) end
-
--- The member of a job's ready set: all scores are 0, so members sort by their bytes: priority
--- (descending), then run_at, then id (UUIDv7 text sorts by submission time).
-local function ready_member(prio, run_at, id)
-  local p = 2147483647 - tonumber(prio)
-  local r = math.max(0, tonumber(run_at))
-  return string.format('%010d%016d', p, r) .. id
-end
 
 -- Adds members to a sorted set in chunks; `pairs_list` is a flat {score, member, ...} list.
 local function zadd_many(key, pairs_list)
@@ -85,7 +80,8 @@ end
 -- otherwise. Returns whether it is due.
 local function enqueue(id, job, prio, run_at, now)
   if tonumber(run_at) <= tonumber(now) then
-    redis.call('ZADD', k_ready(job), 0, ready_member(prio, run_at, id))
+    redis.call('ZADD', k_ready(job, prio), run_at, id)
+    redis.call('ZADD', k_prios(job), -tonumber(prio), prio)
     return true
   end
   redis.call('ZADD', k_delayed, run_at, id)
@@ -93,8 +89,8 @@ local function enqueue(id, job, prio, run_at, now)
 end
 
 -- Takes a waiting task out of the ready and delayed sets.
-local function dequeue(id, job, prio, run_at)
-  redis.call('ZREM', k_ready(job), ready_member(prio, run_at, id))
+local function dequeue(id, job, prio)
+  redis.call('ZREM', k_ready(job, prio), id)
   redis.call('ZREM', k_delayed, id)
 end
 

@@ -40,7 +40,8 @@ end
 
 local out = { 'ok' }
 local all = {}
-local ready = {} -- job -> flat {score, member, ...}
+local ready = {} -- ready key -> flat {run_at, id, ...}
+local prios = {} -- priorities key -> flat {-prio, prio, ...}, one entry per priority
 local delayed = {}
 local keys = {} -- idempotency key -> id, for repeats inside this batch
 local due = false
@@ -79,13 +80,22 @@ for t = 0, n - 1 do
     all[#all + 1] = 0
     all[#all + 1] = id
     if status == 'queued' then
-      local list = ready[job]
+      local rk = k_ready(job, prio)
+      local list = ready[rk]
       if not list then
         list = {}
-        ready[job] = list
+        ready[rk] = list
+        local pk = k_prios(job)
+        local plist = prios[pk]
+        if not plist then
+          plist = {}
+          prios[pk] = plist
+        end
+        plist[#plist + 1] = -tonumber(prio)
+        plist[#plist + 1] = prio
       end
-      list[#list + 1] = 0
-      list[#list + 1] = ready_member(prio, run_at, id)
+      list[#list + 1] = run_at
+      list[#list + 1] = id
       due = true
     else
       delayed[#delayed + 1] = run_at
@@ -97,8 +107,11 @@ for t = 0, n - 1 do
 end
 zadd_many(k_all, all)
 zadd_many(k_delayed, delayed)
-for job, list in pairs(ready) do
-  zadd_many(k_ready(job), list)
+for rk, list in pairs(ready) do
+  zadd_many(rk, list)
+end
+for pk, plist in pairs(prios) do
+  zadd_many(pk, plist)
 end
 if due then
   redis.call('PUBLISH', ch_work, '1')

@@ -14,8 +14,8 @@ use crate::{
     scripts::SCRIPTS,
 };
 
-/// Tasks one claim call leases at most, whatever the request's limit: bounds how long one
-/// script blocks Redis.
+/// Tasks one claim script call leases at most: bounds how long one script blocks Redis
+/// (larger requests take several calls).
 const CLAIM_MAX: usize = 5_000;
 /// Delayed tasks one claim call promotes to ready at most (at least the claim's limit).
 const PROMOTE_CHUNK: usize = 1_000;
@@ -40,13 +40,15 @@ fn acks(replies: &[i64], expected: usize, doing: &'static str) -> Result<Vec<Ack
         .collect())
 }
 
-#[async_trait]
-impl Queue for RedisBackend {
-    async fn claim(&self, request: ClaimRequest<'_>) -> Result<Vec<ClaimedTask>> {
-        let limit = request.limit.min(CLAIM_MAX);
-        if limit == 0 || request.jobs.is_empty() {
-            return Ok(Vec::new());
-        }
+impl RedisBackend {
+    /// One claim script call for up to `limit` (at most [`CLAIM_MAX`]) tasks.
+    async fn claim_chunk(
+        &self,
+        request: &ClaimRequest<'_>,
+        limit: usize,
+        claimed: &mut Vec<ClaimedTask>,
+    ) -> Result<()> {
+        const DOING: &str = "claiming tasks";
         let now = self.now();
         let expires = saturating_add(now, request.lease);
         let mut call = self.script(&SCRIPTS.claim);
@@ -58,12 +60,10 @@ impl Queue for RedisBackend {
         for job in request.jobs {
             call.arg(job);
         }
-        const DOING: &str = "claiming tasks";
         let out: Vec<String> = self.invoke(&call, DOING).await?;
         if out.len() % 6 != 0 {
             return Err(unexpected(DOING, out.len()));
         }
-        let mut claimed = Vec::with_capacity(out.len() / 6);
         let mut fields = out.into_iter();
         while let (Some(id), Some(token), Some(job), Some(params), Some(attempt), Some(max)) = (
             fields.next(),
@@ -83,6 +83,26 @@ impl Queue for RedisBackend {
                 attempt: parse_num(&attempt, DOING)?,
                 max_attempts: parse_num(&max, DOING)?,
             });
+        }
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl Queue for RedisBackend {
+    async fn claim(&self, request: ClaimRequest<'_>) -> Result<Vec<ClaimedTask>> {
+        if request.jobs.is_empty() {
+            return Ok(Vec::new());
+        }
+        // Large requests are served in several bounded script calls.
+        let mut claimed = Vec::with_capacity(request.limit.min(CLAIM_MAX));
+        while claimed.len() < request.limit {
+            let chunk = (request.limit - claimed.len()).min(CLAIM_MAX);
+            let before = claimed.len();
+            self.claim_chunk(&request, chunk, &mut claimed).await?;
+            if claimed.len() - before < chunk {
+                break;
+            }
         }
         Ok(claimed)
     }

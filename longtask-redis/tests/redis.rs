@@ -321,3 +321,83 @@ async fn every_key_shares_the_namespace_hash_tag() {
         );
     }
 }
+
+/// Claims across several jobs, priorities, run times, retries and releases come in exactly the
+/// order the in-memory reference backend gives.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn multi_job_claims_match_the_reference_backend() {
+    use longtask_core::{Lease, MemoryBackend, TaskId};
+
+    let clock = Arc::new(ManualClock::new());
+    let redis = redis_backend(clock.clone()).await;
+    let memory = MemoryBackend::new().with_clock(clock.clone());
+    let backends: [&(dyn Fn() -> Backend + Sync); 2] = [&|| Backend::new(redis.clone()), &|| {
+        Backend::new(memory.clone())
+    }];
+    let jobs = ["a".to_owned(), "b".to_owned(), "c:{x}".to_owned()];
+    // The same tasks (same ids) in both backends.
+    let tasks: Vec<NewTask> = (0..60)
+        .map(|i: i32| NewTask {
+            priority: (i * 7) % 5 - 2,
+            run_at: if i % 4 == 0 {
+                RunAt::After(Duration::from_millis(u64::try_from(i).unwrap_or(0) * 10))
+            } else {
+                RunAt::Now
+            },
+            ..NewTask::new(
+                jobs[usize::try_from(i).unwrap_or(0) % 3].clone(),
+                format!("{i}"),
+            )
+        })
+        .collect();
+    for make in backends {
+        make().store().insert(tasks.clone()).await.unwrap();
+    }
+    let mut orders: Vec<Vec<TaskId>> = vec![Vec::new(), Vec::new()];
+    for round in 0..12 {
+        clock.advance(Duration::from_millis(70));
+        for (b, make) in backends.iter().enumerate() {
+            let backend = make();
+            let claimed = backend
+                .queue()
+                .claim(ClaimRequest {
+                    jobs: if round % 2 == 0 { &jobs } else { &jobs[1..] },
+                    worker: "w",
+                    limit: 4,
+                    lease: Duration::from_secs(30),
+                })
+                .await
+                .unwrap();
+            let leases: Vec<Lease> = claimed.iter().map(|c| c.lease).collect();
+            orders[b].extend(leases.iter().map(|l| l.task));
+            // Release one, fail one with an immediate retry, finish the rest.
+            if let Some(first) = leases.first() {
+                backend.queue().release(&[*first]).await.unwrap();
+            }
+            let completions = leases
+                .iter()
+                .skip(1)
+                .enumerate()
+                .map(|(i, lease)| {
+                    let outcome = if i == 0 {
+                        Outcome::Failed {
+                            error: "again".to_owned(),
+                            retry_after: Some(Duration::ZERO),
+                        }
+                    } else {
+                        Outcome::Succeeded {
+                            output: "null".to_owned(),
+                        }
+                    };
+                    Completion::new(*lease, outcome)
+                })
+                .collect();
+            backend.queue().finish(completions).await.unwrap();
+        }
+    }
+    assert_eq!(orders[0].len(), 48);
+    assert_eq!(
+        orders[0], orders[1],
+        "Redis (left) and memory (right) claim orders differ"
+    );
+}
