@@ -30,8 +30,8 @@
 //! | key | type | holds |
 //! |---|---|---|
 //! | `{p}:t:<id>` | hash | the task record |
-//! | `{p}:q:<job>:<priority>` | sorted set | the job's due waiting tasks of one priority, by run time (ties by id) |
-| `{p}:qp:<job>` | sorted set | the job's priorities that may have due tasks, highest first |
+//! | `{p}:q:<job>:<priority>` | sorted set | the job's due waiting tasks of one priority, by run time |
+//! | `{p}:qp:<job>` | sorted set | the job's priorities that may have due tasks, highest first |
 //! | `{p}:delayed` | sorted set | waiting tasks not yet due, by run time |
 //! | `{p}:running` | sorted set | running tasks, by lease expiry |
 //! | `{p}:expiring` | sorted set | finished tasks, by purge time |
