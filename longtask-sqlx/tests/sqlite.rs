@@ -298,3 +298,25 @@ async fn due_scheduled_tasks_show_as_queued_after_a_claim() {
         TaskStatus::Queued
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn processes_starting_together_migrate_once() {
+    let dir = TempDir::new().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("longtask.db").display());
+    let mut starts = Vec::new();
+    for _ in 0..4 {
+        let url = url.clone();
+        starts.push(tokio::spawn(async move {
+            let backend = SqliteBackend::connect(&url).await.unwrap();
+            backend.migrate().await.unwrap();
+            backend
+        }));
+    }
+    for start in starts {
+        let backend = start.await.unwrap();
+        backend
+            .insert(vec![NewTask::new("noop", "null")])
+            .await
+            .unwrap();
+    }
+}

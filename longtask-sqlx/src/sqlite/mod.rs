@@ -129,14 +129,11 @@ impl SqliteBackend {
     pub async fn connect_with(options: SqliteConnectOptions) -> Result<Self> {
         let options = options
             .create_if_missing(true)
-            .journal_mode(SqliteJournalMode::Wal)
             .synchronous(SqliteSynchronous::Normal)
             .busy_timeout(BUSY_TIMEOUT)
             .pragma("cache_size", "-32768");
-        let writer = SqlitePoolOptions::new()
-            .max_connections(1)
-            .min_connections(1)
-            .connect_with(options.clone())
+        // The journal mode is stored in the file: the writer sets it, readers find it.
+        let writer = open_pool(options.clone().journal_mode(SqliteJournalMode::Wal), 1)
             .await
             .map_err(|err| Error::backend("opening the SQLite writer connection", err))?;
         let filename = options.get_filename().to_string_lossy();
@@ -145,9 +142,7 @@ impl SqliteBackend {
             // An in-memory database lives in its one connection's cache: read through the writer.
             return Ok(Self::from_pool(writer));
         }
-        let reader = SqlitePoolOptions::new()
-            .max_connections(READERS)
-            .connect_with(options)
+        let reader = open_pool(options, READERS)
             .await
             .map_err(|err| Error::backend("opening the SQLite reader connections", err))?;
         Ok(Self::from_pools(writer, reader))
@@ -241,13 +236,26 @@ impl SqliteBackend {
     /// backend.migrate().await?; // nothing left to do
     /// # Ok(()) }
     /// ```
+    ///
+    /// Several processes may migrate the same file at once (a web process and its workers
+    /// starting together): SQLite has no migration lock, so a run that loses the race to another
+    /// process is retried, and then finds the versions applied.
     pub async fn migrate(&self) -> Result<()> {
+        const ATTEMPTS: u32 = 3;
         let mut migrator = sqlx::migrate!("migrations/sqlite");
         migrator.set_ignore_missing(true);
-        migrator
-            .run(&self.writer)
-            .await
-            .map_err(|err| Error::backend("migrating the SQLite schema", err))
+        let mut attempt = 1;
+        loop {
+            match migrator.run(&self.writer).await {
+                Ok(()) => return Ok(()),
+                Err(err) if attempt < ATTEMPTS => {
+                    tracing::debug!(error = %err, attempt, "migrating the SQLite schema failed; retrying");
+                    tokio::time::sleep(Duration::from_millis(100) * attempt).await;
+                    attempt += 1;
+                }
+                Err(err) => return Err(Error::backend("migrating the SQLite schema", err)),
+            }
+        }
     }
 
     /// The pool every write goes through.
@@ -320,6 +328,34 @@ impl fmt::Debug for SqliteBackend {
             .field("watch_interval", &self.watch_interval)
             .finish_non_exhaustive()
     }
+}
+
+/// Opens a pool of up to `max` connections. Switching a new file to WAL takes an exclusive lock
+/// that SQLite does not wait for, so a process opening the file while another creates it is
+/// told "database is locked": that is retried for a while.
+async fn open_pool(options: SqliteConnectOptions, max: u32) -> Result<SqlitePool, sqlx::Error> {
+    let mut attempt: u32 = 1;
+    loop {
+        let opened = SqlitePoolOptions::new()
+            .max_connections(max)
+            .min_connections(1)
+            .connect_with(options.clone())
+            .await;
+        match opened {
+            Err(sqlx::Error::Database(err)) if attempt < 20 && is_busy(&*err) => {
+                tokio::time::sleep(Duration::from_millis(25) * attempt).await;
+                attempt += 1;
+            }
+            other => return other,
+        }
+    }
+}
+
+/// Whether SQLite said SQLITE_BUSY (primary result code 5, with any extended code).
+fn is_busy(err: &dyn sqlx::error::DatabaseError) -> bool {
+    err.code()
+        .and_then(|code| code.parse::<i32>().ok())
+        .is_some_and(|code| code & 0xff == 5)
 }
 
 /// Maps a driver error to [`Error::Backend`] with what the backend was doing.
