@@ -17,8 +17,12 @@ use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::keys::Keys;
 
+/// The first pause before reconnecting.
+const MIN_BACKOFF: Duration = Duration::from_millis(50);
 /// The longest pause between reconnection attempts.
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
+/// How long connecting and subscribing may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// How often an idle subscriber connection is checked with a PING (a silently dropped TCP
 /// connection would otherwise go unnoticed, and workers would fall back to polling).
 const KEEPALIVE: Duration = Duration::from_secs(15);
@@ -160,11 +164,12 @@ enum End {
 
 impl HubTask {
     async fn run(mut self) {
-        let mut backoff = Duration::from_millis(50);
+        let mut backoff = MIN_BACKOFF;
         loop {
-            match self.connect().await {
-                Ok((sink, stream)) => {
-                    backoff = Duration::from_millis(50);
+            let connected = tokio::time::timeout(CONNECT_TIMEOUT, self.connect()).await;
+            match connected {
+                Ok(Ok((sink, stream))) => {
+                    let since = tokio::time::Instant::now();
                     // Anything published while we were not subscribed is lost: wake workers
                     // and let watchers re-read their task.
                     self.work.send_replace(());
@@ -177,22 +182,38 @@ impl HubTask {
                         return;
                     }
                     tracing::warn!("longtask-redis: pub/sub connection lost; reconnecting");
-                }
-                Err(err) => {
-                    tracing::warn!(error = %err, "longtask-redis: pub/sub connection failed; retrying in {backoff:?}");
-                    let deadline = tokio::time::Instant::now() + backoff;
-                    // Keep answering commands while the server is away.
-                    loop {
-                        tokio::select! {
-                            () = tokio::time::sleep_until(deadline) => break,
-                            command = self.commands.recv() => match command {
-                                None => return,
-                                Some(command) => self.refuse(command, &err),
-                            },
-                        }
+                    // A connection that keeps dropping at once is retried with growing pauses.
+                    if since.elapsed() > MAX_BACKOFF {
+                        backoff = MIN_BACKOFF;
                     }
-                    backoff = (backoff * 2).min(MAX_BACKOFF);
                 }
+                Ok(Err(err)) => {
+                    tracing::warn!(error = %err, "longtask-redis: pub/sub connection failed; retrying in {backoff:?}");
+                }
+                Err(_) => {
+                    tracing::warn!(
+                        "longtask-redis: pub/sub connection timed out; retrying in {backoff:?}"
+                    );
+                }
+            }
+            if !self.pause(backoff).await {
+                return;
+            }
+            backoff = (backoff * 2).min(MAX_BACKOFF);
+        }
+    }
+
+    /// Waits `backoff` while refusing watch requests (the server is away); returns `false` when
+    /// every handle is gone.
+    async fn pause(&mut self, backoff: Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + backoff;
+        loop {
+            tokio::select! {
+                () = tokio::time::sleep_until(deadline) => return true,
+                command = self.commands.recv() => match command {
+                    None => return false,
+                    Some(command) => self.refuse(command),
+                },
             }
         }
     }
@@ -208,12 +229,12 @@ impl HubTask {
     }
 
     /// Answers a command while disconnected.
-    fn refuse(&mut self, command: Command, err: &redis::RedisError) {
+    fn refuse(&mut self, command: Command) {
         match command {
             Command::Watch { subscribed, .. } => {
                 let _ = subscribed.send(Err(Error::backend(
                     "subscribing to task events",
-                    format!("the pub/sub connection is down: {err}"),
+                    "the pub/sub connection to Redis is down; retry shortly",
                 )));
             }
             Command::Unwatch { channel, watcher } => {
