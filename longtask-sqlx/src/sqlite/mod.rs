@@ -53,8 +53,8 @@ type Watchers = HashMap<TaskId, Vec<mpsc::UnboundedSender<Batch>>>;
 ///   (`job, priority DESC, run_at, id`), after marking scheduled tasks that have come due as
 ///   queued (through a partial index of scheduled tasks by due time); completions look tasks up
 ///   by primary key; recovery reads a partial index of running tasks by lease expiry, and purging
-///   one of finished tasks by purge time. Finished tasks are never scanned by claim, complete or recover, so their cost does not
-///   grow with the history kept.
+///   one of finished tasks by purge time. Finished tasks are never scanned by claim, complete or
+///   recover, so their cost does not grow with the history kept.
 /// - **Wake-ups.** Inserting due tasks, scheduling retries, releasing and recovering tasks bump
 ///   the [`work_signal`](longtask_core::Queue::work_signal) of this backend (and its clones), so
 ///   idle workers *in the same process* start at once. Workers in other processes sharing the
