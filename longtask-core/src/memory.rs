@@ -61,7 +61,7 @@ type ReadyKey = (Reverse<i32>, i64, TaskId, u32);
 struct State {
     tasks: Tasks,
     /// Due (or promotable) waiting tasks, per job.
-    ready: HashMap<String, BTreeSet<ReadyKey>>,
+    ready: HashMap<String, BTreeSet<ReadyKey>, IdHash>,
     /// Waiting tasks whose run_at is in the future: (run_at millis, id, slot).
     delayed: BTreeSet<(i64, TaskId, u32)>,
     running: HashSet<u32, IdHash>,
@@ -114,15 +114,15 @@ impl Tasks {
         self.slots.get_mut(idx as usize)?.as_deref_mut()
     }
 
-    fn insert(&mut self, slot: Slot) -> u32 {
+    fn insert(&mut self, slot: Box<Slot>) -> u32 {
         let id = slot.record.id;
         let idx = match self.free.pop() {
             Some(idx) => {
-                self.slots[idx as usize] = Some(Box::new(slot));
+                self.slots[idx as usize] = Some(slot);
                 idx
             }
             None => {
-                self.slots.push(Some(Box::new(slot)));
+                self.slots.push(Some(slot));
                 u32::try_from(self.slots.len() - 1).unwrap_or(u32::MAX)
             }
         };
@@ -149,7 +149,8 @@ enum Place {
     Elsewhere,
 }
 
-/// Task ids carry 62 random bits, so hashing needs no SipHash: fold the id's halves.
+/// Task ids carry 62 random bits, so hashing needs no SipHash: fold the bytes (also used for the
+/// job names of the ready sets, which come from the application, never from a request).
 type IdHash = BuildHasherDefault<IdHasher>;
 
 #[derive(Default)]
@@ -405,40 +406,49 @@ impl TaskStore for MemoryBackend {
     async fn insert(&self, tasks: Vec<NewTask>) -> Result<Vec<Inserted>> {
         let now = self.now();
         let now_ms = millis(now);
-        let mut any_due = false;
-        let inserted = {
-            let mut state = self.lock();
-            let mut batch_ids: HashSet<TaskId, IdHash> = HashSet::default();
-            for task in &tasks {
-                if state.tasks.contains(task.id) || !batch_ids.insert(task.id) {
+        let mut batch_ids: HashSet<TaskId, IdHash> = HashSet::default();
+        // Build the records before taking the lock: submitters and workers share it.
+        let slots: Vec<Box<Slot>> = tasks
+            .into_iter()
+            .map(|task| {
+                if !batch_ids.insert(task.id) {
                     return Err(Error::InvalidInput(format!(
-                        "task id {} is already in use",
+                        "task id {} appears twice in one batch",
                         task.id
                     )));
                 }
+                Ok(Box::new(Slot {
+                    record: TaskRecord::new(task, now),
+                    token: 0,
+                    place: Place::Elsewhere,
+                }))
+            })
+            .collect::<Result<_>>()?;
+        let mut any_due = false;
+        let inserted = {
+            let mut state = self.lock();
+            if let Some(taken) = slots.iter().find(|s| state.tasks.contains(s.record.id)) {
+                return Err(Error::InvalidInput(format!(
+                    "task id {} is already in use",
+                    taken.record.id
+                )));
             }
-            let mut inserted = Vec::with_capacity(tasks.len());
-            for task in tasks {
-                if let Some(key) = &task.idempotency_key {
-                    if let Some(&existing) = state.keys.get(&(task.job.clone(), key.clone())) {
+            let mut inserted = Vec::with_capacity(slots.len());
+            for slot in slots {
+                let id = slot.record.id;
+                if let Some(key) = &slot.record.idempotency_key {
+                    let key = (slot.record.job.clone(), key.clone());
+                    if let Some(&existing) = state.keys.get(&key) {
                         inserted.push(Inserted {
                             id: existing,
                             created: false,
                         });
                         continue;
                     }
+                    state.keys.insert(key, id);
                 }
-                let id = task.id;
-                let record = TaskRecord::new(task, now);
-                if let Some(key) = &record.idempotency_key {
-                    state.keys.insert((record.job.clone(), key.clone()), id);
-                }
-                any_due |= record.status == TaskStatus::Queued;
-                let idx = state.tasks.insert(Slot {
-                    record,
-                    token: 0,
-                    place: Place::Elsewhere,
-                });
+                any_due |= slot.record.status == TaskStatus::Queued;
+                let idx = state.tasks.insert(slot);
                 state.enqueue(idx, now_ms);
                 inserted.push(Inserted { id, created: true });
             }
