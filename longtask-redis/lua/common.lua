@@ -72,8 +72,21 @@ local function is_final(status)
   return status == 'succeeded' or status == 'failed' or status == 'cancelled'
 end
 
+-- Task events are published only while someone may be watching: subscribers keep the key
+-- {prefix}:watching alive (it expires within seconds once they stop), and a watcher subscribes
+-- before it reads the task's status, so it never misses a change. Checked once per script.
+local watched = nil
+local function publish_task(id, message)
+  if watched == nil then
+    watched = redis.call('EXISTS', base .. 'watching') == 1
+  end
+  if watched then
+    redis.call('PUBLISH', ch_task(id), message)
+  end
+end
+
 local function publish_status(id, status)
-  redis.call('PUBLISH', ch_task(id), 's' .. status)
+  publish_task(id, 's' .. status)
 end
 
 -- Puts a waiting task where claims find it: its job's ready set if due, the delayed set

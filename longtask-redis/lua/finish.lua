@@ -12,7 +12,7 @@ for i = 2, #ARGV, 6 do
   if h then
     if progress ~= '' then
       redis.call('HSET', k_task(id), 'progress', progress)
-      redis.call('PUBLISH', ch_task(id), 'p' .. progress)
+      publish_task(id, 'p' .. progress)
     end
     if kind == 's' then
       finalize(id, h, 'succeeded', now, 'output', text)

@@ -15,7 +15,7 @@ for _, id in ipairs(ids) do
     end
   end
   redis.call('DEL', key)
-  redis.call('PUBLISH', ch_task(id), 'x')
+  publish_task(id, 'x')
 end
 zrem_many(k_all, ids)
 zrem_many(k_expiring, ids)

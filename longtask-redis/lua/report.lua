@@ -6,7 +6,7 @@ for i = 1, #ARGV, 2 do
   local status = redis.call('HGET', key, 'status')
   if status and not is_final(status) then
     redis.call('HSET', key, 'progress', progress)
-    redis.call('PUBLISH', ch_task(id), 'p' .. progress)
+    publish_task(id, 'p' .. progress)
   end
 end
 return 0

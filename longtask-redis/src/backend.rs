@@ -121,7 +121,7 @@ impl RedisBackend {
     /// The pub/sub hub, started on first use.
     pub(crate) fn hub(&self) -> &Hub {
         self.hub
-            .get_or_init(|| Hub::start(self.client.clone(), &self.keys))
+            .get_or_init(|| Hub::start(self.client.clone(), self.conn.clone(), &self.keys))
     }
 
     /// A script call with the namespace base as its one key; add the arguments and

@@ -12,7 +12,7 @@ use std::{collections::HashMap, sync::Arc, time::Duration};
 
 use futures::StreamExt;
 use longtask_core::{Error, Result, WorkSignal};
-use redis::aio::{PubSubSink, PubSubStream};
+use redis::aio::{ConnectionManager, PubSubSink, PubSubStream};
 use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::keys::Keys;
@@ -28,6 +28,11 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 const KEEPALIVE: Duration = Duration::from_secs(15);
 /// How long that PING may take before the connection is deemed lost.
 const PING_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long the `{prefix}:watching` marker lives unless refreshed: scripts publish task events
+/// only while it exists, so it outlives a crashed subscriber by at most this long.
+const WATCHING_TTL: Duration = Duration::from_secs(30);
+/// How often a hub with watchers refreshes the marker.
+const WATCHING_REFRESH: Duration = Duration::from_secs(10);
 
 /// What the hub hands a watcher.
 #[derive(Debug)]
@@ -87,13 +92,15 @@ impl std::fmt::Debug for Command {
 impl Hub {
     /// Starts the hub task on the current Tokio runtime. Outside a runtime the hub stays idle:
     /// the work signal never fires (workers fall back to polling) and watching fails.
-    pub(crate) fn start(client: redis::Client, keys: &Keys) -> Self {
+    pub(crate) fn start(client: redis::Client, conn: ConnectionManager, keys: &Keys) -> Self {
         let (commands, receiver) = mpsc::unbounded_channel();
         let work = Arc::new(watch::Sender::new(()));
         match tokio::runtime::Handle::try_current() {
             Ok(runtime) => {
                 let task = HubTask {
                     client,
+                    conn,
+                    watching_key: keys.watching(),
                     work_channel: keys.work_channel(),
                     work: work.clone(),
                     commands: receiver,
@@ -148,6 +155,8 @@ type Watchers = HashMap<String, HashMap<u64, mpsc::UnboundedSender<Delivery>>>;
 
 struct HubTask {
     client: redis::Client,
+    conn: ConnectionManager,
+    watching_key: String,
     work_channel: String,
     work: Arc<watch::Sender<()>>,
     commands: mpsc::UnboundedReceiver<Command>,
@@ -170,6 +179,11 @@ impl HubTask {
             match connected {
                 Ok(Ok((sink, stream))) => {
                     let since = tokio::time::Instant::now();
+                    if !self.watchers.is_empty() {
+                        if let Err(err) = self.mark_watching().await {
+                            tracing::warn!(error = %err, "longtask-redis: marking task events as watched failed");
+                        }
+                    }
                     // Anything published while we were not subscribed is lost: wake workers
                     // and let watchers re-read their task.
                     self.work.send_replace(());
@@ -218,6 +232,18 @@ impl HubTask {
         }
     }
 
+    /// Tells the scripts (for [`WATCHING_TTL`]) that task events have listeners.
+    async fn mark_watching(&mut self) -> redis::RedisResult<()> {
+        let ttl = u64::try_from(WATCHING_TTL.as_millis()).unwrap_or(u64::MAX);
+        redis::cmd("SET")
+            .arg(&self.watching_key)
+            .arg("1")
+            .arg("PX")
+            .arg(ttl)
+            .query_async::<()>(&mut self.conn)
+            .await
+    }
+
     async fn connect(&mut self) -> redis::RedisResult<(PubSubSink, PubSubStream)> {
         let (mut sink, stream) = self.client.get_async_pubsub().await?.split();
         sink.subscribe(&self.work_channel).await?;
@@ -260,8 +286,16 @@ impl HubTask {
         let mut keepalive = tokio::time::interval(KEEPALIVE);
         keepalive.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         keepalive.reset();
+        let mut refresh = tokio::time::interval(WATCHING_REFRESH);
+        refresh.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        refresh.reset();
         loop {
             tokio::select! {
+                _ = refresh.tick(), if !self.watchers.is_empty() => {
+                    if let Err(err) = self.mark_watching().await {
+                        tracing::warn!(error = %err, "longtask-redis: refreshing the watching marker failed");
+                    }
+                }
                 _ = keepalive.tick() => {
                     let ping = tokio::time::timeout(PING_TIMEOUT, sink.ping::<redis::Value>()).await;
                     if !matches!(ping, Ok(Ok(_))) {
@@ -271,6 +305,12 @@ impl HubTask {
                 command = self.commands.recv() => match command {
                     None => return End::Closed,
                     Some(Command::Watch { channel, watcher, sender, subscribed }) => {
+                        // Mark first, subscribe second, and only then does the watcher read
+                        // the status: a change made before the mark shows in that read.
+                        if let Err(err) = self.mark_watching().await {
+                            let _ = subscribed.send(Err(Error::backend("subscribing to task events", err)));
+                            continue;
+                        }
                         let fresh = !self.watchers.contains_key(&channel);
                         self.watchers.entry(channel.clone()).or_default().insert(watcher, sender);
                         let result = if fresh { sink.subscribe(&channel).await } else { Ok(()) };

@@ -52,6 +52,11 @@ impl Keys {
         format!("{}work", self.base)
     }
 
+    /// The key whose existence tells the scripts that someone watches task events.
+    pub(crate) fn watching(&self) -> String {
+        format!("{}watching", self.base)
+    }
+
     /// The channel of one task's events.
     pub(crate) fn task_channel(&self, id: TaskId) -> String {
         format!("{}ev:{id}", self.base)

@@ -38,7 +38,8 @@
 //! | `{p}:all` | sorted set | every task id, in submission order (for listing) |
 //! | `{p}:i:<job>:<key>` | string | the task holding an idempotency key |
 //!
-//! Channels: `{p}:work` (wakes idle workers) and `{p}:ev:<id>` (one task's events).
+//! Channels: `{p}:work` (wakes idle workers) and `{p}:ev:<id>` (one task's events, published
+//! while the key `{p}:watching` shows that someone watches).
 //!
 //! # Retention and expiry
 //!
