@@ -39,7 +39,13 @@ pub(crate) fn negotiate(headers: &HeaderMap, offers: &[Format]) -> Option<Format
             }
             any_range = true;
             let q = parts
-                .filter_map(|p| p.trim().strip_prefix("q="))
+                .filter_map(|p| {
+                    let p = p.trim();
+                    // Parameter names are case-insensitive: `Q=0` is `q=0`.
+                    p.get(..2)
+                        .filter(|name| name.eq_ignore_ascii_case("q="))
+                        .and_then(|_| p.get(2..))
+                })
                 .find_map(|q| q.trim().parse::<f32>().ok())
                 .unwrap_or(1.0);
             if q.is_nan() || q <= 0.0 {
@@ -106,5 +112,7 @@ mod tests {
     fn unacceptable_is_none() {
         assert_eq!(negotiate(&with("image/png"), BOTH), None);
         assert_eq!(negotiate(&with("text/html;q=0"), &[Format::Html]), None);
+        assert_eq!(negotiate(&with("text/html;Q=0"), &[Format::Html]), None);
+        assert_eq!(negotiate(&with("text/html; Q=0.0"), &[Format::Html]), None);
     }
 }

@@ -230,7 +230,7 @@ impl Page<'_> {
                         task.max_attempts,
                         escape(&err.message),
                         at = task.run_at.timestamp_millis(),
-                        prefix = format_args!("Retry {} of {} in ", task.attempt + 1, task.max_attempts),
+                        prefix = format_args!("Retry {} of {} in ", task.attempt.saturating_add(1), task.max_attempts),
                         wait = human_duration(wait),
                     );
                 }
@@ -244,7 +244,7 @@ impl Page<'_> {
                         err.attempt,
                         task.max_attempts,
                         escape(&err.message),
-                        task.attempt.max(err.attempt + 1),
+                        task.attempt.max(err.attempt.saturating_add(1)),
                         task.max_attempts,
                     );
                 }

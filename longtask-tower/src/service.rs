@@ -55,6 +55,9 @@ use crate::{
     status::{self, Links, StatusView},
 };
 
+/// The Content-Security-Policy of results: documents that can do nothing.
+const RESULT_CSP: &str = "default-src 'none'; sandbox";
+
 /// The default largest request body: 1 MiB.
 const DEFAULT_BODY_LIMIT: usize = 1 << 20;
 
@@ -536,26 +539,35 @@ impl<J: Job> Config<J> {
             BodyKind::Json => (decode_json::<J>(&bytes)?, None),
             BodyKind::Form => decode_form::<J>(&bytes)?,
         };
-        let key = match parts.headers.get("idempotency-key") {
-            Some(value) => Some(
-                value
-                    .to_str()
-                    .map_err(|_| {
-                        Problem::new(
-                            StatusCode::BAD_REQUEST,
-                            "the Idempotency-Key header must be visible ASCII text",
-                        )
-                    })?
-                    .to_owned(),
-            ),
-            None => form_key,
+        let mut sent = parts.headers.get_all("idempotency-key").iter();
+        let key = match (sent.next(), sent.next()) {
+            (Some(_), Some(_)) => {
+                return Err(Problem::new(
+                    StatusCode::BAD_REQUEST,
+                    "several Idempotency-Key headers; send one",
+                ))
+            }
+            (Some(value), None) => {
+                let text = value.to_str().map_err(|_| {
+                    Problem::new(
+                        StatusCode::BAD_REQUEST,
+                        "the Idempotency-Key header is not ASCII text; an idempotency key is 1 to \
+                         255 printable ASCII characters (a UUID is a good one)",
+                    )
+                })?;
+                Some(check_key(text, "the Idempotency-Key header")?)
+            }
+            _ => form_key,
         };
         let owner = self.owner(parts);
         let mut options = SubmitOptions::new();
         if let Some(key) = key {
-            options = options.idempotency_key(match &owner {
-                Some(owner) => format!("{}:{owner}:{key}", owner.len()),
-                None => key,
+            // Keys are scoped to the owner; with an owner hook, requests without an owner get
+            // a scope of their own, so that no key sent by one can name another's task.
+            options = options.idempotency_key(match (&owner, &self.owner) {
+                (Some(owner), _) => format!("{}:{owner}:{key}", owner.len()),
+                (None, Some(_)) => format!("-:{key}"),
+                (None, None) => key,
             });
         }
         if let Some(owner) = owner {
@@ -567,15 +579,28 @@ impl<J: Job> Config<J> {
             .await
             .map_err(|e| Problem::from_error(&e))?;
         let links = self.links(inserted.id);
-        if format == Format::Html && matches!(kind, BodyKind::Form) {
-            return see_other(&links.this);
-        }
         let (code, status) = if inserted.created {
             (StatusCode::ACCEPTED, TaskStatus::Queued)
         } else {
-            let task = self.load(parts, &inserted.id.to_string()).await?;
+            // The key named an existing task: show it only to whoever may see it.
+            let task = self
+                .load(parts, &inserted.id.to_string())
+                .await
+                .map_err(|problem| {
+                    if problem.status() == StatusCode::NOT_FOUND {
+                        Problem::new(
+                            StatusCode::CONFLICT,
+                            "this idempotency key is already in use; send another key",
+                        )
+                    } else {
+                        problem
+                    }
+                })?;
             (StatusCode::OK, task.status)
         };
+        if format == Format::Html && matches!(kind, BodyKind::Form) {
+            return see_other(&links.this);
+        }
         let body = serde_json::to_vec(&Submitted {
             id: inserted.id,
             status,
@@ -730,15 +755,20 @@ impl<J: Job> Config<J> {
         negotiate(&parts.headers, &[Format::EventStream])
             .ok_or_else(|| Problem::not_acceptable("text/event-stream"))?;
         let task = self.load(parts, id).await?;
-        let updates = self
-            .client
-            .watch(task.id)
-            .await
-            .map_err(|e| Problem::from_error(&e))?;
-        let mut response = Response::new(ResponseBody::stream(sse::events(
-            updates,
-            self.links(task.id),
-        )));
+        let mut response = if parts.method == Method::HEAD {
+            // The headers only: no stream to watch and then throw away.
+            Response::new(ResponseBody::empty())
+        } else {
+            let updates = self
+                .client
+                .watch(task.id)
+                .await
+                .map_err(|e| Problem::from_error(&e))?;
+            Response::new(ResponseBody::stream(sse::events(
+                updates,
+                self.links(task.id),
+            )))
+        };
         let headers = response.headers_mut();
         headers.insert(
             header::CONTENT_TYPE,
@@ -775,15 +805,22 @@ impl<J: Job> Config<J> {
                         headers.insert(header::CONTENT_DISPOSITION, d);
                     }
                     headers.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
+                    // A file opened in the browser (an HTML or SVG output) runs nothing and
+                    // reaches nothing on this origin.
+                    headers.insert(header::CONTENT_SECURITY_POLICY, HeaderValue::from_static(RESULT_CSP));
                     return Ok(response);
                 }
                 negotiate(&parts.headers, &[Format::Json])
                     .ok_or_else(|| Problem::not_acceptable("application/json"))?;
-                Ok(respond(
+                let mut response = respond(
                     StatusCode::OK,
                     "application/json",
                     Bytes::copy_from_slice(output.as_bytes()),
-                ))
+                );
+                let headers = response.headers_mut();
+                headers.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
+                headers.insert(header::CONTENT_SECURITY_POLICY, HeaderValue::from_static(RESULT_CSP));
+                Ok(response)
             }
             TaskStatus::Failed => Err(Problem::new(
                 StatusCode::CONFLICT,
@@ -855,10 +892,16 @@ fn body_kind(parts: &Parts) -> Result<BodyKind, Problem> {
             ),
         )
     };
-    let Some(value) = parts.headers.get(header::CONTENT_TYPE) else {
+    let mut values = parts.headers.get_all(header::CONTENT_TYPE).iter();
+    let Some(value) = values.next() else {
         return Err(unsupported("no Content-Type header"));
     };
-    let text = value.to_str().unwrap_or("");
+    if values.next().is_some() {
+        return Err(unsupported("several Content-Type headers; send one"));
+    }
+    let Ok(text) = value.to_str() else {
+        return Err(unsupported("a Content-Type that is not ASCII text"));
+    };
     let essence = text
         .split(';')
         .next()
@@ -913,13 +956,20 @@ fn json_data_problem<J: Job>(path: &str, message: &str) -> Problem {
 /// Decodes a form body; fields whose names start with `_` are not parameters
 /// (`_idempotency_key` is the idempotency key).
 fn decode_form<J: Job>(bytes: &[u8]) -> Result<(J::Params, Option<String>), Problem> {
-    let mut key = None;
+    let mut key: Option<String> = None;
     let mut params = form_urlencoded::Serializer::new(String::new());
-    for (name, value) in form_urlencoded::parse(bytes) {
+    for (name, value) in form_pairs(bytes)? {
         if name == "_idempotency_key" {
-            if !value.is_empty() {
-                key = Some(value.into_owned());
+            if value.is_empty() {
+                continue;
             }
+            if key.as_ref().is_some_and(|k| *k != value) {
+                return Err(Problem::new(
+                    StatusCode::BAD_REQUEST,
+                    "the form has several different `_idempotency_key` fields; send one",
+                ));
+            }
+            key = Some(check_key(&value, "the `_idempotency_key` field")?);
         } else if !name.starts_with('_') {
             params.append_pair(&name, &value);
         }
@@ -932,6 +982,93 @@ fn decode_form<J: Job>(bytes: &[u8]) -> Result<(J::Params, Option<String>), Prob
         json_data_problem::<J>(&path, &message)
     })?;
     Ok((params, key))
+}
+
+/// The name/value pairs of a form body, decoded strictly: `+` is a space, `%XX` a byte, and the
+/// result must be UTF-8 (a lossy decoding would store replacement characters in place of the
+/// sender's text).
+fn form_pairs(bytes: &[u8]) -> Result<Vec<(String, String)>, Problem> {
+    let decode = |part: &[u8], field: Option<&str>| -> Result<String, Problem> {
+        let mut out = Vec::with_capacity(part.len());
+        let mut i = 0;
+        while i < part.len() {
+            match part[i] {
+                b'+' => out.push(b' '),
+                b'%' => {
+                    let hex = part
+                        .get(i + 1..i + 3)
+                        .and_then(|h| std::str::from_utf8(h).ok())
+                        .and_then(|h| u8::from_str_radix(h, 16).ok());
+                    if let Some(byte) = hex {
+                        out.push(byte);
+                        i += 2;
+                    } else {
+                        out.push(b'%');
+                    }
+                }
+                byte => out.push(byte),
+            }
+            i += 1;
+        }
+        String::from_utf8(out).map_err(|_| {
+            let which = field.map_or_else(
+                || "a field name".to_owned(),
+                |name| format!("field `{}`", truncate(name, 60)),
+            );
+            Problem::new(
+                StatusCode::BAD_REQUEST,
+                format!(
+                    "{which} is not UTF-8 text; send the form encoded as UTF-8 \
+                     (`<form accept-charset=\"utf-8\">`)"
+                ),
+            )
+        })
+    };
+    bytes
+        .split(|&b| b == b'&')
+        .filter(|pair| !pair.is_empty())
+        .map(|pair| {
+            let (name, value) = match pair.iter().position(|&b| b == b'=') {
+                Some(at) => (&pair[..at], &pair[at + 1..]),
+                None => (pair, &[][..]),
+            };
+            let name = decode(name, None)?;
+            // Fields that are not parameters are not read (a CSRF token may be any bytes).
+            let value = if name.starts_with('_') && name != "_idempotency_key" {
+                String::new()
+            } else {
+                decode(value, Some(&name))?
+            };
+            Ok((name, value))
+        })
+        .collect()
+}
+
+/// The longest idempotency key accepted, in bytes.
+const MAX_KEY: usize = 255;
+
+/// An idempotency key as sent (`from` says where, for the detail): 1 to 255 printable ASCII
+/// characters, so that no backend or log sees control characters or odd encodings.
+fn check_key(key: &str, from: &str) -> Result<String, Problem> {
+    let bad = |why: String| {
+        Problem::new(
+            StatusCode::BAD_REQUEST,
+            format!(
+                "{from} {why}; an idempotency key is 1 to {MAX_KEY} printable ASCII characters \
+                 (a UUID is a good one)"
+            ),
+        )
+    };
+    if key.is_empty() {
+        return Err(bad("is empty".to_owned()));
+    }
+    if key.len() > MAX_KEY {
+        return Err(bad(format!("is {} bytes long", key.len())));
+    }
+    if let Some(c) = key.chars().find(|c| !(' '..='~').contains(c)) {
+        return Err(bad(format!("holds the character {c:?}")));
+    }
+    Ok(key.to_owned())
 }
 
 #[cfg(test)]
