@@ -163,7 +163,8 @@ impl<J: Job> JobService<J> {
 
     /// The public path the service is mounted at (`"/reports"`), used for the links in its
     /// answers. Requests may arrive with the path stripped of it (axum's `nest_service`) or
-    /// whole (plain hyper, [`JobLayer`]); both work.
+    /// whole (plain hyper, [`JobLayer`]); both work. Characters a URL path may not hold (spaces,
+    /// non-ASCII) are percent-encoded, as browsers send them.
     ///
     /// ```
     /// # use longtask_core::{Client, Job, JobError, MemoryBackend, TaskContext};
@@ -183,7 +184,7 @@ impl<J: Job> JobService<J> {
         self.config_mut().base = if trimmed.is_empty() {
             String::new()
         } else {
-            format!("/{trimmed}")
+            format!("/{}", encode_path(trimmed))
         };
         self
     }
@@ -370,6 +371,26 @@ where
     }
 }
 
+/// `path` as it appears in a request line: characters a path may not hold (spaces, quotes,
+/// non-ASCII...) percent-encoded, existing `%XX` escapes kept. The links built from it are then
+/// valid in a `Location` header and match the paths requests arrive with.
+fn encode_path(path: &str) -> String {
+    let bytes = path.as_bytes();
+    let mut out = String::with_capacity(path.len());
+    for (i, &b) in bytes.iter().enumerate() {
+        let escape_start = b == b'%'
+            && bytes
+                .get(i + 1..i + 3)
+                .is_some_and(|h| h.iter().all(u8::is_ascii_hexdigit));
+        if b.is_ascii_alphanumeric() || b"-._~!$&'()*+,;=:@/".contains(&b) || escape_start {
+            out.push(char::from(b));
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
 /// A route, relative to the mount point.
 enum Route<'a> {
     Mount,
@@ -534,6 +555,9 @@ impl<J: Job> Config<J> {
         let format = negotiate(&parts.headers, &[Format::Json, Format::Html])
             .ok_or_else(|| Problem::not_acceptable("application/json or text/html"))?;
         let kind = body_kind(parts)?;
+        if matches!(kind, BodyKind::Form) {
+            refuse_cross_site(parts)?;
+        }
         let bytes = self.read_body(parts, body).await?;
         let (params, form_key) = match kind {
             BodyKind::Json => (decode_json::<J>(&bytes)?, None),
@@ -852,6 +876,9 @@ impl<J: Job> Config<J> {
     }
 
     async fn cancel(&self, parts: &Parts, id: &str, form: bool) -> Answer {
+        if form {
+            refuse_cross_site(parts)?;
+        }
         let task = self.load(parts, id).await?;
         let outcome = self
             .client
@@ -880,6 +907,51 @@ impl<J: Job> Config<J> {
             "application/json",
             StatusView::new(&task, &links, Utc::now()).to_json(),
         ))
+    }
+}
+
+/// Refuses a request a browser sent on behalf of another site: a form post (a "simple"
+/// request, which no CORS preflight guards) from a page elsewhere would otherwise submit or
+/// cancel tasks with the visitor's cookies. Browsers say where a request comes from in
+/// `Sec-Fetch-Site`; older ones only in `Origin`, compared with the host asked for. Requests
+/// without either (programs, curl) pass.
+fn refuse_cross_site(parts: &Parts) -> Result<(), Problem> {
+    let refused = |from: &str| {
+        Err(Problem::new(
+            StatusCode::FORBIDDEN,
+            format!(
+                "this form was posted from {from}; forms that submit or cancel tasks must be \
+                 posted from a page of this site"
+            ),
+        ))
+    };
+    if let Some(site) = parts.headers.get("sec-fetch-site") {
+        return match site.as_bytes() {
+            b"same-origin" | b"none" => Ok(()),
+            b"same-site" => refused("another origin of this site"),
+            _ => refused("another site"),
+        };
+    }
+    let Some(origin) = parts.headers.get(header::ORIGIN) else {
+        return Ok(());
+    };
+    let host = parts
+        .headers
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .or_else(|| parts.uri.authority().map(http::uri::Authority::as_str));
+    let Some(host) = host else {
+        return Ok(());
+    };
+    let origin_host = origin
+        .to_str()
+        .ok()
+        .and_then(|o| o.split_once("://"))
+        .map(|(_, rest)| rest);
+    if origin_host.is_some_and(|o| o.eq_ignore_ascii_case(host)) {
+        Ok(())
+    } else {
+        refused("another site")
     }
 }
 
@@ -1079,6 +1151,13 @@ mod tests {
     fn titles_from_names() {
         assert_eq!(default_title("monthly-report"), "Monthly report");
         assert_eq!(default_title(""), "");
+    }
+
+    #[test]
+    fn mount_paths_are_encoded() {
+        assert_eq!(encode_path("rapports été"), "rapports%20%C3%A9t%C3%A9");
+        assert_eq!(encode_path("a%20b/c\"d<"), "a%20b/c%22d%3C");
+        assert_eq!(encode_path("100%"), "100%25");
     }
 
     #[test]

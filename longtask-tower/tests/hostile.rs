@@ -208,7 +208,10 @@ fn check(case: &Case, answer: &Answer, before: usize, after: usize) -> Result<()
         }
     }
     if answer.status.is_client_error() || answer.status.is_server_error() {
-        let ct = answer.headers.get("content-type").map(HeaderValue::as_bytes);
+        let ct = answer
+            .headers
+            .get("content-type")
+            .map(HeaderValue::as_bytes);
         if ct != Some(b"application/problem+json".as_slice()) {
             return Err(format!(
                 "{what}: error {} is not a problem: {ct:?}",
@@ -1290,4 +1293,124 @@ async fn retry_after_follows_the_state() {
     assert!((25..=30).contains(&secs), "{secs}");
     assert_eq!(answer.json()["next_attempt_in_seconds"], secs);
     app.client.cancel(retrying).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_mount_path_that_needs_encoding_still_gives_working_links() {
+    let app = App::idle();
+    let service = JobService::<Report>::new(app.client.clone()).at("/rapports été");
+    let answer = send(
+        &service,
+        post_json("/rapports%20%C3%A9t%C3%A9", r#"{"days": 1}"#),
+    )
+    .await;
+    // It used to create the task, then fail to build the Location header: 503, task orphaned.
+    assert_eq!(answer.status, StatusCode::ACCEPTED, "{}", answer.text());
+    let id = id_of(&answer);
+    let location = answer.header("location").to_owned();
+    assert_eq!(location, format!("/rapports%20%C3%A9t%C3%A9/{id}"));
+    let status = send(&service, get(&location)).await;
+    assert_eq!(status.status, StatusCode::OK);
+    assert_eq!(
+        status.json()["links"]["events"],
+        format!("{location}/events")
+    );
+    let page = send(&service, get_html(&location)).await.text();
+    assert!(
+        page.contains(&format!("action=\"{location}/cancel\"")),
+        "{page}"
+    );
+    // A browser form gets its redirect too.
+    let redirect = send(
+        &service,
+        form("/rapports%20%C3%A9t%C3%A9", Some("text/html"), b"days=1"),
+    )
+    .await;
+    assert_eq!(
+        redirect.status,
+        StatusCode::SEE_OTHER,
+        "{}",
+        redirect.text()
+    );
+    assert_eq!(count(&app.client).await, 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forms_posted_from_another_site_are_refused() {
+    let app = App::idle();
+    let id = id_of(&send(&app.service, post_json("/reports", r#"{"days": 1}"#)).await);
+    let post = |path: String, headers: &[(&str, &str)], body: &str| {
+        let mut r = Request::post(path)
+            .header("content-type", "application/x-www-form-urlencoded")
+            .header("host", "app.example")
+            .header("accept", "text/html");
+        for (name, value) in headers {
+            r = r.header(*name, *value);
+        }
+        r.body(body.to_owned()).unwrap()
+    };
+    let cross: &[&[(&str, &str)]] = &[
+        &[("sec-fetch-site", "cross-site")],
+        &[("sec-fetch-site", "same-site")],
+        &[
+            ("sec-fetch-site", "cross-site"),
+            ("origin", "https://app.example"),
+        ],
+        &[("origin", "https://evil.example")],
+        &[("origin", "null")],
+    ];
+    for headers in cross {
+        let detail = send(&app.service, post("/reports".into(), headers, "days=1"))
+            .await
+            .problem(403);
+        assert!(detail.contains("posted from"), "{detail}");
+        send(
+            &app.service,
+            post(format!("/reports/{id}/cancel"), headers, ""),
+        )
+        .await
+        .problem(403);
+    }
+    assert_eq!(count(&app.client).await, 1, "nothing submitted");
+    assert_eq!(
+        app.client.status(id).await.unwrap().status,
+        TaskStatus::Queued,
+        "nothing cancelled"
+    );
+    // The same site's pages, and programs (no browser headers), pass.
+    let same: &[&[(&str, &str)]] = &[
+        &[
+            ("sec-fetch-site", "same-origin"),
+            ("origin", "https://app.example"),
+        ],
+        &[("sec-fetch-site", "none")],
+        &[("origin", "https://app.example")],
+        &[],
+    ];
+    for headers in same {
+        let answer = send(&app.service, post("/reports".into(), headers, "days=1")).await;
+        assert_eq!(
+            answer.status,
+            StatusCode::SEE_OTHER,
+            "{headers:?}: {}",
+            answer.text()
+        );
+    }
+    let answer = send(
+        &app.service,
+        post(format!("/reports/{id}/cancel"), same[0], ""),
+    )
+    .await;
+    assert_eq!(answer.status, StatusCode::SEE_OTHER);
+    assert_eq!(
+        app.client.status(id).await.unwrap().status,
+        TaskStatus::Cancelled
+    );
+    // JSON is guarded by CORS preflights: an allowed cross-origin client still submits.
+    let mut json = post_json("/reports", r#"{"days": 1}"#);
+    json.headers_mut().insert(
+        "sec-fetch-site",
+        http::HeaderValue::from_static("cross-site"),
+    );
+    assert_eq!(send(&app.service, json).await.status, StatusCode::ACCEPTED);
 }
