@@ -521,6 +521,17 @@ impl<J: Job> Config<J> {
         }
     }
 
+    /// `Cache-Control` of an answer about a task: `private` whenever tasks have owners, so that
+    /// no shared cache keeps one person's task for another (`no-cache` too while it may change:
+    /// `changing`); `no-cache` otherwise.
+    fn cache_control(&self, changing: bool) -> HeaderValue {
+        HeaderValue::from_static(match (self.owner.is_some(), changing) {
+            (true, true) => "private, no-cache",
+            (true, false) => "private",
+            (false, _) => "no-cache",
+        })
+    }
+
     fn owner(&self, parts: &Parts) -> Option<String> {
         self.owner.as_ref().and_then(|owner| owner(parts))
     }
@@ -751,7 +762,7 @@ impl<J: Job> Config<J> {
         };
         let headers = response.headers_mut();
         headers.insert(header::ETAG, header_value(&tag)?);
-        headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+        headers.insert(header::CACHE_CONTROL, self.cache_control(true));
         headers.insert(header::VARY, HeaderValue::from_static("accept"));
         set_retry_after(&mut response, &task, now);
         Ok(response)
@@ -798,7 +809,7 @@ impl<J: Job> Config<J> {
             header::CONTENT_TYPE,
             HeaderValue::from_static("text/event-stream"),
         );
-        headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+        headers.insert(header::CACHE_CONTROL, self.cache_control(true));
         headers.insert("x-accel-buffering", HeaderValue::from_static("no"));
         Ok(response)
     }
@@ -832,6 +843,7 @@ impl<J: Job> Config<J> {
                     // A file opened in the browser (an HTML or SVG output) runs nothing and
                     // reaches nothing on this origin.
                     headers.insert(header::CONTENT_SECURITY_POLICY, HeaderValue::from_static(RESULT_CSP));
+                    headers.insert(header::CACHE_CONTROL, self.cache_control(false));
                     return Ok(response);
                 }
                 negotiate(&parts.headers, &[Format::Json])
@@ -844,6 +856,7 @@ impl<J: Job> Config<J> {
                 let headers = response.headers_mut();
                 headers.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
                 headers.insert(header::CONTENT_SECURITY_POLICY, HeaderValue::from_static(RESULT_CSP));
+                headers.insert(header::CACHE_CONTROL, self.cache_control(false));
                 Ok(response)
             }
             TaskStatus::Failed => Err(Problem::new(
@@ -866,9 +879,9 @@ impl<J: Job> Config<J> {
                     "application/json",
                     StatusView::new(&task, &links, now).to_json(),
                 );
-                response
-                    .headers_mut()
-                    .insert(header::CONTENT_LOCATION, header_value(&links.this)?);
+                let headers = response.headers_mut();
+                headers.insert(header::CONTENT_LOCATION, header_value(&links.this)?);
+                headers.insert(header::CACHE_CONTROL, self.cache_control(true));
                 set_retry_after(&mut response, &task, now);
                 Ok(response)
             }

@@ -1414,3 +1414,62 @@ async fn forms_posted_from_another_site_are_refused() {
     );
     assert_eq!(send(&app.service, json).await.status, StatusCode::ACCEPTED);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn owned_tasks_are_never_left_in_shared_caches() {
+    let app = App::new();
+    let service = app.service.clone().with_owner(|parts| {
+        parts
+            .headers
+            .get("x-user")?
+            .to_str()
+            .ok()
+            .map(str::to_owned)
+    });
+    let as_alice = |method: Method, path: String, body: &str| {
+        Request::builder()
+            .method(method)
+            .uri(path)
+            .header("x-user", "alice")
+            .header("content-type", "application/json")
+            .body(body.to_owned())
+            .unwrap()
+    };
+    let done = id_of(
+        &send(
+            &service,
+            as_alice(Method::POST, "/reports".into(), r#"{"days": 1}"#),
+        )
+        .await,
+    );
+    app.wait(done).await;
+    let slow = r#"{"days": 1000, "step_ms": 50}"#;
+    let running = id_of(&send(&service, as_alice(Method::POST, "/reports".into(), slow)).await);
+    let json_results = JobService::<Report>::new(app.client.clone())
+        .at("/reports")
+        .with_owner(|_| Some("alice".to_owned()));
+    for (service, path, private) in [
+        (&service, format!("/reports/{done}"), "private, no-cache"),
+        (&service, format!("/reports/{done}/result"), "private"),
+        (&json_results, format!("/reports/{done}/result"), "private"),
+        (
+            &service,
+            format!("/reports/{running}/result"),
+            "private, no-cache",
+        ),
+    ] {
+        let answer = send(service, as_alice(Method::GET, path.clone(), "")).await;
+        assert!(answer.status.is_success(), "{path}: {}", answer.text());
+        assert_eq!(answer.header("cache-control"), private, "{path}");
+    }
+    let head = send(
+        &service,
+        as_alice(Method::HEAD, format!("/reports/{running}/events"), ""),
+    )
+    .await;
+    assert_eq!(head.header("cache-control"), "private, no-cache");
+    // Without owners every answer may be kept, but revalidated.
+    let page = send(&app.service, get(&format!("/reports/{done}/result"))).await;
+    assert_eq!(page.header("cache-control"), "no-cache");
+    app.client.cancel(running).await.unwrap();
+}
