@@ -28,7 +28,7 @@
 
 use std::{
     convert::Infallible,
-    fmt,
+    fmt::{self, Write as _},
     sync::Arc,
     task::{Context, Poll},
 };
@@ -42,6 +42,7 @@ use longtask_core::{
     BoxError, CancelOutcome, Client, Job, SubmitOptions, TaskId, TaskRecord, TaskStatus,
 };
 use serde::Serialize;
+use sha2::{Digest, Sha256};
 
 use crate::{
     accept::{negotiate, Format},
@@ -600,7 +601,7 @@ impl<J: Job> Config<J> {
             // Keys are scoped to the owner; with an owner hook, requests without an owner get
             // a scope of their own, so that no key sent by one can name another's task.
             options = options.idempotency_key(match (&owner, &self.owner) {
-                (Some(owner), _) => format!("{}:{owner}:{key}", owner.len()),
+                (Some(owner), _) => scoped_key(owner, &key),
                 (None, Some(_)) => format!("-:{key}"),
                 (None, None) => key,
             });
@@ -1127,6 +1128,21 @@ fn form_pairs(bytes: &[u8]) -> Result<Vec<(String, String)>, Problem> {
             Ok((name, value))
         })
         .collect()
+}
+
+/// An owner's idempotency key as stored: `{len}:{owner}:{key}` (the length makes it
+/// unambiguous), or with a long owner `#{sha256 of owner}:{key}`, so that the stored key stays
+/// within the store's limit whatever the owner's length.
+fn scoped_key(owner: &str, key: &str) -> String {
+    if owner.len() <= 128 {
+        return format!("{}:{owner}:{key}", owner.len());
+    }
+    let digest = Sha256::digest(owner.as_bytes());
+    let mut hex = String::with_capacity(64);
+    for byte in digest {
+        let _ = write!(hex, "{byte:02x}");
+    }
+    format!("#{hex}:{key}")
 }
 
 /// The longest idempotency key accepted, in bytes.

@@ -1473,3 +1473,31 @@ async fn owned_tasks_are_never_left_in_shared_caches() {
     assert_eq!(page.header("cache-control"), "no-cache");
     app.client.cancel(running).await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_longest_key_works_for_a_long_owner() {
+    let app = App::idle();
+    let owner = "o".repeat(400);
+    let hook_owner = owner.clone();
+    let service = app
+        .service
+        .clone()
+        .with_owner(move |_| Some(hook_owner.clone()));
+    let key = "k".repeat(255);
+    let submit = || {
+        Request::post("/reports")
+            .header("content-type", "application/json")
+            .header("idempotency-key", key.as_str())
+            .body(r#"{"days": 1}"#.to_owned())
+            .unwrap()
+    };
+    // Owner and key together used to pass the store's 512-byte limit: a 400 about a key the
+    // client had kept within 255.
+    let first = send(&service, submit()).await;
+    assert_eq!(first.status, StatusCode::ACCEPTED, "{}", first.text());
+    let again = send(&service, submit()).await;
+    assert_eq!(again.status, StatusCode::OK);
+    assert_eq!(id_of(&first), id_of(&again));
+    let task = app.client.status(id_of(&first)).await.unwrap();
+    assert_eq!(task.owner.as_deref(), Some(owner.as_str()));
+}
