@@ -988,12 +988,23 @@ fn body_kind(parts: &Parts) -> Result<BodyKind, Problem> {
     let Ok(text) = value.to_str() else {
         return Err(unsupported("a Content-Type that is not ASCII text"));
     };
-    let essence = text
-        .split(';')
-        .next()
-        .unwrap_or("")
-        .trim()
-        .to_ascii_lowercase();
+    let mut params = text.split(';');
+    let essence = params.next().unwrap_or("").trim().to_ascii_lowercase();
+    let charset = params.find_map(|p| {
+        let (name, value) = p.split_once('=')?;
+        name.trim()
+            .eq_ignore_ascii_case("charset")
+            .then(|| value.trim().trim_matches('"'))
+    });
+    if let Some(charset) = charset.filter(|c| !c.eq_ignore_ascii_case("utf-8")) {
+        return Err(Problem::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            format!(
+                "send the body as UTF-8 (got charset={})",
+                truncate(charset, 30)
+            ),
+        ));
+    }
     if essence == "application/json" || essence.ends_with("+json") {
         Ok(BodyKind::Json)
     } else if essence == "application/x-www-form-urlencoded" {
@@ -1004,6 +1015,8 @@ fn body_kind(parts: &Parts) -> Result<BodyKind, Problem> {
 }
 
 fn decode_json<J: Job>(bytes: &[u8]) -> Result<J::Params, Problem> {
+    // A byte order mark (some Windows tools write one) is not part of the document.
+    let bytes = bytes.strip_prefix(b"\xef\xbb\xbf").unwrap_or(bytes);
     let mut de = serde_json::Deserializer::from_slice(bytes);
     let params = serde_path_to_error::deserialize::<_, J::Params>(&mut de)
         .map_err(|err| {

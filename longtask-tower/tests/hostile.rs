@@ -408,7 +408,7 @@ fn submissions() -> Vec<Case> {
         post()
             .header("content-type", b"application/json")
             .body(Body::Bytes(b"\xef\xbb\xbf{\"days\": 1}".to_vec()))
-            .expect(400),
+            .expect(202),
         post()
             .json(r#"{"days": 1, "message": "\ud800"}"#)
             .expect(400),
@@ -1500,4 +1500,45 @@ async fn the_longest_key_works_for_a_long_owner() {
     assert_eq!(id_of(&first), id_of(&again));
     let task = app.client.status(id_of(&first)).await.unwrap();
     assert_eq!(task.owner.as_deref(), Some(owner.as_str()));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn byte_order_marks_are_skipped_and_other_charsets_refused() {
+    let app = App::idle();
+    let with_type = |content_type: &'static [u8], body: &[u8]| {
+        Case::new(Method::POST, "/reports")
+            .header("content-type", content_type)
+            .body(Body::Bytes(body.to_vec()))
+    };
+    let bom = with_type(b"application/json", b"\xef\xbb\xbf{\"days\": 1}");
+    let answer = run(&app.service, &bom).await.unwrap();
+    assert_eq!(answer.status, StatusCode::ACCEPTED, "{}", answer.text());
+    for content_type in [
+        b"application/json; charset=\"UTF-8\"".as_slice(),
+        b"application/json;charset=utf-8",
+    ] {
+        let case = with_type(content_type, b"{\"days\": 1}");
+        assert_eq!(
+            run(&app.service, &case).await.unwrap().status,
+            StatusCode::ACCEPTED
+        );
+    }
+    // UTF-16 JSON used to be a 400 about an invalid character; Latin-1 forms stored U+FFFD.
+    for (content_type, body) in [
+        (
+            b"application/json; charset=utf-16".as_slice(),
+            b"{\0\"\0d\0".as_slice(),
+        ),
+        (
+            b"application/x-www-form-urlencoded; charset=ISO-8859-1",
+            b"days=1&message=caf%E9",
+        ),
+    ] {
+        let detail = run(&app.service, &with_type(content_type, body))
+            .await
+            .unwrap()
+            .problem(415);
+        assert!(detail.contains("UTF-8"), "{detail}");
+    }
+    assert_eq!(count(&app.client).await, 3);
 }
