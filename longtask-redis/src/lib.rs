@@ -1,5 +1,5 @@
-//! The Redis backend for longtask: tasks, queue and progress in one Redis (or Redis Cluster
-//! slot), fast enough for tens of thousands of short jobs per second.
+//! The Redis backend for longtask: tasks, queue and progress in one Redis, fast enough for tens
+//! of thousands of short jobs per second.
 //!
 //! [`RedisBackend`] implements [`TaskStore`](longtask_core::TaskStore),
 //! [`Queue`](longtask_core::Queue) and [`ProgressSink`](longtask_core::ProgressSink) with exactly
@@ -25,7 +25,8 @@
 //! Every key of a namespace starts with `{prefix}:` (the braces make it a Redis Cluster hash
 //! tag, so one namespace lives in one slot and its scripts run on one node). User strings
 //! (job names, idempotency keys) are percent-encoded inside keys, so no name can break the key
-//! structure.
+//! structure. ([`RedisBackend::connect`] opens a single-node connection: the key layout is
+//! cluster-ready, a cluster client connection is not implemented yet.)
 //!
 //! | key | type | holds |
 //! |---|---|---|
