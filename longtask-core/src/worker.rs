@@ -599,11 +599,13 @@ impl Coordinator {
             self.shared
                 .coordinator_woken
                 .store(false, Ordering::Release);
-            self.flush_outcomes().await;
             if self.should_claim() {
-                self.claim().await;
+                // Claim the next batch and write the finished ones at once: on a network
+                // backend the two round trips overlap instead of adding up.
+                self.claim_and_flush().await;
                 continue;
             }
+            self.flush_outcomes().await;
             if self.stopping.is_some() && slots.is_empty() {
                 self.flush_outcomes().await;
                 break;
@@ -646,15 +648,29 @@ impl Coordinator {
         self.stopping.is_none() && !self.exhausted && self.capacity() > 0
     }
 
-    async fn claim(&mut self) {
+    async fn claim_and_flush(&mut self) {
         let limit = self.capacity();
+        let outcomes = std::mem::take(&mut *lock(&self.shared.outcomes));
+        let queue = self.backend.queue();
         let request = ClaimRequest {
             jobs: &self.jobs,
             worker: &self.config.id,
             limit,
             lease: self.config.lease,
         };
-        match self.backend.queue().claim(request).await {
+        let count = outcomes.len();
+        let finish = async {
+            if outcomes.is_empty() {
+                None
+            } else {
+                Some(queue.finish(outcomes).await)
+            }
+        };
+        let (claimed, finished) = tokio::join!(queue.claim(request), finish);
+        if let Some(finished) = finished {
+            Self::check_acks(finished, count);
+        }
+        match claimed {
             Ok(claimed) => {
                 self.exhausted = claimed.len() < limit;
                 if !claimed.is_empty() {
@@ -679,7 +695,11 @@ impl Coordinator {
             return;
         }
         let count = batch.len();
-        match self.backend.queue().finish(batch).await {
+        Self::check_acks(self.backend.queue().finish(batch).await, count);
+    }
+
+    fn check_acks(result: Result<Vec<Ack>>, count: usize) {
+        match result {
             Ok(acks) => {
                 let stale = acks.iter().filter(|ack| **ack == Ack::Stale).count();
                 if stale > 0 {
