@@ -1,0 +1,307 @@
+//! Slots: the long-lived tasks that run claimed tasks one after another.
+
+use std::{
+    collections::VecDeque,
+    fmt,
+    panic::AssertUnwindSafe,
+    pin::pin,
+    sync::{
+        atomic::{AtomicBool, AtomicUsize, Ordering},
+        Arc, Mutex, MutexGuard, PoisonError,
+    },
+    time::Duration,
+};
+
+use futures::FutureExt;
+use tokio::{sync::Notify, time::Instant};
+use tracing::Instrument;
+
+use crate::{
+    context::{ContextInner, TaskContext},
+    job::ErrorKind,
+    metrics::{Ended, WorkerMetrics},
+    queue::{ClaimedTask, Completion, Lease, Outcome},
+    registry::{ErasedJob, Registry},
+};
+
+/// How one attempt ended.
+pub(super) enum AttemptEnd {
+    Output(String),
+    Error { kind: ErrorKind, message: String },
+}
+
+/// Why the coordinator stops a running attempt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Kill {
+    /// Cancellation was requested and the grace period is over: record the task cancelled.
+    Cancel,
+    /// Shutdown deadline: drop the attempt; the coordinator gives the task back.
+    Release,
+    /// The lease is gone: drop the attempt; its outcome would be refused anyway.
+    Lost,
+}
+
+/// The attempt a slot is running, as the coordinator sees it.
+pub(super) struct Current {
+    pub(super) lease: Lease,
+    pub(super) cx: Arc<ContextInner>,
+    pub(super) grace: Duration,
+    pub(super) force_at: Option<Instant>,
+    pub(super) kill: Option<Kill>,
+}
+
+/// One unit of concurrency: a long-lived tokio task that runs claimed tasks one after another.
+#[derive(Default)]
+pub(super) struct Slot {
+    pub(super) current: Mutex<Option<Current>>,
+    pub(super) kill: Notify,
+}
+
+/// What the coordinator and its slots share.
+pub(super) struct Shared {
+    pub(super) registry: Registry,
+    /// Claimed tasks waiting for a free slot.
+    pub(super) queue: Mutex<VecDeque<ClaimedTask>>,
+    /// Wakes idle slots when tasks are queued (or when stopping).
+    pub(super) work: Notify,
+    /// Wakes the coordinator: outcomes to write, or slots running low on work.
+    pub(super) coordinator: Notify,
+    pub(super) coordinator_woken: AtomicBool,
+    pub(super) outcomes: Mutex<Vec<Completion>>,
+    /// Slots running an attempt.
+    pub(super) busy: AtomicUsize,
+    /// No more tasks will be queued: idle slots exit.
+    pub(super) stopping: AtomicBool,
+    /// Slots wake the coordinator when the queue falls to this length.
+    pub(super) low_water: usize,
+    pub(super) metrics: WorkerMetrics,
+}
+
+pub(super) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+impl Shared {
+    fn wake_coordinator(&self) {
+        if !self.coordinator_woken.swap(true, Ordering::AcqRel) {
+            self.coordinator.notify_one();
+        }
+    }
+
+    pub(super) fn push_outcome(&self, completion: Completion) {
+        lock(&self.outcomes).push(completion);
+        self.wake_coordinator();
+    }
+
+    /// The next queued task, waiting for one; `None` once the worker stops and the queue is empty.
+    async fn next_task(&self) -> Option<ClaimedTask> {
+        loop {
+            let notified = self.work.notified();
+            let mut notified = pin!(notified);
+            notified.as_mut().enable();
+            {
+                let mut queue = lock(&self.queue);
+                if let Some(task) = queue.pop_front() {
+                    let left = queue.len();
+                    drop(queue);
+                    if left <= self.low_water {
+                        self.wake_coordinator();
+                    }
+                    return Some(task);
+                }
+            }
+            if self.stopping.load(Ordering::Acquire) {
+                return None;
+            }
+            self.wake_coordinator();
+            notified.await;
+        }
+    }
+}
+
+/// A slot's life: take a task, run it, report its outcome, repeat.
+pub(super) async fn run_slot(shared: Arc<Shared>, slot: Arc<Slot>) {
+    while let Some(task) = shared.next_task().await {
+        shared.busy.fetch_add(1, Ordering::AcqRel);
+        shared.metrics.started();
+        let started = Instant::now();
+        let ended = run_task(&shared, &slot, task).await;
+        shared.metrics.ended(ended, started.elapsed());
+        shared.busy.fetch_sub(1, Ordering::AcqRel);
+        // Back-to-back instant tasks never wait on anything: give other tasks their turn.
+        tokio::task::consume_budget().await;
+    }
+}
+
+pub(super) async fn run_task(shared: &Shared, slot: &Slot, task: ClaimedTask) -> Option<Ended> {
+    let lease = task.lease;
+    let Some((name, job)) = shared.registry.get(&task.job) else {
+        // Only registered jobs are claimed; a backend that returns another is answered with a
+        // permanent failure rather than a task stuck in `running`.
+        let error = format!("no job named `{}` is registered on this worker", task.job);
+        shared.push_outcome(Completion::new(
+            lease,
+            Outcome::Failed {
+                error,
+                retry_after: None,
+            },
+        ));
+        return Some(Ended::Failed);
+    };
+    let options = job.options();
+    let cx = TaskContext::new(lease.task, name, task.attempt, task.max_attempts);
+    let inner = Arc::clone(cx.inner());
+    *lock(&slot.current) = Some(Current {
+        lease,
+        cx: Arc::clone(&inner),
+        grace: options.cancel_grace,
+        force_at: None,
+        kill: None,
+    });
+    let span = tracing::info_span!(
+        "longtask.attempt",
+        job = name,
+        task_id = %lease.task,
+        attempt = task.attempt,
+        max_attempts = task.max_attempts,
+    );
+    let attempt = run_attempt(&**job, &task.params, cx, options.timeout).instrument(span);
+    let mut attempt = pin!(attempt);
+    let end = loop {
+        tokio::select! {
+            biased;
+            end = &mut attempt => break Some(end),
+            () = slot.kill.notified() => {
+                if lock(&slot.current).as_ref().is_some_and(|c| c.kill.is_some()) {
+                    break None;
+                }
+            }
+        }
+    };
+    let current = lock(&slot.current).take();
+    let progress = inner.take_dirty();
+    let outcome = match end {
+        Some(AttemptEnd::Output(output)) => {
+            tracing::debug!(task_id = %lease.task, "task succeeded");
+            Outcome::Succeeded { output }
+        }
+        Some(AttemptEnd::Error { kind, message })
+            if kind == ErrorKind::Cancelled || inner.cancel.is_cancelled() =>
+        {
+            tracing::info!(task_id = %lease.task, "task cancelled");
+            Outcome::Cancelled { reason: message }
+        }
+        Some(AttemptEnd::Error { kind, message }) => {
+            let retry_after = (kind == ErrorKind::Retryable && task.attempt < task.max_attempts)
+                .then(|| options.backoff.delay(task.attempt));
+            tracing::warn!(
+                task_id = %lease.task,
+                attempt = task.attempt,
+                max_attempts = task.max_attempts,
+                retry_in = ?retry_after,
+                error = %message,
+                "task attempt failed"
+            );
+            Outcome::Failed {
+                error: message,
+                retry_after,
+            }
+        }
+        None => match current.and_then(|c| c.kill) {
+            Some(Kill::Cancel) => {
+                let grace = options.cancel_grace;
+                tracing::warn!(task_id = %lease.task, ?grace, "task ignored cancellation; stopped");
+                Outcome::Cancelled {
+                    reason: format!(
+                        "cancelled; the job did not stop within its {grace:?} grace period and was stopped"
+                    ),
+                }
+            }
+            // Given back or lost: the coordinator has dealt with the lease.
+            _ => return None,
+        },
+    };
+    let ended = match &outcome {
+        Outcome::Succeeded { .. } => Ended::Succeeded,
+        Outcome::Failed {
+            retry_after: Some(_),
+            ..
+        } => Ended::Retried,
+        Outcome::Failed { .. } => Ended::Failed,
+        Outcome::Cancelled { .. } => Ended::Cancelled,
+    };
+    shared.push_outcome(Completion {
+        lease,
+        outcome,
+        progress,
+    });
+    Some(ended)
+}
+
+/// Runs one attempt: decode the parameters, run the job (catching panics, enforcing the
+/// timeout), encode the output.
+pub(super) async fn run_attempt(
+    job: &dyn ErasedJob,
+    params: &str,
+    cx: TaskContext,
+    timeout: Option<Duration>,
+) -> AttemptEnd {
+    let name = cx.job();
+    let future = {
+        let mut json = serde_json::Deserializer::from_str(params);
+        let started = job.start(
+            &mut <dyn erased_serde::Deserializer<'_>>::erase(&mut json),
+            cx,
+        );
+        match started.map(|f| (f, json.end())) {
+            Ok((future, Ok(()))) => future,
+            Ok((_, Err(err))) => return invalid_params(name, &err),
+            Err(err) => return invalid_params(name, &err),
+        }
+    };
+    let guarded = AssertUnwindSafe(future).catch_unwind();
+    let result = match timeout {
+        Some(limit) => match tokio::time::timeout(limit, guarded).await {
+            Ok(result) => result,
+            Err(_) => {
+                return AttemptEnd::Error {
+                    kind: ErrorKind::Retryable,
+                    message: format!("timed out after {limit:?}"),
+                }
+            }
+        },
+        None => guarded.await,
+    };
+    match result {
+        Ok(Ok(output)) => match serde_json::to_string(&output) {
+            Ok(json) => AttemptEnd::Output(json),
+            Err(err) => AttemptEnd::Error {
+                kind: ErrorKind::Fatal,
+                message: format!("the output of job `{name}` could not be encoded as JSON: {err}"),
+            },
+        },
+        Ok(Err(err)) => AttemptEnd::Error {
+            kind: err.kind(),
+            message: err.message().to_owned(),
+        },
+        Err(panic) => AttemptEnd::Error {
+            kind: ErrorKind::Retryable,
+            message: format!("panicked: {}", panic_message(&*panic)),
+        },
+    }
+}
+
+fn invalid_params(job: &str, err: &dyn fmt::Display) -> AttemptEnd {
+    AttemptEnd::Error {
+        kind: ErrorKind::Fatal,
+        message: format!("invalid parameters for job `{job}`: {err}"),
+    }
+}
+
+fn panic_message(panic: &(dyn std::any::Any + Send)) -> &str {
+    panic
+        .downcast_ref::<&'static str>()
+        .copied()
+        .or_else(|| panic.downcast_ref::<String>().map(String::as_str))
+        .unwrap_or("(a panic with a non-string payload)")
+}
