@@ -27,12 +27,37 @@ local function esc(s)
   end))
 end
 
+-- Escaped job names and ready keys are memoized for the length of a script: a batch usually
+-- names few jobs, and escaping costs a pattern match per call.
+local escaped_jobs = {}
+local function esc_job(job)
+  local e = escaped_jobs[job]
+  if not e then
+    e = esc(job)
+    escaped_jobs[job] = e
+  end
+  return e
+end
+
 local function k_task(id) return base .. 't:' .. id end
 -- A job's due waiting tasks of one priority, scored by run time (ties: by id, that is by
 -- submission), and the job's priorities that may have due tasks, scored by -priority.
-local function k_ready(job, prio) return base .. 'q:' .. esc(job) .. ':' .. prio end
-local function k_prios(job) return base .. 'qp:' .. esc(job) end
-local function k_idem(job, key) return base .. 'i:' .. esc(job) .. ':' .. esc(key) end
+local ready_keys = {}
+local function k_ready(job, prio)
+  local by_prio = ready_keys[job]
+  if not by_prio then
+    by_prio = {}
+    ready_keys[job] = by_prio
+  end
+  local key = by_prio[prio]
+  if not key then
+    key = base .. 'q:' .. esc_job(job) .. ':' .. prio
+    by_prio[prio] = key
+  end
+  return key
+end
+local function k_prios(job) return base .. 'qp:' .. esc_job(job) end
+local function k_idem(job, key) return base .. 'i:' .. esc_job(job) .. ':' .. esc(key) end
 local function ch_task(id) return base .. 'ev:' .. id end
 local k_delayed = base .. 'delayed'
 local k_running = base .. 'running'

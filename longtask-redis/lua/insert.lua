@@ -1,8 +1,9 @@
 -- insert.lua: inserts a batch of tasks atomically, honouring idempotency keys.
 -- ARGV: now, then 9 per task: id, job, params, prio, run_at, max, ret, owner, ikey
 --   (owner and ikey: "" for none, else "+" followed by the value).
--- Returns {"ok", id1, created1, id2, created2, ...} or {"dup", id} when an id is already in use
--- (then nothing was written).
+-- Returns {"ok", created, existing...}: `created` has one character per task, "1" created or "0"
+-- already present under its idempotency key, and `existing` lists the ids found for the "0"s, in
+-- order. Or {"dup", id} when an id is already in use (then nothing was written).
 local now = ARGV[1]
 local FIELDS = 9
 local n = (#ARGV - 1) / FIELDS
@@ -38,7 +39,8 @@ for t = 0, n - 1 do
   end
 end
 
-local out = { 'ok' }
+local created = {} -- one '1' / '0' per task
+local out = { 'ok', '' }
 local all = {}
 local ready = {} -- ready key -> flat {run_at, id, ...}
 local prios = {} -- priorities key -> flat {-prio, prio, ...}, one entry per priority
@@ -62,8 +64,8 @@ for t = 0, n - 1 do
     end
   end
   if existing then
+    created[t + 1] = '0'
     out[#out + 1] = existing
-    out[#out + 1] = '0'
   else
     local key = k_task(id)
     local status = 'queued'
@@ -101,8 +103,7 @@ for t = 0, n - 1 do
       delayed[#delayed + 1] = run_at
       delayed[#delayed + 1] = id
     end
-    out[#out + 1] = id
-    out[#out + 1] = '1'
+    created[t + 1] = '1'
   end
 end
 zadd_many(k_all, all)
@@ -116,4 +117,5 @@ end
 if due then
   redis.call('PUBLISH', ch_work, '1')
 end
+out[2] = table.concat(created)
 return out

@@ -18,6 +18,40 @@ const LIST_SCAN_BUDGET: usize = 5_000;
 /// Tasks purged per script call, at most.
 const PURGE_CHUNK: usize = 1_000;
 
+/// Reads the insert script's `ok` reply (`created`, then the existing ids of the tasks that were
+/// not created, in order) against the submitted tasks.
+fn inserted(tasks: &[NewTask], reply: &[String]) -> Result<Vec<Inserted>> {
+    let unexpected = || {
+        Error::backend(
+            "inserting tasks",
+            format!("unexpected reply from the insert script: {reply:?}"),
+        )
+    };
+    let (created, existing) = reply.split_first().ok_or_else(unexpected)?;
+    if created.len() != tasks.len() {
+        return Err(unexpected());
+    }
+    let mut existing = existing.iter();
+    let out = tasks
+        .iter()
+        .zip(created.bytes())
+        .map(|(task, flag)| match flag {
+            b'1' => Ok(Inserted {
+                id: task.id,
+                created: true,
+            }),
+            _ => Ok(Inserted {
+                id: record::task_id(existing.next().ok_or_else(unexpected)?)?,
+                created: false,
+            }),
+        })
+        .collect::<Result<Vec<_>>>()?;
+    if existing.next().is_some() {
+        return Err(unexpected());
+    }
+    Ok(out)
+}
+
 #[async_trait]
 impl TaskStore for RedisBackend {
     async fn insert(&self, tasks: Vec<NewTask>) -> Result<Vec<Inserted>> {
@@ -41,15 +75,7 @@ impl TaskStore for RedisBackend {
         }
         let out: Vec<String> = self.invoke(&call, "inserting tasks").await?;
         match out.first().map(String::as_str) {
-            Some("ok") => out[1..]
-                .chunks_exact(2)
-                .map(|pair| {
-                    Ok(Inserted {
-                        id: record::task_id(&pair[0])?,
-                        created: pair[1] == "1",
-                    })
-                })
-                .collect(),
+            Some("ok") => inserted(&tasks, &out[1..]),
             Some("dup") => Err(Error::InvalidInput(format!(
                 "task id {} is already in use",
                 out.get(1).map_or("?", String::as_str)
