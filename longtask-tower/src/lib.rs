@@ -49,6 +49,7 @@ mod html;
 mod layer;
 mod problem;
 mod render;
+mod routes;
 mod service;
 mod sse;
 mod status;

@@ -1,0 +1,196 @@
+//! Request handling: which route a request names, and the pieces every route's answer is built
+//! from (loading a task the requester may see, links, caching headers).
+//!
+//! Submitting lives in [`submit`], the routes of one task (status, events, result, cancel) in
+//! [`task`].
+
+use bytes::Bytes;
+use chrono::Utc;
+use http::{header, request::Parts, HeaderValue, Method, Response, StatusCode};
+use http_body::Body;
+use longtask_core::{BoxError, Job, TaskId, TaskRecord};
+
+use crate::{
+    body::ResponseBody,
+    problem::{truncate, Problem},
+    service::Config,
+    status::{self, Links},
+};
+
+mod submit;
+mod task;
+
+/// A route, relative to the mount point.
+enum Route<'a> {
+    Mount,
+    Task(&'a str),
+    Events(&'a str),
+    Result(&'a str),
+    Cancel(&'a str),
+    Unknown,
+}
+
+impl<'a> Route<'a> {
+    fn parse(path: &'a str) -> Self {
+        let path = path.trim_start_matches('/');
+        let path = path.strip_suffix('/').unwrap_or(path);
+        if path.is_empty() {
+            return Self::Mount;
+        }
+        let mut segments = path.splitn(3, '/');
+        let id = segments.next().unwrap_or("");
+        match (segments.next(), segments.next()) {
+            (None, _) => Self::Task(id),
+            (Some("events"), None) => Self::Events(id),
+            (Some("result"), None) => Self::Result(id),
+            (Some("cancel"), None) => Self::Cancel(id),
+            _ => Self::Unknown,
+        }
+    }
+}
+
+/// What a route answers: a response, or a problem document.
+type Answer = Result<Response<ResponseBody>, Problem>;
+
+fn respond(
+    status: StatusCode,
+    content_type: &'static str,
+    body: impl Into<Bytes>,
+) -> Response<ResponseBody> {
+    let mut response = Response::new(ResponseBody::full(body));
+    *response.status_mut() = status;
+    response
+        .headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    response
+}
+
+fn see_other(location: &str) -> Answer {
+    let mut response = respond(StatusCode::SEE_OTHER, "text/plain; charset=utf-8", "");
+    response
+        .headers_mut()
+        .insert(header::LOCATION, header_value(location)?);
+    Ok(response)
+}
+
+fn header_value(value: &str) -> Result<HeaderValue, Problem> {
+    HeaderValue::from_str(value).map_err(|_| {
+        Problem::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "could not build a header for this answer; check the path given to `JobService::at`",
+        )
+    })
+}
+
+fn set_retry_after(
+    response: &mut Response<ResponseBody>,
+    task: &TaskRecord,
+    now: chrono::DateTime<Utc>,
+) {
+    if let Some(secs) = status::retry_after(task, now) {
+        response
+            .headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+    }
+}
+
+impl<J: Job> Config<J> {
+    /// The request's path relative to the mount point, whether or not it was stripped already.
+    fn relative<'a>(&self, path: &'a str) -> &'a str {
+        if self.base.is_empty() {
+            return path;
+        }
+        match path.strip_prefix(self.base.as_str()) {
+            Some(rest) if rest.is_empty() || rest.starts_with('/') => rest,
+            _ => path,
+        }
+    }
+
+    /// Answers a request: the route its path names, for its method.
+    pub(crate) async fn route<B>(&self, parts: &Parts, body: B) -> Answer
+    where
+        B: Body + Send + 'static,
+        B::Data: Send,
+        B::Error: Into<BoxError>,
+    {
+        let method = &parts.method;
+        let reads = method == Method::GET || method == Method::HEAD;
+        match Route::parse(self.relative(parts.uri.path())) {
+            Route::Mount if method == Method::POST => self.submit(parts, body).await,
+            Route::Mount => Err(Problem::method_not_allowed(method, "POST")),
+            Route::Task(id) if reads => self.status(parts, id).await,
+            Route::Task(id) if method == Method::DELETE => self.cancel(parts, id, false).await,
+            Route::Task(_) => Err(Problem::method_not_allowed(method, "GET, HEAD, DELETE")),
+            Route::Events(id) if reads => self.events(parts, id).await,
+            Route::Result(id) if reads => self.result(parts, id).await,
+            Route::Events(_) | Route::Result(_) => {
+                Err(Problem::method_not_allowed(method, "GET, HEAD"))
+            }
+            Route::Cancel(id) if method == Method::POST => self.cancel(parts, id, true).await,
+            Route::Cancel(_) => Err(Problem::method_not_allowed(method, "POST")),
+            Route::Unknown => Err(Problem::new(
+                StatusCode::NOT_FOUND,
+                format!(
+                    "nothing at `{}`; the routes are POST {base}/, GET {base}/{{id}}, GET {base}/{{id}}/events, \
+                     GET {base}/{{id}}/result, DELETE {base}/{{id}} and POST {base}/{{id}}/cancel",
+                    truncate(parts.uri.path(), 100),
+                    base = self.base,
+                ),
+            )),
+        }
+    }
+
+    /// `Cache-Control` of an answer about a task: `private` whenever tasks have owners, so that
+    /// no shared cache keeps one person's task for another (`no-cache` too while it may change:
+    /// `changing`); `no-cache` otherwise.
+    fn cache_control(&self, changing: bool) -> HeaderValue {
+        HeaderValue::from_static(match (self.owner.is_some(), changing) {
+            (true, true) => "private, no-cache",
+            (true, false) => "private",
+            (false, _) => "no-cache",
+        })
+    }
+
+    fn owner(&self, parts: &Parts) -> Option<String> {
+        self.owner.as_ref().and_then(|owner| owner(parts))
+    }
+
+    /// The task, if it exists, is of this job, and belongs to the requester.
+    async fn load(&self, parts: &Parts, id: &str) -> Result<TaskRecord, Problem> {
+        let task_id: TaskId = id.parse().map_err(|_| Problem::not_found(id))?;
+        let task = self
+            .client
+            .status(task_id)
+            .await
+            .map_err(|e| Problem::from_error(&e))?;
+        let visible =
+            task.job == J::NAME && (self.owner.is_none() || task.owner == self.owner(parts));
+        if visible {
+            Ok(task)
+        } else {
+            Err(Problem::not_found(id))
+        }
+    }
+
+    fn links(&self, id: TaskId) -> Links {
+        Links::new(&self.base, id)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn routes_parse() {
+        assert!(matches!(Route::parse("/"), Route::Mount));
+        assert!(matches!(Route::parse(""), Route::Mount));
+        assert!(matches!(Route::parse("/abc"), Route::Task("abc")));
+        assert!(matches!(Route::parse("/abc/"), Route::Task("abc")));
+        assert!(matches!(Route::parse("/abc/events"), Route::Events("abc")));
+        assert!(matches!(Route::parse("/abc/result"), Route::Result("abc")));
+        assert!(matches!(Route::parse("/abc/cancel"), Route::Cancel("abc")));
+        assert!(matches!(Route::parse("/abc/x"), Route::Unknown));
+        assert!(matches!(Route::parse("/abc/events/x"), Route::Unknown));
+    }
+}
