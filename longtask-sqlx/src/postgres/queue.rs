@@ -4,10 +4,11 @@
 use std::{
     cmp::Reverse,
     collections::{HashMap, HashSet},
-    time::Duration,
+    time::{Duration, Instant},
 };
 
 use async_trait::async_trait;
+use chrono::{DateTime, Utc};
 use longtask_core::{
     saturating_add, Ack, ClaimRequest, ClaimedTask, Completion, Error, Lease, LeaseState, Outcome,
     Queue, Result, TaskId, WorkSignal,
@@ -15,6 +16,7 @@ use longtask_core::{
 use uuid::Uuid;
 
 use super::{
+    cursor::Key,
     max_millis, millis,
     row::{count, encode_progress},
     to_i64, PostgresBackend,
@@ -50,6 +52,59 @@ fn acks(leases: &[Lease], applied: &HashSet<(Uuid, i64)>) -> Vec<Ack> {
         .collect()
 }
 
+/// Per job, the greatest key (in claim order) among `rows`.
+fn last_keys(rows: &[ClaimedRow]) -> HashMap<&str, Key> {
+    let mut last: HashMap<&str, Key> = HashMap::new();
+    for row in rows {
+        let key = Key {
+            priority: row.6,
+            run_at: row.7,
+            id: row.0,
+        };
+        last.entry(row.1.as_str())
+            .and_modify(|k| *k = (*k).max(key))
+            .or_insert(key);
+    }
+    last
+}
+
+impl PostgresBackend {
+    /// Runs one claim statement for up to `limit` tasks: from the head of the index, or, given
+    /// the jobs' cursor keys, from the cursors on (see [`super::cursor`]).
+    async fn claim_rows(
+        &self,
+        request: &ClaimRequest<'_>,
+        jobs: &[&str],
+        now: DateTime<Utc>,
+        expires: DateTime<Utc>,
+        limit: usize,
+        after: Option<&[Key]>,
+    ) -> Result<Vec<ClaimedRow>> {
+        let sql = if after.is_some() {
+            &self.sql.claim_after
+        } else {
+            &self.sql.claim
+        };
+        let mut query = sqlx::query_as(sql)
+            .bind(jobs)
+            .bind(millis(now))
+            .bind(to_i64(limit as u64))
+            .bind(request.worker)
+            .bind(millis(expires))
+            .bind(self.notifier.channel());
+        if let Some(keys) = after {
+            query = query
+                .bind(keys.iter().map(|k| k.priority).collect::<Vec<_>>())
+                .bind(keys.iter().map(|k| k.run_at).collect::<Vec<_>>())
+                .bind(keys.iter().map(|k| k.id).collect::<Vec<_>>());
+        }
+        query
+            .fetch_all(&self.pool)
+            .await
+            .map_err(|e| Error::backend("claiming tasks", e))
+    }
+}
+
 #[async_trait]
 impl Queue for PostgresBackend {
     async fn claim(&self, request: ClaimRequest<'_>) -> Result<Vec<ClaimedTask>> {
@@ -64,16 +119,38 @@ impl Queue for PostgresBackend {
                 jobs.push(job);
             }
         }
-        let mut rows: Vec<ClaimedRow> = sqlx::query_as(&self.sql.claim)
-            .bind(&jobs)
-            .bind(millis(now))
-            .bind(to_i64(request.limit as u64))
-            .bind(request.worker)
-            .bind(millis(expires))
-            .bind(self.notifier.channel())
-            .fetch_all(&self.pool)
-            .await
-            .map_err(|e| Error::backend("claiming tasks", e))?;
+        let mut rows: Vec<ClaimedRow> = Vec::new();
+        let started = Instant::now();
+        if let Some(keys) = self.cursors.keys(&jobs, started) {
+            rows = self
+                .claim_rows(&request, &jobs, now, expires, request.limit, Some(&keys))
+                .await?;
+            self.cursors.claimed(&jobs, &last_keys(&rows), None);
+        }
+        if rows.len() < request.limit {
+            // No cursor, an old one, or nothing more after it: scan from the head.
+            let more = self
+                .claim_rows(
+                    &request,
+                    &jobs,
+                    now,
+                    expires,
+                    request.limit - rows.len(),
+                    None,
+                )
+                .await;
+            match more {
+                Ok(more) => {
+                    rows.extend(more);
+                    self.cursors
+                        .claimed(&jobs, &last_keys(&rows), Some(started));
+                }
+                // The tasks claimed after the cursor are leased already: hand them out rather
+                // than leave them to expire.
+                Err(_) if !rows.is_empty() => {}
+                Err(e) => return Err(e),
+            }
+        }
         rows.sort_unstable_by_key(|r| (Reverse(r.6), r.7, r.0));
         Ok(rows
             .into_iter()
@@ -134,6 +211,8 @@ impl Queue for PostgresBackend {
         let mut retry_at: Vec<Option<i64>> = Vec::with_capacity(n);
         let mut progress: Vec<Option<String>> = Vec::with_capacity(n);
         let mut listed = HashSet::with_capacity(n);
+        // Whether a task may go back to waiting (to be retried), perhaps before a claim cursor.
+        let mut retries = false;
         for completion in completions {
             let key = (completion.lease.task.as_uuid(), token(&completion.lease));
             if !listed.insert(key) {
@@ -157,6 +236,9 @@ impl Queue for PostgresBackend {
                     retry_at.push(None);
                 }
                 Outcome::Failed { error, retry_after } => {
+                    if retry_after.is_some() {
+                        retries = true;
+                    }
                     kinds.push("failed");
                     outputs.push(None);
                     errors.push(Some(error));
@@ -184,6 +266,9 @@ impl Queue for PostgresBackend {
             .fetch_all(&self.pool)
             .await
             .map_err(|e| Error::backend("recording outcomes", e))?;
+        if retries {
+            self.cursors.reset();
+        }
         Ok(acks(&leases, &rows.into_iter().collect()))
     }
 
@@ -200,6 +285,9 @@ impl Queue for PostgresBackend {
             .fetch_all(&self.pool)
             .await
             .map_err(|e| Error::backend("releasing tasks", e))?;
+        if !rows.is_empty() {
+            self.cursors.reset();
+        }
         Ok(acks(leases, &rows.into_iter().collect()))
     }
 
@@ -215,6 +303,9 @@ impl Queue for PostgresBackend {
             .fetch_one(&self.pool)
             .await
             .map_err(|e| Error::backend("recovering expired leases", e))?;
+        if recovered > 0 {
+            self.cursors.reset();
+        }
         Ok(u64::try_from(recovered).unwrap_or(0))
     }
 

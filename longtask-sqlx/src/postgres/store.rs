@@ -12,6 +12,7 @@ use sqlx::{Connection, PgConnection};
 use uuid::Uuid;
 
 use super::{
+    cursor::Key,
     max_millis, millis,
     row::{duration_millis, parse_status, TaskRow},
     to_i64, PostgresBackend,
@@ -56,6 +57,14 @@ impl PostgresBackend {
             } else {
                 TaskStatus::Queued.as_str()
             });
+            self.cursors.waiting(
+                &task.job,
+                Key {
+                    priority: task.priority,
+                    run_at: millis(run_at),
+                    id: task.id.as_uuid(),
+                },
+            );
             columns.priority.push(task.priority);
             columns.run_at.push(millis(run_at));
             columns.max_attempts.push(i64::from(task.max_attempts));

@@ -1,0 +1,60 @@
+-- Claims like claim.sql, but per job only from the job's cursor on: $1 the jobs, and per job the
+-- key (priority $7, run_at $8, id $9) of the last task claimed. Per job, two ordered scans of the
+-- waiting-tasks index: the higher priorities (from the head of the job's part of the index), and
+-- the cursor's priority after the cursor (starting just after it, so the dead index entries that
+-- earlier claims left behind it are never walked). Tasks of lower priorities, or sorting before
+-- the cursor, are left to claim.sql (see cursor.rs for when it runs). $2 now, $3 the limit, $4
+-- the worker, $5 the lease expiry, $6 the NOTIFY channel.
+WITH picked AS (
+    SELECT w.id
+    FROM unnest($1::text[], $7::integer[], $8::bigint[], $9::uuid[])
+         AS j(job, priority, run_at, id)
+    CROSS JOIN LATERAL (
+        SELECT * FROM (
+            SELECT t.id, t.priority, t.run_at
+            FROM {schema}.tasks AS t
+            WHERE t.job = j.job
+              AND t.status IN ('queued', 'scheduled', 'retrying')
+              AND t.priority > j.priority
+              AND t.run_at <= $2
+            ORDER BY t.priority DESC, t.run_at, t.id
+            LIMIT $3
+            FOR UPDATE SKIP LOCKED
+        ) AS higher
+        UNION ALL
+        SELECT * FROM (
+            SELECT t.id, t.priority, t.run_at
+            FROM {schema}.tasks AS t
+            WHERE t.job = j.job
+              AND t.status IN ('queued', 'scheduled', 'retrying')
+              AND t.priority = j.priority
+              AND (t.run_at, t.id) > (j.run_at, j.id)
+              AND t.run_at <= $2
+            ORDER BY t.priority DESC, t.run_at, t.id
+            LIMIT $3
+            FOR UPDATE SKIP LOCKED
+        ) AS after_cursor
+    ) AS w
+    ORDER BY w.priority DESC, w.run_at, w.id
+    LIMIT $3
+),
+claimed AS (
+    UPDATE {schema}.tasks AS t
+    SET status = 'running',
+        attempt = t.attempt + 1,
+        token = t.token + 1,
+        lease_owner = $4,
+        lease_expires_at = $5,
+        started_at = $2
+    FROM picked
+    WHERE t.id = picked.id
+    RETURNING t.id, t.job, t.params, t.attempt, t.max_attempts, t.token, t.priority, t.run_at
+),
+notified AS (
+    SELECT pg_notify($6, json_build_object('t', c.id, 's', 'running')::text) AS sent
+    FROM claimed AS c
+    WHERE EXISTS (SELECT 1 FROM {schema}.watches AS w WHERE w.task_id = c.id)
+)
+SELECT c.id, c.job, c.params, c.attempt, c.max_attempts, c.token, c.priority, c.run_at,
+       (SELECT count(*) FROM notified) AS notified
+FROM claimed AS c
