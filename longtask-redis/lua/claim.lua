@@ -24,6 +24,7 @@ end
 -- 2. Take the best `limit` due tasks across the requested jobs: higher priority first, then
 -- earlier run_at, then earlier submission (id).
 local ids = {}
+local jobs = {} -- the job of each id (its ready set says it)
 if #ARGV == 6 then
   local job = ARGV[6]
   local pk = k_prios(job)
@@ -33,6 +34,7 @@ if #ARGV == 6 then
     local got = #popped / 2
     for i = 1, #popped, 2 do
       ids[#ids + 1] = popped[i]
+      jobs[#jobs + 1] = job
     end
     if got < remaining then
       redis.call('ZREM', pk, prio) -- that priority's set is empty now
@@ -54,7 +56,7 @@ else
       end
       local p = tonumber(prio)
       for i = 1, #entries, 2 do
-        candidates[#candidates + 1] = { -p, tonumber(entries[i + 1]), entries[i], key }
+        candidates[#candidates + 1] = { -p, tonumber(entries[i + 1]), entries[i], key, job }
       end
       found = found + #entries / 2
       if found >= limit then break end
@@ -69,6 +71,7 @@ else
     local c = candidates[i]
     redis.call('ZREM', c[4], c[3])
     ids[#ids + 1] = c[3]
+    jobs[#jobs + 1] = c[5]
   end
 end
 
@@ -76,12 +79,12 @@ end
 local out = {}
 local running = {}
 local owner = '+' .. worker
-for _, id in ipairs(ids) do
+for n, id in ipairs(ids) do
   local key = k_task(id)
-  local h = redis.call('HMGET', key, 'status', 'job', 'params', 'attempt', 'max', 'token')
+  local h = redis.call('HMGET', key, 'status', 'params', 'attempt', 'max', 'token')
   if h[1] and is_waiting(h[1]) then
-    local attempt = fmt((tonumber(h[4]) or 0) + 1)
-    local token = fmt((tonumber(h[6]) or 0) + 1)
+    local attempt = fmt((tonumber(h[3]) or 0) + 1)
+    local token = fmt((tonumber(h[5]) or 0) + 1)
     redis.call('HSET', key, 'status', 'running', 'attempt', attempt, 'token', token,
       'lo', owner, 'lx', expires, 'started', now)
     running[#running + 1] = expires
@@ -89,10 +92,10 @@ for _, id in ipairs(ids) do
     publish_status(id, 'running')
     out[#out + 1] = id
     out[#out + 1] = token
+    out[#out + 1] = jobs[n]
     out[#out + 1] = h[2]
-    out[#out + 1] = h[3]
     out[#out + 1] = attempt
-    out[#out + 1] = h[5]
+    out[#out + 1] = h[4]
   end
 end
 zadd_many(k_running, running)

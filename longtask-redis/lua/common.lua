@@ -10,7 +10,8 @@
 --
 -- Task hash fields ("" or absent = none, or zero):
 --   status job prio run_at max ret created params owner ikey ("+key") token attempt cancel
---   lo (lease owner, "+name") lx (lease expiry) started finished output progress (JSON)
+--   lo (lease owner, "+name") lx (lease expiry): meaningful only while the status is running,
+--   left behind afterwards; started finished output progress (JSON)
 --   em ea et (last error: message, attempt, time)
 
 local base = KEYS[1]
@@ -135,11 +136,23 @@ end
 -- The fields every lease-fenced script reads, in this order.
 local LEASED_FIELDS = { 'status', 'token', 'attempt', 'max', 'cancel', 'ret', 'job', 'ikey', 'prio' }
 
--- The task's LEASED_FIELDS if `token` is the live lease on it, else nil.
+-- The task's LEASED_FIELDS if `token` is the live lease on it, else nil. Only status, token,
+-- ret and ikey are read here (all a success needs); complete() reads the others when a path
+-- needs them. Every field read costs Redis CPU on the hot path.
 local function leased(id, token)
-  local h = redis.call('HMGET', k_task(id), unpack(LEASED_FIELDS))
+  local h = redis.call('HMGET', k_task(id), 'status', 'token', 'ret', 'ikey')
   if h[1] ~= 'running' or h[2] ~= token then
     return nil
+  end
+  return { h[1], h[2], nil, nil, nil, h[3], nil, h[4], nil, partial = true }
+end
+
+-- Reads the LEASED_FIELDS that leased() left out.
+local function complete(id, h)
+  if h.partial then
+    local r = redis.call('HMGET', k_task(id), 'attempt', 'max', 'cancel', 'job', 'prio')
+    h[3], h[4], h[5], h[7], h[9] = r[1], r[2], r[3], r[4], r[5]
+    h.partial = nil
   end
   return h
 end
@@ -156,16 +169,16 @@ end
 
 -- Moves a task (whose LEASED_FIELDS are `h`) to a final status, setting the extra field pairs
 -- f1 v1 f2 v2 (or none): indexes it for the clock-based purge and sets the real-time expiry of
--- its keys.
+-- its keys. The lease fields lo / lx are left as they were: they mean nothing unless the status
+-- is running (the reader ignores them otherwise), and not clearing them saves a write per task.
 local function finalize(id, h, status, now, f1, v1, f2, v2, f3, v3)
   local key = k_task(id)
   if f3 then
-    redis.call('HSET', key, 'status', status, 'finished', now, 'lo', '', 'lx', '', f1, v1, f2, v2,
-      f3, v3)
+    redis.call('HSET', key, 'status', status, 'finished', now, f1, v1, f2, v2, f3, v3)
   elseif f1 then
-    redis.call('HSET', key, 'status', status, 'finished', now, 'lo', '', 'lx', '', f1, v1)
+    redis.call('HSET', key, 'status', status, 'finished', now, f1, v1)
   else
-    redis.call('HSET', key, 'status', status, 'finished', now, 'lo', '', 'lx', '')
+    redis.call('HSET', key, 'status', status, 'finished', now)
   end
   left_running[#left_running + 1] = id
   local ret = tonumber(h[6]) or 0
@@ -175,6 +188,7 @@ local function finalize(id, h, status, now, f1, v1, f2, v2, f3, v3)
   local ttl = math.min(math.max(expires - tonumber(now), 0) + EXPIRY_GRACE_MS, MAX_TTL_MS)
   redis.call('PEXPIRE', key, fmt(ttl))
   if h[8] and h[8] ~= '' then
+    complete(id, h)
     redis.call('PEXPIRE', k_idem(h[7], string.sub(h[8], 2)), fmt(ttl))
   end
   publish_status(id, status)
@@ -184,10 +198,11 @@ end
 -- attempts remain and no cancellation was requested), or fails, or cancels when cancellation
 -- was requested. Returns whether the task was retried.
 local function fail_attempt(id, h, message, retry_at, now)
+  complete(id, h)
   local attempt = h[3] or '0'
   local cancel = h[5] == '1'
   if retry_at ~= '' and (tonumber(attempt) < tonumber(h[4])) and not cancel then
-    redis.call('HSET', k_task(id), 'status', 'retrying', 'run_at', retry_at, 'lo', '', 'lx', '',
+    redis.call('HSET', k_task(id), 'status', 'retrying', 'run_at', retry_at,
       'em', message, 'ea', attempt, 'et', now)
     left_running[#left_running + 1] = id
     enqueue(id, h[7], h[9], retry_at, now)

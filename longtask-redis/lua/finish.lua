@@ -17,6 +17,7 @@ for i = 2, #ARGV, 6 do
     if kind == 's' then
       finalize(id, h, 'succeeded', now, 'output', text)
     elseif kind == 'c' then
+      complete(id, h)
       finalize(id, h, 'cancelled', now, 'em', text, 'ea', h[3] or '0', 'et', now)
     else
       if fail_attempt(id, h, text, retry_at, now) then retried = true end

@@ -7,9 +7,9 @@ for i = 2, #ARGV, 2 do
   local id = ARGV[i]
   local h = leased(id, ARGV[i + 1])
   if h then
+    complete(id, h)
     local attempt = math.max((tonumber(h[3]) or 0) - 1, 0)
-    redis.call('HSET', k_task(id), 'status', 'queued', 'attempt', fmt(attempt), 'run_at', now,
-      'lo', '', 'lx', '')
+    redis.call('HSET', k_task(id), 'status', 'queued', 'attempt', fmt(attempt), 'run_at', now)
     left_running[#left_running + 1] = id
     enqueue(id, h[7], h[9], now, now)
     publish_status(id, 'queued')

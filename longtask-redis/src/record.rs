@@ -3,7 +3,8 @@
 //! Times are integer milliseconds since the epoch. Optional strings that a script must be able
 //! to clear (the lease owner) or that travel as script arguments are encoded as `""` for none
 //! and `"+value"` for a value, so that an empty string stays distinct from none. Fields that
-//! are absent from the hash are none (or zero).
+//! are absent from the hash are none (or zero). The lease fields count only while the status is
+//! running.
 
 use std::{collections::HashMap, str::FromStr, time::Duration};
 
@@ -59,19 +60,30 @@ pub(crate) fn decode(id: TaskId, mut hash: HashMap<String, String>) -> Result<Op
         ),
         None => None,
     };
+    let status: TaskStatus = fields.parsed("status")?;
+    // The scripts leave the lease fields behind when a task stops running (a write saved per
+    // task): they count only while it runs.
+    let (lease_owner, lease_expires_at) = if status == TaskStatus::Running {
+        (
+            fields
+                .take("lo")
+                .and_then(|v| v.strip_prefix('+').map(str::to_owned)),
+            fields.opt_time("lx")?,
+        )
+    } else {
+        (None, None)
+    };
     let record = TaskRecord {
         id,
         job: fields.required("job")?,
         params: fields.required("params")?,
-        status: fields.parsed("status")?,
+        status,
         priority: fields.parsed("prio")?,
         run_at: fields.time("run_at")?,
         attempt,
         max_attempts: fields.parsed("max")?,
-        lease_owner: fields
-            .take("lo")
-            .and_then(|v| v.strip_prefix('+').map(str::to_owned)),
-        lease_expires_at: fields.opt_time("lx")?,
+        lease_owner,
+        lease_expires_at,
         cancel_requested: fields.take("cancel").as_deref() == Some("1"),
         last_error,
         progress,
