@@ -167,6 +167,20 @@ local function flush()
   zadd_many(k_expiring, newly_expiring)
 end
 
+-- The purge time and the real-time TTL (formatted) of a task with retention `ret` finishing at
+-- `now`, memoized per retention: a batch usually shares one.
+local retention_memo = {}
+local function retention_times(ret, now)
+  local times = retention_memo[ret]
+  if not times then
+    local expires = math.min(tonumber(now) + (tonumber(ret) or 0), MAX_MS)
+    local ttl = math.min(math.max(expires - tonumber(now), 0) + EXPIRY_GRACE_MS, MAX_TTL_MS)
+    times = { fmt(expires), fmt(ttl) }
+    retention_memo[ret] = times
+  end
+  return times
+end
+
 -- Moves a task (whose LEASED_FIELDS are `h`) to a final status, setting the extra field pairs
 -- f1 v1 f2 v2 (or none): indexes it for the clock-based purge and sets the real-time expiry of
 -- its keys. The lease fields lo / lx are left as they were: they mean nothing unless the status
@@ -181,15 +195,13 @@ local function finalize(id, h, status, now, f1, v1, f2, v2, f3, v3)
     redis.call('HSET', key, 'status', status, 'finished', now)
   end
   left_running[#left_running + 1] = id
-  local ret = tonumber(h[6]) or 0
-  local expires = math.min(tonumber(now) + ret, MAX_MS)
-  newly_expiring[#newly_expiring + 1] = fmt(expires)
+  local times = retention_times(h[6] or '', now)
+  newly_expiring[#newly_expiring + 1] = times[1]
   newly_expiring[#newly_expiring + 1] = id
-  local ttl = math.min(math.max(expires - tonumber(now), 0) + EXPIRY_GRACE_MS, MAX_TTL_MS)
-  redis.call('PEXPIRE', key, fmt(ttl))
+  redis.call('PEXPIRE', key, times[2])
   if h[8] and h[8] ~= '' then
     complete(id, h)
-    redis.call('PEXPIRE', k_idem(h[7], string.sub(h[8], 2)), fmt(ttl))
+    redis.call('PEXPIRE', k_idem(h[7], string.sub(h[8], 2)), times[2])
   end
   publish_status(id, status)
 end
