@@ -83,8 +83,9 @@ for n, id in ipairs(ids) do
   local key = k_task(id)
   local h = redis.call('HMGET', key, 'status', 'params', 'attempt', 'max', 'token')
   if h[1] and is_waiting(h[1]) then
-    local attempt = fmt((tonumber(h[3]) or 0) + 1)
-    local token = fmt((tonumber(h[5]) or 0) + 1)
+    local attempt, token = '1', '1' -- a first claim needs no number formatting
+    if h[3] then attempt = fmt((tonumber(h[3]) or 0) + 1) end
+    if h[5] then token = fmt((tonumber(h[5]) or 0) + 1) end
     redis.call('HSET', key, 'status', 'running', 'attempt', attempt, 'token', token,
       'lo', owner, 'lx', expires, 'started', now)
     running[#running + 1] = expires

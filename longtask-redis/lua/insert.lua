@@ -5,6 +5,7 @@
 -- already present under its idempotency key, and `existing` lists the ids found for the "0"s, in
 -- order. Or {"dup", id} when an id is already in use (then nothing was written).
 local now = ARGV[1]
+local now_n = tonumber(now)
 local FIELDS = 9
 local n = (#ARGV - 1) / FIELDS
 
@@ -69,7 +70,7 @@ for t = 0, n - 1 do
   else
     local key = k_task(id)
     local status = 'queued'
-    if tonumber(run_at) > tonumber(now) then status = 'scheduled' end
+    if run_at ~= now and tonumber(run_at) > now_n then status = 'scheduled' end
     -- Every argument costs: only fields with a value are written (absent = none / zero).
     redis.call('HSET', key, 'status', status, 'job', job, 'prio', prio, 'run_at', run_at,
       'max', max, 'ret', ret, 'created', now, 'params', params)
@@ -79,7 +80,7 @@ for t = 0, n - 1 do
       redis.call('SET', ik, id)
       keys[ik] = id
     end
-    all[#all + 1] = 0
+    all[#all + 1] = '0' -- a string: a Lua number would be formatted for every task
     all[#all + 1] = id
     if status == 'queued' then
       local rk = k_ready(job, prio)
