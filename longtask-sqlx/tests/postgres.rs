@@ -15,8 +15,10 @@ use std::{
     time::{Duration, Instant},
 };
 
+use chrono::Utc;
 use longtask_core::{
-    Backend, Client, Clock, Error, Job, JobError, TaskContext, TaskStatus, TaskStore, Worker,
+    Backend, ClaimRequest, Client, Clock, Error, Job, JobError, NewTask, Queue, RunAt, TaskContext,
+    TaskStatus, TaskStore, Worker,
 };
 use longtask_sqlx::PostgresBackend;
 
@@ -376,4 +378,71 @@ async fn listener_reconnects_after_its_connection_is_killed() {
         started.elapsed()
     );
     worker.shutdown().await.unwrap();
+}
+
+/// Claims start after the last task claimed (claim cursors, so they skip the dead index entries
+/// behind it); a task that another process puts in front of that point is still claimed: one of
+/// a higher priority by the next claim, one with an earlier `run_at` within about a second.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn claims_find_tasks_another_process_puts_before_the_cursor() {
+    let claimer = fresh().await;
+    let other = PostgresBackend::connect(database_url())
+        .await
+        .expect("connecting to the test database")
+        .with_schema(claimer.schema())
+        .expect("a valid schema name");
+    let jobs = ["cursor".to_owned()];
+    let claim = |limit: usize| {
+        claimer.claim(ClaimRequest {
+            jobs: &jobs,
+            worker: "w",
+            limit,
+            lease: Duration::from_secs(60),
+        })
+    };
+    claimer
+        .insert(
+            (0..300)
+                .map(|i| NewTask::new("cursor", i.to_string()))
+                .collect(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(claim(10).await.unwrap().len(), 10);
+
+    let urgent = other
+        .insert(vec![NewTask {
+            priority: 5,
+            ..NewTask::new("cursor", "urgent")
+        }])
+        .await
+        .unwrap()[0]
+        .id;
+    assert_eq!(claim(1).await.unwrap()[0].lease.task, urgent);
+
+    let early = other
+        .insert(vec![NewTask {
+            run_at: RunAt::At(Utc::now() - chrono::Duration::hours(1)),
+            ..NewTask::new("cursor", "early")
+        }])
+        .await
+        .unwrap()[0]
+        .id;
+    let start = Instant::now();
+    loop {
+        let claimed = claim(1).await.unwrap();
+        assert_eq!(
+            claimed.len(),
+            1,
+            "the queue ran dry before the early task was claimed"
+        );
+        if claimed[0].lease.task == early {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(3),
+            "a task with an earlier run_at waited more than 3 s"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
 }
