@@ -14,8 +14,9 @@ if #due > 0 then
       if h[1] == 'scheduled' then
         redis.call('HSET', key, 'status', 'queued')
       end
-      redis.call('ZADD', k_ready(h[2], h[3]), h[4], id)
-      redis.call('ZADD', k_prios(h[2]), -tonumber(h[3]), h[3])
+      local prio = h[3] or '0'
+      redis.call('ZADD', k_ready(h[2], prio), h[4] or now, id)
+      redis.call('ZADD', k_prios(h[2]), -tonumber(prio), prio)
     end
   end
   zrem_many(k_delayed, due)

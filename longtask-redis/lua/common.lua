@@ -9,7 +9,8 @@
 -- they are only stored, and formatted with %d where computed, so they never turn into "1e+15".
 --
 -- Task hash fields ("" or absent = none, or zero):
---   status job prio run_at max ret created params owner ikey ("+key") token attempt cancel
+--   status job prio (absent = 0) run_at (absent = created) max ret created params owner
+--   ikey ("+key") token attempt cancel
 --   lo (lease owner, "+name") lx (lease expiry): meaningful only while the status is running,
 --   left behind afterwards; started finished output progress (JSON)
 --   em ea et (last error: message, attempt, time)
@@ -118,6 +119,7 @@ end
 -- Puts a waiting task where claims find it: its job's ready set if due, the delayed set
 -- otherwise. Returns whether it is due.
 local function enqueue(id, job, prio, run_at, now)
+  prio = prio or '0'
   if tonumber(run_at) <= tonumber(now) then
     redis.call('ZADD', k_ready(job, prio), run_at, id)
     redis.call('ZADD', k_prios(job), -tonumber(prio), prio)
@@ -129,6 +131,7 @@ end
 
 -- Takes a waiting task out of the ready and delayed sets.
 local function dequeue(id, job, prio)
+  prio = prio or '0'
   redis.call('ZREM', k_ready(job, prio), id)
   redis.call('ZREM', k_delayed, id)
 end

@@ -71,9 +71,24 @@ for t = 0, n - 1 do
     local key = k_task(id)
     local status = 'queued'
     if run_at ~= now and tonumber(run_at) > now_n then status = 'scheduled' end
-    -- Every argument costs: only fields with a value are written (absent = none / zero).
-    redis.call('HSET', key, 'status', status, 'job', job, 'prio', prio, 'run_at', run_at,
-      'max', max, 'ret', ret, 'created', now, 'params', params)
+    -- Every field costs (a small hash is a list Redis scans): only fields with a value are
+    -- written (absent = none / zero), priority 0 is left out, and so is a run time equal to the
+    -- creation time.
+    if run_at == now then
+      if prio == '0' then
+        redis.call('HSET', key, 'status', status, 'job', job, 'max', max, 'ret', ret,
+          'created', now, 'params', params)
+      else
+        redis.call('HSET', key, 'status', status, 'job', job, 'prio', prio, 'max', max,
+          'ret', ret, 'created', now, 'params', params)
+      end
+    elseif prio == '0' then
+      redis.call('HSET', key, 'status', status, 'job', job, 'run_at', run_at, 'max', max,
+        'ret', ret, 'created', now, 'params', params)
+    else
+      redis.call('HSET', key, 'status', status, 'job', job, 'prio', prio, 'run_at', run_at,
+        'max', max, 'ret', ret, 'created', now, 'params', params)
+    end
     if owner ~= '' then redis.call('HSET', key, 'owner', string.sub(owner, 2)) end
     if ik then
       redis.call('HSET', key, 'ikey', ikey)

@@ -3,8 +3,8 @@
 //! Times are integer milliseconds since the epoch. Optional strings that a script must be able
 //! to clear (the lease owner) or that travel as script arguments are encoded as `""` for none
 //! and `"+value"` for a value, so that an empty string stays distinct from none. Fields that
-//! are absent from the hash are none (or zero). The lease fields count only while the status is
-//! running.
+//! are absent from the hash are none (or zero; a missing run time is the creation time). The
+//! lease fields count only while the status is running.
 
 use std::{collections::HashMap, str::FromStr, time::Duration};
 
@@ -61,6 +61,7 @@ pub(crate) fn decode(id: TaskId, mut hash: HashMap<String, String>) -> Result<Op
         None => None,
     };
     let status: TaskStatus = fields.parsed("status")?;
+    let created_at = fields.time("created")?;
     // The scripts leave the lease fields behind when a task stops running (a write saved per
     // task): they count only while it runs.
     let (lease_owner, lease_expires_at) = if status == TaskStatus::Running {
@@ -78,8 +79,9 @@ pub(crate) fn decode(id: TaskId, mut hash: HashMap<String, String>) -> Result<Op
         job: fields.required("job")?,
         params: fields.required("params")?,
         status,
-        priority: fields.parsed("prio")?,
-        run_at: fields.time("run_at")?,
+        priority: fields.parsed_or("prio", 0)?,
+        // Left out when equal to the creation time.
+        run_at: fields.opt_time("run_at")?.unwrap_or(created_at),
         attempt,
         max_attempts: fields.parsed("max")?,
         lease_owner,
@@ -88,7 +90,7 @@ pub(crate) fn decode(id: TaskId, mut hash: HashMap<String, String>) -> Result<Op
         last_error,
         progress,
         output: fields.take("output"),
-        created_at: fields.time("created")?,
+        created_at,
         started_at: fields.opt_time("started")?,
         finished_at: fields.opt_time("finished")?,
         retention: Duration::from_millis(fields.parsed_or("ret", 0)?),
