@@ -6,6 +6,8 @@
 //! [`TaskStore`](longtask_core::TaskStore), [`Queue`](longtask_core::Queue) and
 //! [`ProgressSink`](longtask_core::ProgressSink) and passes the whole conformance suite.
 
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+mod codec;
 #[cfg(feature = "postgres")]
 mod postgres;
 #[cfg(feature = "sqlite")]

@@ -3,8 +3,12 @@
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use longtask_core::{Error, Progress, Result, TaskError, TaskId, TaskRecord, TaskStatus};
+use longtask_core::{Error, Result, TaskError, TaskId, TaskRecord, TaskStatus};
 use uuid::Uuid;
+
+pub(crate) use crate::codec::{
+    count, decode_progress, duration_millis, encode_progress, parse_status,
+};
 
 /// One row of `tasks`, as `sql/columns.sql` selects it.
 #[derive(sqlx::FromRow)]
@@ -75,13 +79,6 @@ impl TaskRow {
     }
 }
 
-/// A stored status.
-pub(crate) fn parse_status(status: &str) -> Result<TaskStatus> {
-    status
-        .parse()
-        .map_err(|e| Error::backend("reading a task's status", e))
-}
-
 /// A stored time (milliseconds since the epoch).
 pub(crate) fn time(millis: i64) -> Result<DateTime<Utc>> {
     DateTime::from_timestamp_millis(millis).ok_or_else(|| {
@@ -89,33 +86,5 @@ pub(crate) fn time(millis: i64) -> Result<DateTime<Utc>> {
             "reading a task",
             format!("stored time {millis} ms is out of range"),
         )
-    })
-}
-
-/// A stored attempt count.
-pub(crate) fn count(n: i64) -> u32 {
-    u32::try_from(n.max(0)).unwrap_or(u32::MAX)
-}
-
-/// A duration as stored (whole milliseconds, saturating).
-pub(crate) fn duration_millis(d: Duration) -> i64 {
-    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
-}
-
-/// Progress as stored (serde JSON).
-pub(crate) fn encode_progress(progress: &Progress) -> Result<String> {
-    serde_json::to_string(progress).map_err(|e| Error::Codec {
-        action: "encode",
-        what: "progress".to_owned(),
-        source: Box::new(e),
-    })
-}
-
-/// Stored progress.
-pub(crate) fn decode_progress(json: &str) -> Result<Progress> {
-    serde_json::from_str(json).map_err(|e| Error::Codec {
-        action: "decode",
-        what: "stored progress".to_owned(),
-        source: Box::new(e),
     })
 }

@@ -4,8 +4,13 @@
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use longtask_core::{Error, Progress, Result, TaskError, TaskId, TaskRecord, TaskStatus};
+use longtask_core::{Error, Progress, Result, TaskError, TaskId, TaskRecord};
 use uuid::Uuid;
+
+use crate::codec::decode_progress;
+pub(crate) use crate::codec::{
+    count, duration_millis as duration_ms, encode_progress as progress_json, parse_status as status,
+};
 
 /// `at` as milliseconds since the epoch.
 pub(crate) fn millis(at: DateTime<Utc>) -> i64 {
@@ -21,11 +26,6 @@ pub(crate) fn from_millis(ms: i64) -> DateTime<Utc> {
     })
 }
 
-/// A duration in whole milliseconds, saturating.
-pub(crate) fn duration_ms(d: Duration) -> i64 {
-    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
-}
-
 /// A task id as the hex text `unhex()` turns back into the stored blob.
 pub(crate) fn hex(id: TaskId) -> String {
     id.as_uuid().simple().to_string()
@@ -38,27 +38,9 @@ pub(crate) fn task_id(bytes: &[u8]) -> Result<TaskId> {
         .map_err(|err| Error::backend("decoding a stored task id", err))
 }
 
-/// A stored status.
-pub(crate) fn status(text: &str) -> Result<TaskStatus> {
-    text.parse()
-        .map_err(|err| Error::backend("decoding a stored task status", err))
-}
-
 /// Stored progress JSON.
 pub(crate) fn progress(json: Option<&str>) -> Result<Option<Progress>> {
-    json.map(serde_json::from_str)
-        .transpose()
-        .map_err(|err| Error::backend("decoding stored progress", err))
-}
-
-/// Progress as stored.
-pub(crate) fn progress_json(progress: &Progress) -> Result<String> {
-    serde_json::to_string(progress).map_err(|err| Error::backend("encoding progress", err))
-}
-
-/// A stored count (attempts), clamped into `u32`.
-pub(crate) fn count(n: i64) -> u32 {
-    u32::try_from(n.max(0)).unwrap_or(u32::MAX)
+    json.map(decode_progress).transpose()
 }
 
 /// One row of `get.sql` / `list.sql`.
