@@ -9,6 +9,7 @@ use std::time::Duration;
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use longtask_benches::{
     backend_from_env, claim_complete, end_to_end, enqueue_batch, enqueue_single, runtime, EndToEnd,
+    Parked,
 };
 use longtask_core::Client;
 
@@ -22,13 +23,13 @@ fn queue(c: &mut Criterion) {
     group.throughput(Throughput::Elements(1));
     group.bench_function("single", |b| {
         b.to_async(&rt)
-            .iter_custom(|iters| enqueue_single(&client, iters));
+            .iter_custom(|iters| enqueue_single::<Parked>(&client, iters));
     });
     let batch = 1000;
     group.throughput(Throughput::Elements(batch as u64));
     group.bench_function(BenchmarkId::new("batch", batch), |b| {
         b.to_async(&rt)
-            .iter_custom(|iters| enqueue_batch(&client, iters * batch as u64, batch));
+            .iter_custom(|iters| enqueue_batch::<Parked>(&client, iters * batch as u64, batch));
     });
     group.finish();
 
@@ -44,7 +45,8 @@ fn queue(c: &mut Criterion) {
     let mut group = c.benchmark_group(format!("{scheme}/end_to_end"));
     group.sample_size(10);
     group.measurement_time(Duration::from_secs(if fast { 5 } else { 20 }));
-    let tasks: u64 = if fast { 100_000 } else { 10_000 };
+    // Runs long enough that the worker's start and graceful stop are a small part of the time.
+    let tasks: u64 = if fast { 100_000 } else { 50_000 };
     for backlog in [false, true] {
         let settings = EndToEnd {
             tasks,

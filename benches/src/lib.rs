@@ -82,23 +82,39 @@ impl Noop {
     }
 }
 
-/// Submits `n` tasks one request at a time; returns the time taken.
-pub async fn enqueue_single(client: &Client, n: u64) -> Duration {
+/// A job no benchmark worker runs: the submit benchmarks submit it, so the tasks they leave
+/// behind are not work for the benchmarks that follow (they stay queued, as another job's
+/// backlog would in a real deployment).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Parked;
+
+impl Job for Parked {
+    const NAME: &'static str = "bench-parked";
+    type Params = ();
+    type Output = ();
+
+    async fn run(&self, (): (), _cx: TaskContext) -> Result<(), JobError> {
+        Ok(())
+    }
+}
+
+/// Submits `n` tasks of job `J` one request at a time; returns the time taken.
+pub async fn enqueue_single<J: Job<Params = ()>>(client: &Client, n: u64) -> Duration {
     let start = Instant::now();
     for _ in 0..n {
-        client.submit::<Noop>(()).await.expect("submit failed");
+        client.submit::<J>(()).await.expect("submit failed");
     }
     start.elapsed()
 }
 
-/// Submits `n` tasks in batches of `batch`; returns the time taken.
-pub async fn enqueue_batch(client: &Client, n: u64, batch: usize) -> Duration {
+/// Submits `n` tasks of job `J` in batches of `batch`; returns the time taken.
+pub async fn enqueue_batch<J: Job<Params = ()>>(client: &Client, n: u64, batch: usize) -> Duration {
     let start = Instant::now();
     let mut left = n;
     while left > 0 {
         let size = left.min(batch as u64);
         client
-            .submit_many::<Noop>((0..size).map(|_| ()))
+            .submit_many::<J>((0..size).map(|_| ()))
             .await
             .expect("batch submit failed");
         left -= size;
@@ -110,7 +126,7 @@ pub async fn enqueue_batch(client: &Client, n: u64, batch: usize) -> Duration {
 /// through the queue API, without a worker; returns the time the claims and completions took.
 pub async fn claim_complete(backend: &Backend, n: u64, batch: usize) -> Duration {
     let client = Client::new(backend.clone());
-    enqueue_batch(&client, n, 1000).await;
+    enqueue_batch::<Noop>(&client, n, 1000).await;
     let jobs = [Noop::NAME.to_owned()];
     let start = Instant::now();
     let mut left = n;
@@ -178,12 +194,12 @@ pub async fn end_to_end(backend: &Backend, settings: EndToEnd) -> Duration {
             .expect("worker builds")
     };
     let (start, worker) = if settings.backlog {
-        enqueue_batch(&client, settings.tasks, settings.batch).await;
+        enqueue_batch::<Noop>(&client, settings.tasks, settings.batch).await;
         (Instant::now(), build().spawn())
     } else {
         let worker = build().spawn();
         let start = Instant::now();
-        enqueue_batch(&client, settings.tasks, settings.batch).await;
+        enqueue_batch::<Noop>(&client, settings.tasks, settings.batch).await;
         (start, worker)
     };
     job.wait().await;

@@ -63,8 +63,13 @@ local function k_idem(job, key) return base .. 'i:' .. esc_job(job) .. ':' .. es
 local function ch_task(id) return base .. 'ev:' .. id end
 local k_delayed = base .. 'delayed'
 local k_running = base .. 'running'
-local k_expiring = base .. 'expiring'
 local k_all = base .. 'all'
+-- Finished tasks waiting for their purge, one list per retention period (in milliseconds) in
+-- the order they finished, so a list's head is always the next of its tasks to expire; and the
+-- set of retention periods that have such a list, scored by the period. Appending to a list
+-- costs far less than indexing every finished task in one sorted set.
+local function k_finished(ret) return base .. 'x:' .. ret end
+local k_retentions = base .. 'xr'
 local ch_work = base .. 'work'
 
 local function fmt(n) return string.format('%d', n) end
@@ -163,29 +168,38 @@ end
 -- Index changes collected during a script and applied in a few variadic calls by flush(): every
 -- script that finalizes or retries tasks calls flush() before it returns.
 local left_running = {} -- ids to remove from the running set
-local newly_expiring = {} -- flat {purge time, id, ...} for the expiring set
+local newly_finished = {} -- retention period -> ids, in the order they finished
 
 local function flush()
   zrem_many(k_running, left_running)
-  zadd_many(k_expiring, newly_expiring)
+  for ret, ids in pairs(newly_finished) do
+    local key = k_finished(ret)
+    local n = #ids
+    local i = 1
+    while i <= n do
+      local j = math.min(i + CHUNK - 1, n)
+      redis.call('RPUSH', key, unpack(ids, i, j))
+      i = j + 1
+    end
+    redis.call('ZADD', k_retentions, ret, ret)
+  end
 end
 
--- The purge time and the real-time TTL (formatted) of a task with retention `ret` finishing at
--- `now`, memoized per retention: a batch usually shares one.
-local retention_memo = {}
-local function retention_times(ret, now)
-  local times = retention_memo[ret]
-  if not times then
+-- The real-time TTL (formatted) of a task with retention `ret` finishing at `now`, memoized per
+-- retention: a batch usually shares one.
+local ttl_memo = {}
+local function retention_ttl(ret, now)
+  local ttl = ttl_memo[ret]
+  if not ttl then
     local expires = math.min(tonumber(now) + (tonumber(ret) or 0), MAX_MS)
-    local ttl = math.min(math.max(expires - tonumber(now), 0) + EXPIRY_GRACE_MS, MAX_TTL_MS)
-    times = { fmt(expires), fmt(ttl) }
-    retention_memo[ret] = times
+    ttl = fmt(math.min(math.max(expires - tonumber(now), 0) + EXPIRY_GRACE_MS, MAX_TTL_MS))
+    ttl_memo[ret] = ttl
   end
-  return times
+  return ttl
 end
 
 -- Moves a task (whose LEASED_FIELDS are `h`) to a final status, setting the extra field pairs
--- f1 v1 f2 v2 (or none): indexes it for the clock-based purge and sets the real-time expiry of
+-- f1 v1 f2 v2 (or none): lists it for the clock-based purge and sets the real-time expiry of
 -- its keys. The lease fields lo / lx are left as they were: they mean nothing unless the status
 -- is running (the reader ignores them otherwise), and not clearing them saves a write per task.
 local function finalize(id, h, status, now, f1, v1, f2, v2, f3, v3)
@@ -198,13 +212,19 @@ local function finalize(id, h, status, now, f1, v1, f2, v2, f3, v3)
     redis.call('HSET', key, 'status', status, 'finished', now)
   end
   left_running[#left_running + 1] = id
-  local times = retention_times(h[6] or '', now)
-  newly_expiring[#newly_expiring + 1] = times[1]
-  newly_expiring[#newly_expiring + 1] = id
-  redis.call('PEXPIRE', key, times[2])
+  local ret = h[6] or '0'
+  if ret == '' then ret = '0' end
+  local ttl = retention_ttl(ret, now)
+  local finished = newly_finished[ret]
+  if not finished then
+    finished = {}
+    newly_finished[ret] = finished
+  end
+  finished[#finished + 1] = id
+  redis.call('PEXPIRE', key, ttl)
   if h[8] and h[8] ~= '' then
     complete(id, h)
-    redis.call('PEXPIRE', k_idem(h[7], string.sub(h[8], 2)), times[2])
+    redis.call('PEXPIRE', k_idem(h[7], string.sub(h[8], 2)), ttl)
   end
   publish_status(id, status)
 end

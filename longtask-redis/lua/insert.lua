@@ -1,13 +1,15 @@
 -- insert.lua: inserts a batch of tasks atomically, honouring idempotency keys.
--- ARGV: now, then 9 per task: id, job, params, prio, run_at, max, ret, owner, ikey
---   (owner and ikey: "" for none, else "+" followed by the value).
+-- ARGV: now, then per task: id, params, and either "=" (the same job, priority, run_at,
+--   max attempts, retention, owner and idempotency key as the task before) or "!" followed by
+--   those 7: job, prio, run_at, max, ret, owner, ikey (owner and ikey: "" for none, else "+"
+--   followed by the value). A batch of one job's tasks thus sends 3 arguments per task.
 -- Returns {"ok", created, existing...}: `created` has one character per task, "1" created or "0"
 -- already present under its idempotency key, and `existing` lists the ids found for the "0"s, in
--- order. Or {"dup", id} when an id is already in use (then nothing was written).
+-- order. Or {"dup", id} when an id is already in use (then nothing was written), or {"bad"} when
+-- the arguments do not follow this layout.
 local now = ARGV[1]
 local now_n = tonumber(now)
-local FIELDS = 9
-local n = (#ARGV - 1) / FIELDS
+local argc = #ARGV
 
 -- Check everything before the first write: a script that fails halfway keeps its writes.
 -- Existing ids are looked up CHUNK at a time with one variadic EXISTS.
@@ -24,14 +26,27 @@ local function duplicate_in(task_keys)
   end
   return nil
 end
-for t = 0, n - 1 do
-  local id = ARGV[2 + t * FIELDS]
+local i = 2
+local first = true
+while i <= argc do
+  local id, spec = ARGV[i], ARGV[i + 2]
+  if spec == '!' then
+    i = i + 10
+  elseif spec == '=' and not first then
+    i = i + 3
+  else
+    return { 'bad' }
+  end
+  if i > argc + 1 then
+    return { 'bad' }
+  end
+  first = false
   if seen[id] then
     return { 'dup', id }
   end
   seen[id] = true
   pending[#pending + 1] = k_task(id)
-  if #pending == CHUNK or t == n - 1 then
+  if #pending == CHUNK or i > argc then
     local dup = duplicate_in(pending)
     if dup then
       return { 'dup', dup }
@@ -48,10 +63,46 @@ local prios = {} -- priorities key -> flat {-prio, prio, ...}, one entry per pri
 local delayed = {}
 local keys = {} -- idempotency key -> id, for repeats inside this batch
 local due = false
-for t = 0, n - 1 do
-  local i = 2 + t * FIELDS
-  local id, job, params, prio, run_at = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], ARGV[i + 4]
-  local max, ret, owner, ikey = ARGV[i + 5], ARGV[i + 6], ARGV[i + 7], ARGV[i + 8]
+-- The current spec (the 7 shared fields), and what follows from it: the task's status, and the
+-- HSET arguments of its tasks with the params value left for last. Every field costs (a small
+-- hash is a list Redis scans): only fields with a value are written (absent = none / zero):
+-- priority 0 is left out, and so is a run time equal to the creation time.
+local job, prio, run_at, ikey, status
+local fields
+local t = 0
+i = 2
+while i <= argc do
+  local id, params = ARGV[i], ARGV[i + 1]
+  if ARGV[i + 2] == '!' then
+    local max, ret, owner
+    job, prio, run_at, max = ARGV[i + 3], ARGV[i + 4], ARGV[i + 5], ARGV[i + 6]
+    ret, owner, ikey = ARGV[i + 7], ARGV[i + 8], ARGV[i + 9]
+    i = i + 10
+    status = 'queued'
+    if run_at ~= now and tonumber(run_at) > now_n then status = 'scheduled' end
+    fields = { 'status', status, 'job', job, 'max', max, 'ret', ret, 'created', now }
+    if prio ~= '0' then
+      fields[#fields + 1] = 'prio'
+      fields[#fields + 1] = prio
+    end
+    if run_at ~= now then
+      fields[#fields + 1] = 'run_at'
+      fields[#fields + 1] = run_at
+    end
+    if owner ~= '' then
+      fields[#fields + 1] = 'owner'
+      fields[#fields + 1] = string.sub(owner, 2)
+    end
+    if ikey ~= '' then
+      fields[#fields + 1] = 'ikey'
+      fields[#fields + 1] = ikey
+    end
+    fields[#fields + 1] = 'params'
+    fields[#fields + 1] = ''
+  else
+    i = i + 3
+  end
+  t = t + 1
   local existing = nil
   local ik = nil
   if ikey ~= '' then
@@ -65,33 +116,12 @@ for t = 0, n - 1 do
     end
   end
   if existing then
-    created[t + 1] = '0'
+    created[t] = '0'
     out[#out + 1] = existing
   else
-    local key = k_task(id)
-    local status = 'queued'
-    if run_at ~= now and tonumber(run_at) > now_n then status = 'scheduled' end
-    -- Every field costs (a small hash is a list Redis scans): only fields with a value are
-    -- written (absent = none / zero), priority 0 is left out, and so is a run time equal to the
-    -- creation time.
-    if run_at == now then
-      if prio == '0' then
-        redis.call('HSET', key, 'status', status, 'job', job, 'max', max, 'ret', ret,
-          'created', now, 'params', params)
-      else
-        redis.call('HSET', key, 'status', status, 'job', job, 'prio', prio, 'max', max,
-          'ret', ret, 'created', now, 'params', params)
-      end
-    elseif prio == '0' then
-      redis.call('HSET', key, 'status', status, 'job', job, 'run_at', run_at, 'max', max,
-        'ret', ret, 'created', now, 'params', params)
-    else
-      redis.call('HSET', key, 'status', status, 'job', job, 'prio', prio, 'run_at', run_at,
-        'max', max, 'ret', ret, 'created', now, 'params', params)
-    end
-    if owner ~= '' then redis.call('HSET', key, 'owner', string.sub(owner, 2)) end
+    fields[#fields] = params
+    redis.call('HSET', k_task(id), unpack(fields))
     if ik then
-      redis.call('HSET', key, 'ikey', ikey)
       redis.call('SET', ik, id)
       keys[ik] = id
     end
@@ -119,7 +149,7 @@ for t = 0, n - 1 do
       delayed[#delayed + 1] = run_at
       delayed[#delayed + 1] = id
     end
-    created[t + 1] = '1'
+    created[t] = '1'
   end
 end
 zadd_many(k_all, all)

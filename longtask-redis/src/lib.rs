@@ -35,7 +35,8 @@
 //! | `{p}:qp:<job>` | sorted set | the job's priorities that may have due tasks, highest first |
 //! | `{p}:delayed` | sorted set | waiting tasks not yet due, by run time |
 //! | `{p}:running` | sorted set | running tasks, by lease expiry |
-//! | `{p}:expiring` | sorted set | finished tasks, by purge time |
+//! | `{p}:x:<retention>` | list | finished tasks of one retention period (ms), in finishing order |
+//! | `{p}:xr` | sorted set | the retention periods that have such a list |
 //! | `{p}:all` | sorted set | every task id, in submission order (for listing) |
 //! | `{p}:i:<job>:<key>` | string | the task holding an idempotency key |
 //!
@@ -46,8 +47,9 @@
 //!
 //! A finished task is kept for its retention, measured on the backend's clock:
 //! [`purge`](longtask_core::TaskStore::purge) (which the worker's sweeper calls) deletes the
-//! tasks whose `finished_at + retention` has passed, found through the `{p}:expiring` sorted
-//! set. As a safety net for deployments where no sweeper runs, the task's keys also carry a
+//! tasks whose `finished_at + retention` has passed, read from the heads of the `{p}:x:<retention>`
+//! lists (each is in finishing order, so a purge reads only tasks that are due, plus one per
+//! list). As a safety net for deployments where no sweeper runs, the task's keys also carry a
 //! Redis expiry (`PEXPIRE`) of the retention plus one minute: Redis counts that on the server's
 //! real clock, so it removes abandoned tasks even if nothing ever calls `purge`, while tests that
 //! move a [`ManualClock`](longtask_core::ManualClock) see exactly the clock-based behaviour.

@@ -18,6 +18,18 @@ const LIST_SCAN_BUDGET: usize = 5_000;
 /// Tasks purged per script call, at most.
 const PURGE_CHUNK: usize = 1_000;
 
+/// What a task shares with the task before it in an insert batch, when they are alike.
+#[derive(PartialEq)]
+struct Spec<'a> {
+    job: &'a str,
+    priority: i32,
+    run_at: i64,
+    max_attempts: u32,
+    retention: u64,
+    owner: Option<&'a str>,
+    idempotency_key: Option<&'a str>,
+}
+
 /// Reads the insert script's `ok` reply (`created`, then the existing ids of the tasks that were
 /// not created, in order) against the submitted tasks.
 fn inserted(tasks: &[NewTask], reply: &[String]) -> Result<Vec<Inserted>> {
@@ -62,20 +74,41 @@ impl TaskStore for RedisBackend {
         let now_ms = millis(now);
         let mut call = self.script(&SCRIPTS.insert);
         call.arg(now_ms);
+        // A task with the same job, priority, run time, attempts, retention, owner and key as
+        // the one before it sends only its id and params (see insert.lua).
+        let mut previous: Option<Spec<'_>> = None;
         for task in &tasks {
-            call.arg(task.id.to_string())
-                .arg(&task.job)
-                .arg(&task.params)
-                .arg(task.priority)
-                .arg(millis(task.run_at.resolve(now)))
-                .arg(task.max_attempts)
-                .arg(duration_millis(task.retention))
-                .arg(encode_opt(task.owner.as_deref()))
-                .arg(encode_opt(task.idempotency_key.as_deref()));
+            let spec = Spec {
+                job: &task.job,
+                priority: task.priority,
+                run_at: millis(task.run_at.resolve(now)),
+                max_attempts: task.max_attempts,
+                retention: duration_millis(task.retention),
+                owner: task.owner.as_deref(),
+                idempotency_key: task.idempotency_key.as_deref(),
+            };
+            call.arg(task.id.to_string()).arg(&task.params);
+            if previous.as_ref() == Some(&spec) {
+                call.arg("=");
+            } else {
+                call.arg("!")
+                    .arg(spec.job)
+                    .arg(spec.priority)
+                    .arg(spec.run_at)
+                    .arg(spec.max_attempts)
+                    .arg(spec.retention)
+                    .arg(encode_opt(spec.owner))
+                    .arg(encode_opt(spec.idempotency_key));
+                previous = Some(spec);
+            }
         }
         let out: Vec<String> = self.invoke(&call, "inserting tasks").await?;
         match out.first().map(String::as_str) {
             Some("ok") => inserted(&tasks, &out[1..]),
+            Some("bad") => Err(Error::backend(
+                "inserting tasks",
+                "the insert script rejected its arguments (a bug in longtask-redis)",
+            )),
             Some("dup") => Err(Error::InvalidInput(format!(
                 "task id {} is already in use",
                 out.get(1).map_or("?", String::as_str)
