@@ -2,7 +2,8 @@
 -- clock (finished + retention <= now), with their idempotency keys, and ends their watchers'
 -- streams. Tasks that Redis already expired in real time are cleaned up from the indexes here
 -- too (and counted).
--- ARGV: now, limit. Returns how many were purged.
+-- ARGV: now, limit. Returns {purged, more}: how many were purged, and 1 when retention periods
+-- beyond those visited remain (the next call visits them), else 0.
 --
 -- Each retention period's list is in finishing order, so its head is the next to expire: a
 -- call stops reading a list at its first task still kept. A call visits at most MAX_LISTS
@@ -21,8 +22,10 @@ if from then
 else
   rets = redis.call('ZRANGEBYSCORE', k_retentions, '-inf', '+inf', 'LIMIT', 0, MAX_LISTS)
 end
+local more = 0
 if #rets == MAX_LISTS then
   redis.call('SET', k_cursor, rets[#rets])
+  more = 1
 else
   redis.call('DEL', k_cursor)
 end
@@ -68,4 +71,4 @@ for _, ret in ipairs(rets) do
   end
 end
 zrem_many(k_all, gone)
-return purged
+return { purged, more }

@@ -210,16 +210,19 @@ impl TaskStore for RedisBackend {
         let now_ms = self.now_ms();
         let mut purged = 0_u64;
         let mut left = limit;
+        // A call visits a bounded number of retention periods and says whether more remain:
+        // keep going until `limit` is reached, or a call purged less than asked and visited
+        // the last of them (one full round).
         while left > 0 {
             let chunk = left.min(PURGE_CHUNK);
             let mut call = self.script(&SCRIPTS.purge);
             call.arg(now_ms).arg(chunk);
-            let n: u64 = self.invoke(&call, "purging finished tasks").await?;
+            let (n, more): (u64, u8) = self.invoke(&call, "purging finished tasks").await?;
             purged += n;
-            if n < chunk as u64 {
+            left = left.saturating_sub(usize::try_from(n).unwrap_or(usize::MAX));
+            if n < chunk as u64 && more == 0 {
                 break;
             }
-            left -= chunk;
         }
         Ok(purged)
     }

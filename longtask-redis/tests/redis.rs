@@ -401,3 +401,100 @@ async fn multi_job_claims_match_the_reference_backend() {
         "Redis (left) and memory (right) claim orders differ"
     );
 }
+
+/// A batch whose tasks differ in every field, alike runs and repeats between them (the insert
+/// script sends a task like the one before as id and params only) stores exactly what the
+/// in-memory reference backend stores.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mixed_insert_batches_match_the_reference_backend() {
+    use longtask_core::MemoryBackend;
+
+    let clock = Arc::new(ManualClock::new());
+    let redis = redis_backend(clock.clone()).await;
+    let memory = MemoryBackend::new().with_clock(clock.clone());
+    let tasks: Vec<NewTask> = (0..120_u32)
+        .map(|i| {
+            // Runs of alike tasks of varying length, then a change in one field.
+            let run = i / 3;
+            NewTask {
+                priority: i32::try_from(run % 3).unwrap_or(0) - 1,
+                run_at: if run % 5 == 4 {
+                    RunAt::After(Duration::from_secs(u64::from(run)))
+                } else {
+                    RunAt::Now
+                },
+                max_attempts: 1 + run % 4,
+                retention: Duration::from_secs(u64::from(run % 6) * 100),
+                owner: (run % 7 != 0).then(|| format!("owner:{{{}}}", run % 2)),
+                // Keys repeat inside a run: the later tasks of the run are the first one.
+                idempotency_key: (run % 4 == 1).then(|| format!("key-{run}")),
+                ..NewTask::new(format!("job-{}", run % 2), format!("{{\"i\":{i}}}"))
+            }
+        })
+        .collect();
+    let from_redis = redis.insert(tasks.clone()).await.unwrap();
+    let from_memory = memory.insert(tasks.clone()).await.unwrap();
+    assert_eq!(from_redis, from_memory);
+    assert!(from_redis.iter().any(|i| !i.created));
+    for inserted in from_redis.iter().filter(|i| i.created) {
+        assert_eq!(
+            redis.get(inserted.id).await.unwrap(),
+            memory.get(inserted.id).await.unwrap(),
+            "task {} differs",
+            inserted.id
+        );
+    }
+}
+
+/// Purge finds due tasks across many retention periods (more than one purge call visits at
+/// once), keeps the others, and agrees with the in-memory reference backend as the clock moves.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn purge_covers_many_retention_periods() {
+    use longtask_core::MemoryBackend;
+
+    let clock = Arc::new(ManualClock::new());
+    let redis = redis_backend(clock.clone()).await;
+    let memory = MemoryBackend::new().with_clock(clock.clone());
+    // 250 retention periods, two tasks each, finished a second apart (so each period's list
+    // holds tasks that come due at different times).
+    let tasks: Vec<NewTask> = (0..500_u64)
+        .map(|i| NewTask {
+            retention: Duration::from_secs(10 + (i % 250) * 3),
+            ..NewTask::new("kept", "null")
+        })
+        .collect();
+    for backend in [Backend::new(redis.clone()), Backend::new(memory.clone())] {
+        backend.store().insert(tasks.clone()).await.unwrap();
+    }
+    for half in tasks.chunks(250) {
+        for backend in [Backend::new(redis.clone()), Backend::new(memory.clone())] {
+            for task in half {
+                backend.store().cancel(task.id).await.unwrap();
+            }
+        }
+        clock.advance(Duration::from_secs(1));
+    }
+    let mut purged = [0_u64; 2];
+    for step in 0..40 {
+        clock.advance(Duration::from_secs(20));
+        for (b, backend) in [Backend::new(redis.clone()), Backend::new(memory.clone())]
+            .iter()
+            .enumerate()
+        {
+            purged[b] += backend.store().purge(10_000).await.unwrap();
+        }
+        assert_eq!(
+            purged[0], purged[1],
+            "purged counts differ after step {step}"
+        );
+        for task in &tasks {
+            assert_eq!(
+                redis.get(task.id).await.unwrap().is_some(),
+                memory.get(task.id).await.unwrap().is_some(),
+                "task {} kept by one backend only after step {step}",
+                task.id
+            );
+        }
+    }
+    assert_eq!(purged[0], 500);
+}
