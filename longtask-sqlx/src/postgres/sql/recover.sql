@@ -3,7 +3,8 @@
 -- latest representable time, $4 the NOTIFY channel. Returns how many.
 WITH expired AS (
     SELECT id FROM {schema}.tasks
-    WHERE status = 'running' AND lease_expires_at <= $1
+    -- lease_expires_at is set exactly while a task runs (the tasks_leased index).
+    WHERE lease_expires_at <= $1 AND status = 'running'
     ORDER BY lease_expires_at
     LIMIT $2
     FOR UPDATE SKIP LOCKED
