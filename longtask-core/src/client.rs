@@ -35,7 +35,7 @@ use futures::{stream::BoxStream, StreamExt};
 use crate::{
     backend::Backend,
     error::{Error, Result},
-    job::Job,
+    job::{Job, JobOptions},
     progress::TaskEvent,
     store::CancelOutcome,
     task::{Inserted, NewTask, RunAt, TaskId, TaskQuery, TaskRecord, TaskStatus},
@@ -177,9 +177,10 @@ impl Client {
         &self,
         params: impl IntoIterator<Item = J::Params>,
     ) -> Result<Vec<TaskId>> {
+        let defaults = J::options();
         let tasks = params
             .into_iter()
-            .map(|p| new_task::<J>(&p, SubmitOptions::default()))
+            .map(|p| task_with::<J>(&p, SubmitOptions::default(), &defaults))
             .collect::<Result<Vec<_>>>()?;
         if tasks.is_empty() {
             return Ok(Vec::new());
@@ -288,7 +289,15 @@ impl Client {
 }
 
 fn new_task<J: Job>(params: &J::Params, options: SubmitOptions) -> Result<NewTask> {
-    let defaults = J::options();
+    task_with::<J>(params, options, &J::options())
+}
+
+/// A task of job `J` with `options` over the job's `defaults` (read once per batch).
+fn task_with<J: Job>(
+    params: &J::Params,
+    options: SubmitOptions,
+    defaults: &JobOptions,
+) -> Result<NewTask> {
     let params = serde_json::to_string(params)
         .map_err(|e| Error::codec("encode", format!("parameters of job `{}`", J::NAME), e))?;
     let task = NewTask {

@@ -36,6 +36,7 @@ use std::{
 use http::{request::Parts, Request, Response};
 use http_body::Body;
 use longtask_core::{BoxError, Client, Job};
+use tokio::sync::Semaphore;
 
 use crate::{
     body::ResponseBody, future::ResponseFuture, layer::JobLayer, problem::Problem,
@@ -44,6 +45,8 @@ use crate::{
 
 /// The default largest request body: 1 MiB.
 const DEFAULT_BODY_LIMIT: usize = 1 << 20;
+/// The default limit of open event streams.
+const DEFAULT_MAX_WATCHERS: usize = 10_000;
 
 type OwnerFn = Arc<dyn Fn(&Parts) -> Option<String> + Send + Sync>;
 type FileFn<O> = Arc<dyn Fn(&O) -> ResultFile + Send + Sync>;
@@ -71,6 +74,9 @@ pub(crate) struct Config<J: Job> {
     pub(crate) owner: Option<OwnerFn>,
     pub(crate) result_file: Option<FileFn<J::Output>>,
     pub(crate) result_html: Option<HtmlFn<J::Output>>,
+    /// Permits for open event streams, shared by every clone of the service.
+    pub(crate) watchers: Arc<Semaphore>,
+    pub(crate) max_watchers: usize,
 }
 
 impl<J: Job> Clone for Config<J> {
@@ -83,6 +89,8 @@ impl<J: Job> Clone for Config<J> {
             owner: self.owner.clone(),
             result_file: self.result_file.clone(),
             result_html: self.result_html.clone(),
+            watchers: Arc::clone(&self.watchers),
+            max_watchers: self.max_watchers,
         }
     }
 }
@@ -101,6 +109,7 @@ impl<J: Job> fmt::Debug for JobService<J> {
             .field("job", &J::NAME)
             .field("base", &self.config.base)
             .field("body_limit", &self.config.body_limit)
+            .field("max_watchers", &self.config.max_watchers)
             .finish_non_exhaustive()
     }
 }
@@ -139,6 +148,8 @@ impl<J: Job> JobService<J> {
                 owner: None,
                 result_file: None,
                 result_html: None,
+                watchers: Arc::new(Semaphore::new(DEFAULT_MAX_WATCHERS)),
+                max_watchers: DEFAULT_MAX_WATCHERS,
             }),
         }
     }
@@ -212,6 +223,33 @@ impl<J: Job> JobService<J> {
     #[must_use]
     pub fn with_body_limit(mut self, bytes: usize) -> Self {
         self.config_mut().body_limit = bytes;
+        self
+    }
+
+    /// How many live event streams (`GET /{id}/events`, the status page's live updates) may be
+    /// open at once across all clones of this service; default 10,000. Each holds a
+    /// subscription on the backend while it lasts. Past the limit, a stream request answers
+    /// `503` with `Retry-After`, and the status page falls back to reloading itself every few
+    /// seconds, as it does without JavaScript. `0` turns live streams off.
+    ///
+    /// ```
+    /// # use longtask_core::{Client, Job, JobError, MemoryBackend, TaskContext};
+    /// # struct Report;
+    /// # impl Job for Report {
+    /// #     const NAME: &'static str = "report";
+    /// #     type Params = u32;
+    /// #     type Output = u32;
+    /// #     async fn run(&self, p: u32, _: TaskContext) -> Result<u32, JobError> { Ok(p) }
+    /// # }
+    /// let service = longtask_tower::JobService::<Report>::new(Client::new(MemoryBackend::new()))
+    ///     .with_max_watchers(500);
+    /// ```
+    #[must_use]
+    pub fn with_max_watchers(mut self, streams: usize) -> Self {
+        let streams = streams.min(Semaphore::MAX_PERMITS);
+        let config = self.config_mut();
+        config.max_watchers = streams;
+        config.watchers = Arc::new(Semaphore::new(streams));
         self
     }
 

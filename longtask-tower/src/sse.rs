@@ -4,7 +4,9 @@
 //! status, then sends one event per change: `event: progress` when only the progress moved,
 //! `event: status` when the status (or a cancel request) changed. Each event's `data` is the JSON
 //! status document of `GET /{id}`. A comment line keeps idle connections open through proxies.
-//! The stream ends after the event carrying a final status.
+//! The stream ends after the event carrying a final status, the only event with an `id:` (the
+//! status), so a client that reconnects after it sends `Last-Event-ID`, and is then answered
+//! `204 No Content`, which tells an `EventSource` to stop reconnecting.
 
 use std::time::Duration;
 
@@ -12,6 +14,7 @@ use bytes::Bytes;
 use chrono::Utc;
 use futures::{stream::BoxStream, StreamExt};
 use longtask_core::{Result, TaskRecord, TaskStatus};
+use tokio::sync::OwnedSemaphorePermit;
 
 use crate::status::{Links, StatusView};
 
@@ -23,12 +26,15 @@ struct State {
     last: Option<(TaskStatus, bool)>,
     started: bool,
     done: bool,
+    /// The service's permit for this stream, given back when the stream is dropped.
+    _permit: OwnedSemaphorePermit,
 }
 
 /// Turns a task's watch stream into SSE frames.
 pub(crate) fn events(
     updates: BoxStream<'static, Result<TaskRecord>>,
     links: Links,
+    permit: OwnedSemaphorePermit,
 ) -> BoxStream<'static, Bytes> {
     let state = State {
         updates,
@@ -36,6 +42,7 @@ pub(crate) fn events(
         last: None,
         started: false,
         done: false,
+        _permit: permit,
     };
     futures::stream::unfold(state, |mut state| async move {
         if state.done {
@@ -66,7 +73,12 @@ pub(crate) fn events(
                 state.last = Some(key);
                 state.done = task.status.is_final();
                 let json = StatusView::new(&task, &state.links, Utc::now()).to_json();
-                let mut frame = Vec::with_capacity(json.len() + 32);
+                let mut frame = Vec::with_capacity(json.len() + 48);
+                if state.done {
+                    frame.extend_from_slice(b"id: ");
+                    frame.extend_from_slice(task.status.as_str().as_bytes());
+                    frame.push(b'\n');
+                }
                 frame.extend_from_slice(b"event: ");
                 frame.extend_from_slice(kind.as_bytes());
                 frame.extend_from_slice(b"\ndata: ");

@@ -262,6 +262,61 @@ async fn events_stream_one_event_per_change_and_end() {
         .filter_map(|e| e["progress"]["step"].as_u64())
         .collect();
     assert!(steps.windows(2).all(|w| w[0] <= w[1]), "{steps:?}");
+    // Only the final event has an id; an EventSource reconnecting after it is told to stop.
+    assert_eq!(
+        text.matches("\nid: ").count() + usize::from(text.starts_with("id: ")),
+        1
+    );
+    let last = text.trim_end().rsplit("\n\n").next().unwrap();
+    assert!(last.starts_with("id: succeeded\nevent: status\n"), "{last}");
+    let request = Request::get(format!("/reports/{id}/events"))
+        .header("accept", "text/event-stream")
+        .header("last-event-id", "succeeded")
+        .body(String::new())
+        .unwrap();
+    let again = send(&app.service, request).await;
+    assert_eq!(again.status, StatusCode::NO_CONTENT);
+    assert!(again.body.is_empty());
+}
+
+/// Live streams are limited per service: past the limit a stream request answers 503 with
+/// Retry-After, and closing a stream frees its place.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn live_streams_are_capped() {
+    let app = App::idle();
+    let service = app.service.clone().with_max_watchers(2);
+    let id = id_of(&send(&service, post_json("/reports", r#"{"days": 1}"#)).await);
+    let open = || {
+        let request = Request::get(format!("/reports/{id}/events"))
+            .header("accept", "text/event-stream")
+            .body(String::new())
+            .unwrap();
+        tower::ServiceExt::oneshot(service.clone(), request)
+    };
+    let first = open().await.unwrap();
+    let second = open().await.unwrap();
+    assert_eq!(first.status(), StatusCode::OK);
+    assert_eq!(second.status(), StatusCode::OK);
+    let refused = send(
+        &service,
+        Request::get(format!("/reports/{id}/events"))
+            .header("accept", "text/event-stream")
+            .body(String::new())
+            .unwrap(),
+    )
+    .await;
+    let detail = refused.problem(503);
+    assert!(detail.contains("at most 2"), "{detail}");
+    assert!(refused.headers.get("retry-after").is_some());
+    // Status pages still answer.
+    assert_eq!(
+        send(&service, get(&format!("/reports/{id}"))).await.status,
+        StatusCode::OK
+    );
+    drop(first);
+    let third = open().await.unwrap();
+    assert_eq!(third.status(), StatusCode::OK);
+    drop((second, third));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -440,11 +495,27 @@ async fn wrong_methods_are_405_with_allow() {
     let app = App::idle();
     let id = TaskId::new();
     for (method, path, allow) in [
-        (Method::GET, "/reports".to_owned(), "POST"),
-        (Method::PUT, format!("/reports/{id}"), "GET, HEAD, DELETE"),
-        (Method::POST, format!("/reports/{id}/events"), "GET, HEAD"),
-        (Method::DELETE, format!("/reports/{id}/result"), "GET, HEAD"),
-        (Method::GET, format!("/reports/{id}/cancel"), "POST"),
+        (Method::GET, "/reports".to_owned(), "POST, OPTIONS"),
+        (
+            Method::PUT,
+            format!("/reports/{id}"),
+            "GET, HEAD, DELETE, OPTIONS",
+        ),
+        (
+            Method::POST,
+            format!("/reports/{id}/events"),
+            "GET, HEAD, OPTIONS",
+        ),
+        (
+            Method::DELETE,
+            format!("/reports/{id}/result"),
+            "GET, HEAD, OPTIONS",
+        ),
+        (
+            Method::GET,
+            format!("/reports/{id}/cancel"),
+            "POST, OPTIONS",
+        ),
     ] {
         let request = Request::builder()
             .method(method)
@@ -454,7 +525,18 @@ async fn wrong_methods_are_405_with_allow() {
         let answer = send(&app.service, request).await;
         answer.problem(405);
         assert_eq!(answer.header("allow"), allow, "{path}");
+
+        // OPTIONS names the same methods, with no body.
+        let request = Request::options(&path).body(String::new()).unwrap();
+        let answer = send(&app.service, request).await;
+        assert_eq!(answer.status, StatusCode::NO_CONTENT, "OPTIONS {path}");
+        assert_eq!(answer.header("allow"), allow, "OPTIONS {path}");
+        assert!(answer.body.is_empty());
     }
+    let request = Request::options("/reports/a/b/c")
+        .body(String::new())
+        .unwrap();
+    send(&app.service, request).await.problem(404);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -51,6 +51,11 @@
   }
   source.addEventListener("progress", onEvent);
   source.addEventListener("status", onEvent);
+  // The browser gave up on the stream (the server refused it, say, when too many are open):
+  // refresh the page now and then instead, as without JavaScript.
+  source.onerror = function () {
+    if (source.readyState === 2) setTimeout(function () { window.location.reload(); }, 5000);
+  };
   var initialEta = Number(page.dataset.eta);
   if (page.dataset.eta !== "" && !isNaN(initialEta)) etaAt = Date.now() + initialEta * 1000;
   setInterval(tick, 1000);

@@ -31,6 +31,16 @@ enum Route<'a> {
 }
 
 impl<'a> Route<'a> {
+    /// The methods the route answers (its `Allow` header), or `None` for no route.
+    fn allow(&self) -> Option<&'static str> {
+        match self {
+            Route::Mount | Route::Cancel(_) => Some("POST, OPTIONS"),
+            Route::Task(_) => Some("GET, HEAD, DELETE, OPTIONS"),
+            Route::Events(_) | Route::Result(_) => Some("GET, HEAD, OPTIONS"),
+            Route::Unknown => None,
+        }
+    }
+
     fn parse(path: &'a str) -> Self {
         let path = path.trim_start_matches('/');
         let path = path.strip_suffix('/').unwrap_or(path);
@@ -115,19 +125,27 @@ impl<J: Job> Config<J> {
     {
         let method = &parts.method;
         let reads = method == Method::GET || method == Method::HEAD;
-        match Route::parse(self.relative(parts.uri.path())) {
+        let route = Route::parse(self.relative(parts.uri.path()));
+        if method == Method::OPTIONS {
+            if let Some(allow) = route.allow() {
+                let mut response = Response::new(ResponseBody::empty());
+                *response.status_mut() = StatusCode::NO_CONTENT;
+                response
+                    .headers_mut()
+                    .insert(header::ALLOW, HeaderValue::from_static(allow));
+                return Ok(response);
+            }
+        }
+        match route {
             Route::Mount if method == Method::POST => self.submit(parts, body).await,
-            Route::Mount => Err(Problem::method_not_allowed(method, "POST")),
             Route::Task(id) if reads => self.status(parts, id).await,
             Route::Task(id) if method == Method::DELETE => self.cancel(parts, id, false).await,
-            Route::Task(_) => Err(Problem::method_not_allowed(method, "GET, HEAD, DELETE")),
             Route::Events(id) if reads => self.events(parts, id).await,
             Route::Result(id) if reads => self.result(parts, id).await,
-            Route::Events(_) | Route::Result(_) => {
-                Err(Problem::method_not_allowed(method, "GET, HEAD"))
-            }
             Route::Cancel(id) if method == Method::POST => self.cancel(parts, id, true).await,
-            Route::Cancel(_) => Err(Problem::method_not_allowed(method, "POST")),
+            Route::Mount | Route::Task(_) | Route::Events(_) | Route::Result(_) | Route::Cancel(_) => {
+                Err(Problem::method_not_allowed(method, route.allow().unwrap_or("GET")))
+            }
             Route::Unknown => Err(Problem::new(
                 StatusCode::NOT_FOUND,
                 format!(

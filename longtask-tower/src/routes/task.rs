@@ -1,6 +1,8 @@
 //! The routes of one task: `GET /{id}` (status as JSON or the HTML page), `GET /{id}/events`,
 //! `GET /{id}/result` and cancelling (`DELETE /{id}`, `POST /{id}/cancel`).
 
+use std::sync::Arc;
+
 use bytes::Bytes;
 use chrono::Utc;
 use http::{header, request::Parts, HeaderMap, HeaderValue, Method, Response, StatusCode};
@@ -144,10 +146,36 @@ impl<J: Job> Config<J> {
         negotiate(&parts.headers, &[Format::EventStream])
             .ok_or_else(|| Problem::not_acceptable("text/event-stream"))?;
         let task = self.load(parts, id).await?;
+        let reconnect = parts
+            .headers
+            .get("last-event-id")
+            .is_some_and(|v| !v.is_empty());
+        if reconnect && task.status.is_final() {
+            // The client saw the final event (the only one with an id): 204 tells an
+            // EventSource to stop reconnecting.
+            let mut response = Response::new(ResponseBody::empty());
+            *response.status_mut() = StatusCode::NO_CONTENT;
+            response
+                .headers_mut()
+                .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+            return Ok(response);
+        }
         let mut response = if parts.method == Method::HEAD {
             // The headers only: no stream to watch and then throw away.
             Response::new(ResponseBody::empty())
         } else {
+            let permit = Arc::clone(&self.watchers)
+                .try_acquire_owned()
+                .map_err(|_| {
+                    Problem::new(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        format!(
+                            "too many live updates are open on this server (at most {}); \
+                             reload the task's page to see its status",
+                            self.max_watchers
+                        ),
+                    )
+                })?;
             let updates = self
                 .client
                 .watch(task.id)
@@ -156,6 +184,7 @@ impl<J: Job> Config<J> {
             Response::new(ResponseBody::stream(sse::events(
                 updates,
                 self.links(task.id),
+                permit,
             )))
         };
         let headers = response.headers_mut();
