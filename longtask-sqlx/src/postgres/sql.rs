@@ -28,8 +28,15 @@ impl Queries {
     pub(crate) fn new(schema: &str) -> Self {
         let quoted = super::quote_ident(schema);
         let columns = include_str!("sql/columns.sql").trim();
+        // The lines of the lease tail are comments up to the first statement line.
+        let claim_lease = include_str!("sql/claim_lease.sql")
+            .lines()
+            .skip_while(|line| line.starts_with("--"))
+            .collect::<Vec<_>>()
+            .join("\n");
         let bind = |sql: &str| {
-            sql.replace("{columns}", columns)
+            sql.replace("{claim_lease}", claim_lease.trim_end())
+                .replace("{columns}", columns)
                 .replace("{schema}", &quoted)
         };
         Self {
