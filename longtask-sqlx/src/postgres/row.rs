@@ -1,13 +1,11 @@
 //! Rows as stored, and their conversion to and from the core types.
 
-use std::time::Duration;
-
 use chrono::{DateTime, Utc};
-use longtask_core::{Error, Result, TaskError, TaskId, TaskRecord, TaskStatus};
+use longtask_core::{Result, TaskError, TaskId, TaskRecord, TaskStatus};
 use uuid::Uuid;
 
 pub(crate) use crate::codec::{
-    count, decode_progress, duration_millis, encode_progress, parse_status,
+    count, decode_progress, duration_millis, encode_progress, parse_status, retention, time,
 };
 
 /// One row of `tasks`, as `sql/columns.sql` selects it.
@@ -42,7 +40,7 @@ impl TaskRow {
     /// the next claim takes it).
     pub(crate) fn into_record(self, now: DateTime<Utc>) -> Result<TaskRecord> {
         let mut status = parse_status(&self.status)?;
-        let run_at = time(self.run_at)?;
+        let run_at = time(self.run_at);
         if status == TaskStatus::Scheduled && run_at <= now {
             status = TaskStatus::Queued;
         }
@@ -50,7 +48,7 @@ impl TaskRow {
             (Some(message), Some(attempt), Some(at)) => Some(TaskError {
                 message,
                 attempt: count(attempt),
-                at: time(at)?,
+                at: time(at),
             }),
             _ => None,
         };
@@ -64,27 +62,17 @@ impl TaskRow {
             attempt: count(self.attempt),
             max_attempts: count(self.max_attempts),
             lease_owner: self.lease_owner,
-            lease_expires_at: self.lease_expires_at.map(time).transpose()?,
+            lease_expires_at: self.lease_expires_at.map(time),
             cancel_requested: self.cancel_requested,
             last_error,
             progress: self.progress.as_deref().map(decode_progress).transpose()?,
             output: self.output,
-            created_at: time(self.created_at)?,
-            started_at: self.started_at.map(time).transpose()?,
-            finished_at: self.finished_at.map(time).transpose()?,
-            retention: Duration::from_millis(u64::try_from(self.retention_ms).unwrap_or(0)),
+            created_at: time(self.created_at),
+            started_at: self.started_at.map(time),
+            finished_at: self.finished_at.map(time),
+            retention: retention(self.retention_ms),
             owner: self.owner,
             idempotency_key: self.idempotency_key,
         })
     }
-}
-
-/// A stored time (milliseconds since the epoch).
-pub(crate) fn time(millis: i64) -> Result<DateTime<Utc>> {
-    DateTime::from_timestamp_millis(millis).ok_or_else(|| {
-        Error::backend(
-            "reading a task",
-            format!("stored time {millis} ms is out of range"),
-        )
-    })
 }

@@ -1,29 +1,18 @@
 //! How tasks are stored in SQLite rows: times as epoch milliseconds, ids as 16-byte blobs (hex
 //! strings inside JSON batch parameters), progress as JSON text.
 
-use std::time::Duration;
-
 use chrono::{DateTime, Utc};
 use longtask_core::{Error, Progress, Result, TaskError, TaskId, TaskRecord};
 use uuid::Uuid;
 
-use crate::codec::decode_progress;
 pub(crate) use crate::codec::{
     count, duration_millis as duration_ms, encode_progress as progress_json, parse_status as status,
 };
+use crate::codec::{decode_progress, retention, time};
 
 /// `at` as milliseconds since the epoch.
 pub(crate) fn millis(at: DateTime<Utc>) -> i64 {
     at.timestamp_millis()
-}
-
-/// Milliseconds since the epoch as a time (clamped to chrono's range).
-pub(crate) fn from_millis(ms: i64) -> DateTime<Utc> {
-    DateTime::from_timestamp_millis(ms).unwrap_or(if ms < 0 {
-        DateTime::<Utc>::MIN_UTC
-    } else {
-        DateTime::<Utc>::MAX_UTC
-    })
 }
 
 /// A task id as the hex text `unhex()` turns back into the stored blob.
@@ -77,7 +66,7 @@ impl TaskRow {
             (Some(message), Some(at)) => Some(TaskError {
                 message,
                 attempt: count(self.error_attempt.unwrap_or(0)),
-                at: from_millis(at),
+                at: time(at),
             }),
             _ => None,
         };
@@ -91,19 +80,19 @@ impl TaskRow {
             } else {
                 i32::MAX
             }),
-            run_at: from_millis(self.run_at),
+            run_at: time(self.run_at),
             attempt: count(self.attempt),
             max_attempts: count(self.max_attempts),
             lease_owner: self.lease_owner,
-            lease_expires_at: self.lease_expires_at.map(from_millis),
+            lease_expires_at: self.lease_expires_at.map(time),
             cancel_requested: self.cancel_requested,
             last_error,
             progress: progress(self.progress.as_deref())?,
             output: self.output,
-            created_at: from_millis(self.created_at),
-            started_at: self.started_at.map(from_millis),
-            finished_at: self.finished_at.map(from_millis),
-            retention: Duration::from_millis(u64::try_from(self.retention_ms).unwrap_or(0)),
+            created_at: time(self.created_at),
+            started_at: self.started_at.map(time),
+            finished_at: self.finished_at.map(time),
+            retention: retention(self.retention_ms),
             owner: self.owner,
             idempotency_key: self.idempotency_key,
         })
