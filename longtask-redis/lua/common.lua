@@ -85,15 +85,20 @@ local function zadd_many(key, pairs_list)
   end
 end
 
--- Removes members from a sorted set in chunks.
-local function zrem_many(key, members)
+-- Runs a variadic command (ZREM, RPUSH) on `key` with `members`, CHUNK at a time.
+local function call_many(command, key, members)
   local n = #members
   local i = 1
   while i <= n do
     local j = math.min(i + CHUNK - 1, n)
-    redis.call('ZREM', key, unpack(members, i, j))
+    redis.call(command, key, unpack(members, i, j))
     i = j + 1
   end
+end
+
+-- Removes members from a sorted set in chunks.
+local function zrem_many(key, members)
+  call_many('ZREM', key, members)
 end
 
 local function is_waiting(status)
@@ -173,14 +178,7 @@ local newly_finished = {} -- retention period -> ids, in the order they finished
 local function flush()
   zrem_many(k_running, left_running)
   for ret, ids in pairs(newly_finished) do
-    local key = k_finished(ret)
-    local n = #ids
-    local i = 1
-    while i <= n do
-      local j = math.min(i + CHUNK - 1, n)
-      redis.call('RPUSH', key, unpack(ids, i, j))
-      i = j + 1
-    end
+    call_many('RPUSH', k_finished(ret), ids)
     redis.call('ZADD', k_retentions, ret, ret)
   end
 end
