@@ -2,7 +2,9 @@
 //!
 //! [`backend_from_url`] picks a backend at run time from a URL, among those compiled in:
 //! `memory://` always; `sqlite://path` with feature `sqlite` (the default);
-//! `postgres://…` with feature `postgres`; `redis://…` with feature `redis`.
+//! `postgres://…` with feature `postgres`; `redis://…` (one server) and
+//! `redis+cluster://host:port,host:port` (a Redis Cluster, through the nodes listed) with feature
+//! `redis`.
 
 use longtask_core::{Backend, Error, MemoryBackend, Result};
 
@@ -32,6 +34,14 @@ pub async fn backend_from_url(url: &str) -> Result<Backend> {
         #[cfg(feature = "redis")]
         "redis" | "rediss" => {
             let backend = longtask_redis::RedisBackend::connect(url).await?;
+            Ok(Backend::new(backend))
+        }
+        #[cfg(feature = "redis")]
+        "redis+cluster" => {
+            let nodes = url["redis+cluster://".len()..]
+                .split(',')
+                .map(|node| format!("redis://{}", node.trim()));
+            let backend = longtask_redis::RedisBackend::connect_cluster(nodes).await?;
             Ok(Backend::new(backend))
         }
         other => Err(Error::InvalidInput(format!(

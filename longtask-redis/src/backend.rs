@@ -10,10 +10,11 @@ use chrono::{DateTime, Utc};
 use longtask_core::{Clock, Error, Result, SystemClock};
 use redis::{
     aio::{ConnectionManager, ConnectionManagerConfig},
+    cluster::ClusterClient,
     FromRedisValue, Script, ScriptInvocation,
 };
 
-use crate::{hub::Hub, keys::Keys};
+use crate::{conn::Conn, hub::Hub, keys::Keys};
 
 /// How long one command or script may take before the call fails. Large batch inserts are a
 /// single atomic script, so this is generous.
@@ -21,15 +22,18 @@ const RESPONSE_TIMEOUT: Duration = Duration::from_secs(120);
 /// How long connecting may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Tasks, queue and progress in Redis.
+/// Tasks, queue and progress in Redis: one server ([`connect`](Self::connect)) or a Redis
+/// Cluster ([`connect_cluster`](Self::connect_cluster)).
 ///
 /// Cheap to clone: clones share one multiplexed, self-reconnecting connection
-/// ([`ConnectionManager`]) and one pub/sub connection (started on first use) that wakes idle
-/// workers and feeds watchers.
+/// ([`ConnectionManager`], or a cluster connection that follows slot moves and failovers) and
+/// one pub/sub connection (started on first use) that wakes idle workers and feeds watchers.
 #[derive(Clone)]
 pub struct RedisBackend {
-    pub(crate) client: redis::Client,
-    pub(crate) conn: ConnectionManager,
+    /// The servers the pub/sub connection may use, tried in turn when one fails (in a cluster,
+    /// messages published on any node reach subscribers on every node).
+    pub(crate) pubsub: Arc<[redis::Client]>,
+    pub(crate) conn: Conn,
     pub(crate) keys: Arc<Keys>,
     pub(crate) clock: Arc<dyn Clock>,
     hub: Arc<OnceLock<Hub>>,
@@ -59,13 +63,69 @@ impl RedisBackend {
         let conn = ConnectionManager::new_with_config(client.clone(), config)
             .await
             .map_err(|e| Error::backend("connecting to Redis", e))?;
-        Ok(Self {
-            client,
+        Ok(Self::with_conn(Conn::Single(conn), vec![client]))
+    }
+
+    /// Connects to a Redis Cluster through some of its nodes (`redis://host:port` each; the
+    /// others are discovered), with the key prefix `longtask` and the system clock.
+    ///
+    /// All keys of a namespace share one hash tag (`{prefix}`), so one namespace lives in one
+    /// slot and every script runs on the node that owns it; commands follow the cluster when
+    /// slots move or a replica takes over. Spread load over the cluster with several prefixes
+    /// (one per application or queue). Idle workers and watchers subscribe on one of the given
+    /// nodes (trying the next when it fails): published messages reach every node.
+    ///
+    /// ```no_run
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> longtask_core::Result<()> {
+    /// let backend = longtask_redis::RedisBackend::connect_cluster([
+    ///     "redis://10.0.0.1:6379",
+    ///     "redis://10.0.0.2:6379",
+    ///     "redis://10.0.0.3:6379",
+    /// ])
+    /// .await?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn connect_cluster<I, S>(nodes: I) -> Result<Self>
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<str>,
+    {
+        let nodes: Vec<String> = nodes.into_iter().map(|n| n.as_ref().to_owned()).collect();
+        if nodes.is_empty() {
+            return Err(Error::InvalidInput(
+                "no Redis Cluster node given: pass at least one redis://host:port".to_owned(),
+            ));
+        }
+        let bad_url = |e| {
+            Error::backend(
+                "parsing a Redis Cluster node URL (expected redis://host:port)",
+                e,
+            )
+        };
+        let pubsub = nodes
+            .iter()
+            .map(|node| redis::Client::open(node.as_str()).map_err(bad_url))
+            .collect::<Result<Vec<_>>>()?;
+        let client = ClusterClient::builder(nodes)
+            .connection_timeout(CONNECT_TIMEOUT)
+            .response_timeout(RESPONSE_TIMEOUT)
+            .build()
+            .map_err(bad_url)?;
+        let conn = client
+            .get_async_connection()
+            .await
+            .map_err(|e| Error::backend("connecting to the Redis Cluster", e))?;
+        Ok(Self::with_conn(Conn::Cluster(conn), pubsub))
+    }
+
+    fn with_conn(conn: Conn, pubsub: Vec<redis::Client>) -> Self {
+        Self {
+            pubsub: pubsub.into(),
             conn,
             keys: Arc::new(Keys::new("longtask")),
             clock: Arc::new(SystemClock),
             hub: Arc::new(OnceLock::new()),
-        })
+        }
     }
 
     /// Keeps every key of this backend under `prefix` (default `longtask`): backends with
@@ -121,7 +181,7 @@ impl RedisBackend {
     /// The pub/sub hub, started on first use.
     pub(crate) fn hub(&self) -> &Hub {
         self.hub
-            .get_or_init(|| Hub::start(self.client.clone(), self.conn.clone(), &self.keys))
+            .get_or_init(|| Hub::start(self.pubsub.clone(), self.conn.clone(), &self.keys))
     }
 
     /// A script call with the namespace base as its one key; add the arguments and

@@ -12,10 +12,10 @@ use std::{collections::HashMap, sync::Arc, time::Duration};
 
 use futures::StreamExt;
 use longtask_core::{Error, Result, WorkSignal};
-use redis::aio::{ConnectionManager, PubSubSink, PubSubStream};
+use redis::aio::{PubSubSink, PubSubStream};
 use tokio::sync::{mpsc, oneshot, watch};
 
-use crate::keys::Keys;
+use crate::{conn::Conn, keys::Keys};
 
 /// The first pause before reconnecting.
 const MIN_BACKOFF: Duration = Duration::from_millis(50);
@@ -92,13 +92,14 @@ impl std::fmt::Debug for Command {
 impl Hub {
     /// Starts the hub task on the current Tokio runtime. Outside a runtime the hub stays idle:
     /// the work signal never fires (workers fall back to polling) and watching fails.
-    pub(crate) fn start(client: redis::Client, conn: ConnectionManager, keys: &Keys) -> Self {
+    pub(crate) fn start(clients: Arc<[redis::Client]>, conn: Conn, keys: &Keys) -> Self {
         let (commands, receiver) = mpsc::unbounded_channel();
         let work = Arc::new(watch::Sender::new(()));
         match tokio::runtime::Handle::try_current() {
             Ok(runtime) => {
                 let task = HubTask {
-                    client,
+                    clients,
+                    next_client: 0,
                     conn,
                     watching_key: keys.watching(),
                     work_channel: keys.work_channel(),
@@ -154,8 +155,10 @@ impl Hub {
 type Watchers = HashMap<String, HashMap<u64, mpsc::UnboundedSender<Delivery>>>;
 
 struct HubTask {
-    client: redis::Client,
-    conn: ConnectionManager,
+    /// The servers to subscribe on, tried in turn.
+    clients: Arc<[redis::Client]>,
+    next_client: usize,
+    conn: Conn,
     watching_key: String,
     work_channel: String,
     work: Arc<watch::Sender<()>>,
@@ -245,7 +248,10 @@ impl HubTask {
     }
 
     async fn connect(&mut self) -> redis::RedisResult<(PubSubSink, PubSubStream)> {
-        let (mut sink, stream) = self.client.get_async_pubsub().await?.split();
+        // Each attempt uses the next server: a failed node does not stop wake-ups in a cluster.
+        let client = &self.clients[self.next_client % self.clients.len()];
+        self.next_client = self.next_client.wrapping_add(1);
+        let (mut sink, stream) = client.get_async_pubsub().await?.split();
         sink.subscribe(&self.work_channel).await?;
         let channels: Vec<&String> = self.watchers.keys().collect();
         if !channels.is_empty() {

@@ -25,8 +25,9 @@
 //! Every key of a namespace starts with `{prefix}:` (the braces make it a Redis Cluster hash
 //! tag, so one namespace lives in one slot and its scripts run on one node). User strings
 //! (job names, idempotency keys) are percent-encoded inside keys, so no name can break the key
-//! structure. ([`RedisBackend::connect`] opens a single-node connection: the key layout is
-//! cluster-ready, a cluster client connection is not implemented yet.)
+//! structure. [`RedisBackend::connect`] talks to one server;
+//! [`RedisBackend::connect_cluster`] to a Redis Cluster, where each namespace's scripts run on the
+//! node that owns its slot (spread load with several prefixes).
 //!
 //! | key | type | holds |
 //! |---|---|---|
@@ -60,6 +61,7 @@
 //! settings. See the crate README for `appendonly`/`appendfsync` advice.
 
 mod backend;
+mod conn;
 mod hub;
 mod keys;
 mod progress;

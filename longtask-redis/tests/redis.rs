@@ -5,120 +5,20 @@
 //! otherwise starts a throwaway `redis-server` on a free loopback port, one per test process,
 //! which a watchdog shell stops (and whose directory it removes) when the test process exits.
 
+mod common;
+
 use std::{
-    io::{BufRead, BufReader, Read, Write},
-    net::{TcpListener, TcpStream},
-    process::{Command, Stdio},
-    sync::{
-        atomic::{AtomicU64, Ordering},
-        Arc, OnceLock,
-    },
+    sync::Arc,
     time::{Duration, Instant},
 };
+
+use common::{redis_url, unique_prefix};
 
 use longtask_core::{
     Backend, ClaimRequest, Clock, Completion, ManualClock, NewTask, Outcome, Queue, RunAt,
     TaskStatus, TaskStore,
 };
 use longtask_redis::RedisBackend;
-
-static SERVER: OnceLock<String> = OnceLock::new();
-
-/// The URL of the Redis to test against.
-fn redis_url() -> String {
-    if let Ok(url) = std::env::var("REDIS_URL") {
-        return url;
-    }
-    SERVER.get_or_init(start_server).clone()
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("no free loopback port")
-}
-
-/// Whether a Redis answers PING on `port`.
-fn answers_ping(port: u16) -> bool {
-    let Ok(mut stream) = TcpStream::connect(("127.0.0.1", port)) else {
-        return false;
-    };
-    let _ = stream.set_read_timeout(Some(Duration::from_millis(500)));
-    if stream.write_all(b"PING\r\n").is_err() {
-        return false;
-    }
-    let mut line = String::new();
-    BufReader::new(stream).read_line(&mut line).is_ok() && line.starts_with("+PONG")
-}
-
-/// Starts a throwaway redis-server and returns its URL.
-///
-/// The watchdog shell is deliberately never waited for: it outlives this function and stops the
-/// server once the test process is gone.
-#[allow(clippy::zombie_processes)]
-fn start_server() -> String {
-    match Command::new("redis-server").arg("--version").output() {
-        Ok(out) if out.status.success() => {}
-        _ => panic!(
-            "redis-server is not installed: `apt-get install redis-server` (Debian/Ubuntu), \
-             or set REDIS_URL=redis://host:port/db to test against a running Redis"
-        ),
-    }
-    let dir = tempfile::Builder::new()
-        .prefix("longtask-redis-test-")
-        .tempdir()
-        .expect("cannot create a temporary directory")
-        .keep();
-    let dir = dir.to_str().expect("temp dir path is not UTF-8").to_owned();
-    for _ in 0..5 {
-        let port = free_port();
-        // The shell is the watchdog: it stops the server (and removes its directory) as soon
-        // as the test process ($PPID) is gone, however it ended.
-        let script = format!(
-            "redis-server --port {port} --bind 127.0.0.1 --save '' --appendonly no \
-             --dir '{dir}' --logfile '{dir}/redis.log' & pid=$!; \
-             while kill -0 $PPID 2>/dev/null && kill -0 $pid 2>/dev/null; do sleep 1; done; \
-             kill $pid 2>/dev/null; wait $pid; rm -rf '{dir}'"
-        );
-        let mut child = Command::new("sh")
-            .arg("-c")
-            .arg(script)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("cannot run sh to start redis-server");
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while Instant::now() < deadline {
-            if answers_ping(port) {
-                return format!("redis://127.0.0.1:{port}/");
-            }
-            if let Ok(Some(_)) = child.try_wait() {
-                break; // the server exited (port taken?): try another port
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        // A server that is merely slow is left to its watchdog, which stops it when this
-        // process exits; killing the shell here could orphan it.
-    }
-    let mut log = String::new();
-    let _ = std::fs::File::open(format!("{dir}/redis.log")).map(|mut f| f.read_to_string(&mut log));
-    panic!("redis-server did not start on 127.0.0.1; its log:\n{log}");
-}
-
-/// A key prefix no other test (or test run) uses.
-fn unique_prefix() -> String {
-    static NEXT: AtomicU64 = AtomicU64::new(0);
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos());
-    format!(
-        "lt-test-{}-{nanos}-{}",
-        std::process::id(),
-        NEXT.fetch_add(1, Ordering::Relaxed)
-    )
-}
 
 async fn redis_backend(clock: Arc<dyn Clock>) -> RedisBackend {
     RedisBackend::connect(&redis_url())

@@ -56,7 +56,10 @@ mod tests {
     #[test]
     fn stored_numbers_out_of_range_are_clamped() {
         assert_eq!(time(0), DateTime::<Utc>::UNIX_EPOCH);
-        assert_eq!(time(1_700_000_000_123).timestamp_millis(), 1_700_000_000_123);
+        assert_eq!(
+            time(1_700_000_000_123).timestamp_millis(),
+            1_700_000_000_123
+        );
         assert_eq!(time(i64::MAX), DateTime::<Utc>::MAX_UTC);
         assert_eq!(time(i64::MIN), DateTime::<Utc>::MIN_UTC);
         assert_eq!(retention(-5), Duration::ZERO);
