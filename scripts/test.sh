@@ -2,8 +2,9 @@
 # The one test command: prepares what the tests need, then runs fmt, clippy (warnings denied)
 # and every test of the workspace, doctests and examples included.
 #
-# Backend tests start their own throwaway PostgreSQL and redis-server on free loopback ports
-# (or use DATABASE_URL / REDIS_URL when set); the browser test drives Debian's headless Chromium.
+# Backend tests start their own throwaway PostgreSQL, redis-server and three-node Redis Cluster
+# on free loopback ports (or use DATABASE_URL / REDIS_URL / REDIS_CLUSTER_URLS when set); the
+# browser test drives Debian's headless Chromium.
 # On a Debian machine this script installs whichever of them is missing (when run as root, or
 # with passwordless sudo); elsewhere, install postgresql, redis-server and chromium yourself.
 set -euo pipefail
@@ -18,6 +19,7 @@ have_postgres() {
 missing=()
 have_postgres || missing+=(postgresql)
 command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
+command -v redis-cli >/dev/null 2>&1 || missing+=(redis-tools) # creates the test Redis Cluster
 command -v chromium >/dev/null 2>&1 || missing+=(chromium)
 command -v chromedriver >/dev/null 2>&1 || missing+=(chromium-driver)
 
