@@ -11,21 +11,9 @@ local now = ARGV[1]
 local now_n = tonumber(now)
 local argc = #ARGV
 
--- Check everything before the first write: a script that fails halfway keeps its writes.
--- Existing ids are looked up CHUNK at a time with one variadic EXISTS.
+-- 1. Check the layout and that no id appears twice, before any write.
 local seen = {}
-local pending = {}
-local function duplicate_in(task_keys)
-  if #task_keys == 0 or redis.call('EXISTS', unpack(task_keys)) == 0 then
-    return nil
-  end
-  for _, key in ipairs(task_keys) do
-    if redis.call('EXISTS', key) == 1 then
-      return string.sub(key, #base + 3)
-    end
-  end
-  return nil
-end
+local ids = {}
 local i = 2
 local first = true
 while i <= argc do
@@ -45,19 +33,41 @@ while i <= argc do
     return { 'dup', id }
   end
   seen[id] = true
-  pending[#pending + 1] = k_task(id)
-  if #pending == CHUNK or i > argc then
-    local dup = duplicate_in(pending)
-    if dup then
-      return { 'dup', dup }
+  ids[#ids + 1] = id
+end
+
+-- 2. Add every id to the listing index, CHUNK at a time. ZADD NX adds only ids not there yet,
+-- so it also finds ids in use without a lookup per task: only when it added fewer than asked
+-- are the tasks looked up. An id in use fails the whole batch, and the index entries added so
+-- far are taken back (a script that fails halfway keeps its writes), except those of tasks that
+-- exist. (An id still listed whose task Redis expired in real time may be used again.)
+for c = 1, #ids, CHUNK do
+  local last = math.min(c + CHUNK - 1, #ids)
+  local members = {}
+  for k = c, last do
+    members[#members + 1] = '0' -- a string: a Lua number would be formatted for every task
+    members[#members + 1] = ids[k]
+  end
+  local added = redis.call('ZADD', k_all, 'NX', unpack(members))
+  if added < last - c + 1 then
+    for k = c, last do
+      if redis.call('EXISTS', k_task(ids[k])) == 1 then
+        local undo = {}
+        for m = 1, last do
+          if m ~= k and redis.call('EXISTS', k_task(ids[m])) == 0 then
+            undo[#undo + 1] = ids[m]
+          end
+        end
+        zrem_many(k_all, undo)
+        return { 'dup', ids[k] }
+      end
     end
-    pending = {}
   end
 end
 
 local created = {} -- one '1' / '0' per task
 local out = { 'ok', '' }
-local all = {}
+local not_created = {} -- ids listed in step 2 whose task was not created
 local ready = {} -- ready key -> flat {run_at, id, ...}
 local prios = {} -- priorities key -> flat {-prio, prio, ...}, one entry per priority
 local delayed = {}
@@ -118,6 +128,7 @@ while i <= argc do
   if existing then
     created[t] = '0'
     out[#out + 1] = existing
+    not_created[#not_created + 1] = id
   else
     fields[#fields] = params
     redis.call('HSET', k_task(id), unpack(fields))
@@ -125,8 +136,6 @@ while i <= argc do
       redis.call('SET', ik, id)
       keys[ik] = id
     end
-    all[#all + 1] = '0' -- a string: a Lua number would be formatted for every task
-    all[#all + 1] = id
     if status == 'queued' then
       local rk = k_ready(job, prio)
       local list = ready[rk]
@@ -152,7 +161,7 @@ while i <= argc do
     created[t] = '1'
   end
 end
-zadd_many(k_all, all)
+zrem_many(k_all, not_created)
 zadd_many(k_delayed, delayed)
 for rk, list in pairs(ready) do
   zadd_many(rk, list)

@@ -398,3 +398,51 @@ async fn purge_covers_many_retention_periods() {
     }
     assert_eq!(purged[0], 500);
 }
+
+/// A batch that fails on an id in use leaves no trace in the listing index (which the insert
+/// script also uses to find ids in use), and the task that had the id stays listed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failed_batch_leaves_the_listing_index_as_it_was() {
+    let backend = redis_backend(Arc::new(ManualClock::new())).await;
+    let existing = NewTask::new("listed", "1");
+    let existing_id = existing.id;
+    backend.insert(vec![existing]).await.unwrap();
+    // Fresh ids before and after the one in use, across more than one chunk of 500.
+    let mut batch: Vec<NewTask> = (0..700)
+        .map(|i| NewTask::new("listed", i.to_string()))
+        .collect();
+    batch.insert(
+        600,
+        NewTask {
+            id: existing_id,
+            ..NewTask::new("listed", "again")
+        },
+    );
+    let fresh: Vec<_> = batch
+        .iter()
+        .map(|t| t.id)
+        .filter(|id| *id != existing_id)
+        .collect();
+    let err = backend.insert(batch).await.unwrap_err();
+    assert!(err.to_string().contains("already in use"), "{err}");
+
+    let client = ::redis::Client::open(redis_url()).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let listed: Vec<String> = ::redis::cmd("ZRANGE")
+        .arg(format!("{{{}}}:all", backend.prefix()))
+        .arg(0)
+        .arg(-1)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(listed, vec![existing_id.to_string()]);
+    let all = backend
+        .list(&longtask_core::TaskQuery::default())
+        .await
+        .unwrap();
+    assert_eq!(all.len(), 1);
+    assert_eq!(all[0].id, existing_id);
+    for id in fresh.iter().take(3) {
+        assert!(backend.get(*id).await.unwrap().is_none());
+    }
+}
