@@ -71,3 +71,13 @@ fn compiled_in() -> &'static str {
 #[cfg(doctest)]
 #[doc = include_str!("../../README.md")]
 pub struct ReadmeDoctests;
+
+/// The tower crate's README code blocks, likewise.
+#[cfg(all(doctest, feature = "sqlite"))]
+#[doc = include_str!("../../longtask-tower/README.md")]
+pub struct TowerReadmeDoctests;
+
+/// The Redis crate's README code blocks, likewise.
+#[cfg(all(doctest, feature = "redis"))]
+#[doc = include_str!("../../longtask-redis/README.md")]
+pub struct RedisReadmeDoctests;
