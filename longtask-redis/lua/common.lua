@@ -42,22 +42,34 @@ local function esc_job(job)
 end
 
 local function k_task(id) return base .. 't:' .. id end
--- A job's due waiting tasks of one priority, scored by run time (ties: by id, that is by
--- submission), and the job's priorities that may have due tasks, scored by -priority.
-local ready_keys = {}
-local function k_ready(job, prio)
-  local by_prio = ready_keys[job]
+-- A job's due waiting tasks of one priority are in two places, both in claim order (run time,
+-- then id): the ready set, a sorted set scored by run time (tasks that became due later:
+-- promoted, retried, released, or submitted with a past run time), and the submission list,
+-- a list of run time, id pairs (tasks due when submitted, appended in order: appending to a
+-- list costs Redis a fraction of a sorted-set insert, and most tasks go this way). Claims merge
+-- the two. A task cancelled while in a submission list stays there until a claim pops and
+-- skips it. The job's priorities that may have due tasks are a sorted set scored by -priority.
+local queue_keys = {}
+local function queue_key(kind, job, prio)
+  local by_job = queue_keys[kind]
+  if not by_job then
+    by_job = {}
+    queue_keys[kind] = by_job
+  end
+  local by_prio = by_job[job]
   if not by_prio then
     by_prio = {}
-    ready_keys[job] = by_prio
+    by_job[job] = by_prio
   end
   local key = by_prio[prio]
   if not key then
-    key = base .. 'q:' .. esc_job(job) .. ':' .. prio
+    key = base .. kind .. esc_job(job) .. ':' .. prio
     by_prio[prio] = key
   end
   return key
 end
+local function k_ready(job, prio) return queue_key('q:', job, prio) end
+local function k_submitted(job, prio) return queue_key('l:', job, prio) end
 local function k_prios(job) return base .. 'qp:' .. esc_job(job) end
 local function k_idem(job, key) return base .. 'i:' .. esc_job(job) .. ':' .. esc(key) end
 local function ch_task(id) return base .. 'ev:' .. id end

@@ -69,7 +69,35 @@ local created = {} -- one '1' / '0' per task
 local out = { 'ok', '' }
 local not_created = {} -- ids listed in step 2 whose task was not created
 local ready = {} -- ready key -> flat {run_at, id, ...}
+local submitted = {} -- submission list key -> flat {run_at, id, ...}
+local tails = {} -- submission list key -> {run time, id} of its last entry
 local prios = {} -- priorities key -> flat {-prio, prio, ...}, one entry per priority
+local prio_seen = {} -- priorities key -> set of priorities already in `prios`
+-- The batch's list for `key` in `lists` (created empty).
+local function list_for(lists, key)
+  local list = lists[key]
+  if not list then
+    list = {}
+    lists[key] = list
+  end
+  return list
+end
+-- Notes that `job` has due tasks of priority `prio` (once per batch).
+local function register_prio(job, prio)
+  local pk = k_prios(job)
+  local seen_here = prio_seen[pk]
+  if not seen_here then
+    seen_here = {}
+    prio_seen[pk] = seen_here
+    prios[pk] = {}
+  end
+  if not seen_here[prio] then
+    seen_here[prio] = true
+    local plist = prios[pk]
+    plist[#plist + 1] = -tonumber(prio)
+    plist[#plist + 1] = prio
+  end
+end
 local delayed = {}
 local keys = {} -- idempotency key -> id, for repeats inside this batch
 local due = false
@@ -79,6 +107,9 @@ local due = false
 -- priority 0 is left out, and so is a run time equal to the creation time.
 local job, prio, run_at, ikey, status
 local fields
+-- For a queued spec: its run time as a number, whether its tasks may join the submission list,
+-- the lists the batch adds to its ready set and submission list, and that list's last entry.
+local run_n, listable, ready_list, sub_list, tail
 local t = 0
 i = 2
 while i <= argc do
@@ -109,6 +140,22 @@ while i <= argc do
     end
     fields[#fields + 1] = 'params'
     fields[#fields + 1] = ''
+    if status == 'queued' then
+      register_prio(job, prio)
+      run_n = tonumber(run_at)
+      listable = run_at == now
+      ready_list = list_for(ready, k_ready(job, prio))
+      if listable then
+        local lk = k_submitted(job, prio)
+        sub_list = list_for(submitted, lk)
+        tail = tails[lk]
+        if tail == nil then
+          local last = redis.call('LRANGE', lk, -2, -1)
+          tail = { last[1] and tonumber(last[1]) or -math.huge, last[2] or '' }
+          tails[lk] = tail
+        end
+      end
+    end
   else
     i = i + 3
   end
@@ -137,23 +184,18 @@ while i <= argc do
       keys[ik] = id
     end
     if status == 'queued' then
-      local rk = k_ready(job, prio)
-      local list = ready[rk]
-      if not list then
-        list = {}
-        ready[rk] = list
-        local pk = k_prios(job)
-        local plist = prios[pk]
-        if not plist then
-          plist = {}
-          prios[pk] = plist
-        end
-        plist[#plist + 1] = -tonumber(prio)
-        plist[#plist + 1] = prio
-      end
-      list[#list + 1] = run_at
-      list[#list + 1] = id
       due = true
+      -- Due at submission: appended to the submission list when that keeps it in claim order
+      -- (after its last entry, which another client with a clock behind may prevent), else
+      -- into the ready set.
+      if listable and (run_n > tail[1] or (run_n == tail[1] and id > tail[2])) then
+        tail[1], tail[2] = run_n, id
+        sub_list[#sub_list + 1] = run_at
+        sub_list[#sub_list + 1] = id
+      else
+        ready_list[#ready_list + 1] = run_at
+        ready_list[#ready_list + 1] = id
+      end
     else
       delayed[#delayed + 1] = run_at
       delayed[#delayed + 1] = id
@@ -165,6 +207,9 @@ zrem_many(k_all, not_created)
 zadd_many(k_delayed, delayed)
 for rk, list in pairs(ready) do
   zadd_many(rk, list)
+end
+for lk, list in pairs(submitted) do
+  call_many('RPUSH', lk, list)
 end
 for pk, plist in pairs(prios) do
   zadd_many(pk, plist)

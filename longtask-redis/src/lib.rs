@@ -33,6 +33,7 @@
 //! |---|---|---|
 //! | `{p}:t:<id>` | hash | the task record |
 //! | `{p}:q:<job>:<priority>` | sorted set | the job's due waiting tasks of one priority, by run time |
+//! | `{p}:l:<job>:<priority>` | list | the job's tasks of one priority due when submitted: run time, id pairs in claim order |
 //! | `{p}:qp:<job>` | sorted set | the job's priorities that may have due tasks, highest first |
 //! | `{p}:delayed` | sorted set | waiting tasks not yet due, by run time |
 //! | `{p}:running` | sorted set | running tasks, by lease expiry |

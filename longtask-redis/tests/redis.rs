@@ -446,3 +446,131 @@ async fn failed_batch_leaves_the_listing_index_as_it_was() {
         assert!(backend.get(*id).await.unwrap().is_none());
     }
 }
+
+/// Claims `n` tasks of `jobs` one call at a time with a fixed limit; returns their ids in order.
+async fn claim_order(
+    backend: &Backend,
+    jobs: &[String],
+    limit: usize,
+) -> Vec<longtask_core::TaskId> {
+    let mut order = Vec::new();
+    loop {
+        let claimed = backend
+            .queue()
+            .claim(ClaimRequest {
+                jobs,
+                worker: "w",
+                limit,
+                lease: Duration::from_secs(30),
+            })
+            .await
+            .unwrap();
+        if claimed.is_empty() {
+            return order;
+        }
+        order.extend(claimed.iter().map(|c| c.lease.task));
+    }
+}
+
+/// Tasks due at submission go to a submission list when that keeps it in claim order, else to
+/// the ready set; claims merge both, skip cancelled tasks and fill their limit: the order is
+/// exactly the reference backend's, for batches in any id order, cancelled tasks, explicit past
+/// run times, and several priorities and jobs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn submission_lists_keep_claim_order() {
+    use longtask_core::MemoryBackend;
+
+    let clock = Arc::new(ManualClock::new());
+    let redis = Backend::new(redis_backend(clock.clone()).await);
+    let memory = Backend::new(MemoryBackend::new().with_clock(clock.clone()));
+    let jobs = ["x".to_owned(), "y".to_owned()];
+    let mut ids: Vec<longtask_core::TaskId> =
+        (0..40).map(|_| longtask_core::TaskId::new()).collect();
+    // Ids in descending order, then ascending, then shuffled: only some can be appended.
+    ids[..10].reverse();
+    ids[20..].sort_by_key(|id| id.to_string().chars().rev().collect::<String>());
+    for round in 0..4_u32 {
+        let batch: Vec<NewTask> = ids[(round as usize) * 10..(round as usize + 1) * 10]
+            .iter()
+            .enumerate()
+            .map(|(i, id)| NewTask {
+                id: *id,
+                priority: i32::try_from(i % 2).unwrap(),
+                run_at: if i == 3 {
+                    RunAt::At(clock.now() - chrono::Duration::seconds(5))
+                } else {
+                    RunAt::Now
+                },
+                ..NewTask::new(jobs[i % 3 / 2].clone(), "null")
+            })
+            .collect();
+        for backend in [&redis, &memory] {
+            backend.store().insert(batch.clone()).await.unwrap();
+            // Cancel two of each batch while they wait.
+            for id in [batch[1].id, batch[6].id] {
+                backend.store().cancel(id).await.unwrap();
+            }
+        }
+        clock.advance(Duration::from_millis(if round == 1 { 0 } else { 7 }));
+    }
+    let from_redis = claim_order(&redis, &jobs, 3).await;
+    let from_memory = claim_order(&memory, &jobs, 3).await;
+    assert_eq!(from_memory.len(), 32);
+    assert_eq!(
+        from_redis, from_memory,
+        "Redis (left) and memory (right) claim orders differ"
+    );
+}
+
+/// A client whose clock is behind another's submits tasks that sort before those already
+/// listed: they are claimed in run-time order all the same.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_with_a_clock_behind_keeps_claim_order() {
+    let ahead = Arc::new(ManualClock::new());
+    let behind = Arc::new(ManualClock::new());
+    behind.set(ahead.now() - chrono::Duration::seconds(2));
+    let first = redis_backend(ahead.clone()).await;
+    let prefix = first.prefix().to_owned();
+    let second = RedisBackend::connect(&redis_url())
+        .await
+        .unwrap()
+        .with_prefix(prefix)
+        .with_clock(behind.clone());
+    let late: Vec<NewTask> = (0..5)
+        .map(|i| NewTask::new("skew", i.to_string()))
+        .collect();
+    let early: Vec<NewTask> = (0..5)
+        .map(|i| NewTask::new("skew", i.to_string()))
+        .collect();
+    first.insert(late.clone()).await.unwrap();
+    second.insert(early.clone()).await.unwrap();
+    let order = claim_order(&Backend::new(first), &["skew".to_owned()], 4).await;
+    let expected: Vec<_> = early.iter().chain(&late).map(|t| t.id).collect();
+    assert_eq!(order, expected);
+}
+
+/// Cancelled tasks still in a submission list do not make a claim come back short.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancelled_tasks_do_not_shorten_claims() {
+    let backend = Backend::new(redis_backend(Arc::new(ManualClock::new())).await);
+    let tasks: Vec<NewTask> = (0..6)
+        .map(|i| NewTask::new("short", i.to_string()))
+        .collect();
+    backend.store().insert(tasks.clone()).await.unwrap();
+    for task in &tasks[..3] {
+        backend.store().cancel(task.id).await.unwrap();
+    }
+    let claimed = backend
+        .queue()
+        .claim(ClaimRequest {
+            jobs: &["short".to_owned()],
+            worker: "w",
+            limit: 3,
+            lease: Duration::from_secs(30),
+        })
+        .await
+        .unwrap();
+    let ids: Vec<_> = claimed.iter().map(|c| c.lease.task).collect();
+    let expected: Vec<_> = tasks[3..].iter().map(|t| t.id).collect();
+    assert_eq!(ids, expected);
+}
