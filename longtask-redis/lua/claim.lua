@@ -3,7 +3,6 @@
 -- Returns a flat list, 6 per task: id, token, job, params, attempt, max.
 local now, expires, worker = ARGV[1], ARGV[2], ARGV[3]
 local limit, promote = tonumber(ARGV[4]), tonumber(ARGV[5])
-local MAX_ROUNDS = 8 -- selections per call when popped entries turn out stale (cancelled tasks)
 
 -- 1. Promote delayed tasks that are now due, a bounded chunk per call, earliest first.
 local due = redis.call('ZRANGEBYSCORE', k_delayed, '-inf', now, 'LIMIT', 0, promote)
@@ -140,14 +139,20 @@ local function select(n, ids, jobs)
 end
 
 -- 3. Lease them. A popped task that is no longer waiting (cancelled while in a submission
--- list) is skipped, and more are selected in its place.
+-- list) is skipped, and more are selected in its place, examining at most `budget` entries.
+-- If the budget runs out first, idle workers are woken to claim again at once (a claim that
+-- comes back short otherwise makes a worker wait for its poll interval).
 local out = {}
 local running = {}
 local owner = '+' .. worker
 local leased = 0
-for _ = 1, MAX_ROUNDS do
+local examined = 0
+local budget = math.max(4 * limit, 1000)
+local more = false
+while true do
   local ids, jobs = {}, {}
   local any = select(limit - leased, ids, jobs)
+  examined = examined + #ids
   for n, id in ipairs(ids) do
     local key = k_task(id)
     local h = redis.call('HMGET', key, 'status', 'params', 'attempt', 'max', 'token')
@@ -170,6 +175,13 @@ for _ = 1, MAX_ROUNDS do
     end
   end
   if leased >= limit or not any then break end
+  if examined >= budget then
+    more = true
+    break
+  end
+end
+if more then
+  redis.call('PUBLISH', ch_work, '1')
 end
 zadd_many(k_running, running)
 return out

@@ -574,3 +574,46 @@ async fn cancelled_tasks_do_not_shorten_claims() {
     let expected: Vec<_> = tasks[3..].iter().map(|t| t.id).collect();
     assert_eq!(ids, expected);
 }
+
+struct Quick;
+
+impl longtask_core::Job for Quick {
+    const NAME: &'static str = "quick";
+    type Params = u32;
+    type Output = u32;
+
+    async fn run(
+        &self,
+        n: u32,
+        _cx: longtask_core::TaskContext,
+    ) -> Result<u32, longtask_core::JobError> {
+        Ok(n)
+    }
+}
+
+/// Thousands of tasks cancelled while queued (left in the submission list until a claim pops
+/// them) do not hold up the live tasks behind them until the worker's next poll: a claim that
+/// runs out of its budget on cancelled tasks wakes the workers to claim again at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mass_cancellation_does_not_stall_workers() {
+    use longtask_core::{Client, TaskStatus, Worker};
+
+    let backend = redis_backend(Arc::new(longtask_core::SystemClock)).await;
+    let client = Client::new(backend.clone());
+    let ids = client.submit_many::<Quick>(0..5_000).await.unwrap();
+    for id in &ids[..4_900] {
+        client.cancel(*id).await.unwrap();
+    }
+    let worker = Worker::builder(backend.clone())
+        .register(Quick)
+        .prefetch(64)
+        .poll_interval(Duration::from_secs(60))
+        .build()
+        .unwrap()
+        .spawn();
+    for id in &ids[4_900..] {
+        let task = client.wait(*id, Duration::from_secs(10)).await.unwrap();
+        assert_eq!(task.status, TaskStatus::Succeeded);
+    }
+    worker.shutdown().await.unwrap();
+}
