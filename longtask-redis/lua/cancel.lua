@@ -4,7 +4,7 @@
 local now, id = ARGV[1], ARGV[2]
 local key = k_task(id)
 local h = redis.call('HMGET', key, unpack(LEASED_FIELDS))
-local status = h[1]
+local status = h[STATUS]
 if not status then
   return 'missing'
 end
@@ -15,7 +15,7 @@ if status == 'running' then
   redis.call('HSET', key, 'cancel', '1')
   return 'requested'
 end
-dequeue(id, h[7], h[9])
+dequeue(id, h[JOB], h[PRIO])
 finalize(id, h, 'cancelled', now)
 flush()
 return 'cancelled'

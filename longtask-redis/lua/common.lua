@@ -138,17 +138,20 @@ local function publish_status(id, status)
   publish_task(id, 's' .. status)
 end
 
+-- Whether a task became due during this script: flush() then wakes idle workers, once.
+local became_due = false
+
 -- Puts a waiting task where claims find it: its job's ready set if due, the delayed set
--- otherwise. Returns whether it is due.
+-- otherwise.
 local function enqueue(id, job, prio, run_at, now)
   prio = prio or '0'
   if tonumber(run_at) <= tonumber(now) then
     redis.call('ZADD', k_ready(job, prio), run_at, id)
     redis.call('ZADD', k_prios(job), -tonumber(prio), prio)
-    return true
+    became_due = true
+  else
+    redis.call('ZADD', k_delayed, run_at, id)
   end
-  redis.call('ZADD', k_delayed, run_at, id)
-  return false
 end
 
 -- Takes a waiting task out of the ready and delayed sets.
@@ -158,32 +161,35 @@ local function dequeue(id, job, prio)
   redis.call('ZREM', k_delayed, id)
 end
 
--- The fields every lease-fenced script reads, in this order.
-local LEASED_FIELDS = { 'status', 'token', 'attempt', 'max', 'cancel', 'ret', 'job', 'ikey', 'prio' }
+-- The fields every lease-fenced script reads, in this order, and where each stands. The first
+-- four are all a success needs: leased() reads only those, complete() the rest when a path needs
+-- them (every field read costs Redis CPU on the hot path).
+local LEASED_FIELDS = { 'status', 'token', 'ret', 'ikey', 'attempt', 'max', 'cancel', 'job', 'prio' }
+local STATUS, TOKEN, RET, IKEY, ATTEMPT, MAX, CANCEL, JOB, PRIO = 1, 2, 3, 4, 5, 6, 7, 8, 9
 
--- The task's LEASED_FIELDS if `token` is the live lease on it, else nil. Only status, token,
--- ret and ikey are read here (all a success needs); complete() reads the others when a path
--- needs them. Every field read costs Redis CPU on the hot path.
+-- The task's LEASED_FIELDS (the first four) if `token` is the live lease on it, else nil.
 local function leased(id, token)
   local h = redis.call('HMGET', k_task(id), 'status', 'token', 'ret', 'ikey')
-  if h[1] ~= 'running' or h[2] ~= token then
+  if h[STATUS] ~= 'running' or h[TOKEN] ~= token then
     return nil
   end
-  return { h[1], h[2], nil, nil, nil, h[3], nil, h[4], nil, partial = true }
+  h.partial = true
+  return h
 end
 
 -- Reads the LEASED_FIELDS that leased() left out.
 local function complete(id, h)
   if h.partial then
     local r = redis.call('HMGET', k_task(id), 'attempt', 'max', 'cancel', 'job', 'prio')
-    h[3], h[4], h[5], h[7], h[9] = r[1], r[2], r[3], r[4], r[5]
+    h[ATTEMPT], h[MAX], h[CANCEL], h[JOB], h[PRIO] = r[1], r[2], r[3], r[4], r[5]
     h.partial = nil
   end
   return h
 end
 
--- Index changes collected during a script and applied in a few variadic calls by flush(): every
--- script that finalizes or retries tasks calls flush() before it returns.
+-- Index changes collected during a script and applied in a few variadic calls by flush(), which
+-- also wakes idle workers if a task became due: every script that finalizes, retries or
+-- releases tasks calls flush() before it returns.
 local left_running = {} -- ids to remove from the running set
 local newly_finished = {} -- retention period -> ids, in the order they finished
 
@@ -192,6 +198,9 @@ local function flush()
   for ret, ids in pairs(newly_finished) do
     call_many('RPUSH', k_finished(ret), ids)
     redis.call('ZADD', k_retentions, ret, ret)
+  end
+  if became_due then
+    redis.call('PUBLISH', ch_work, '1')
   end
 end
 
@@ -222,7 +231,7 @@ local function finalize(id, h, status, now, f1, v1, f2, v2, f3, v3)
     redis.call('HSET', key, 'status', status, 'finished', now)
   end
   left_running[#left_running + 1] = id
-  local ret = h[6] or '0'
+  local ret = h[RET] or '0'
   if ret == '' then ret = '0' end
   local ttl = retention_ttl(ret, now)
   local finished = newly_finished[ret]
@@ -232,9 +241,9 @@ local function finalize(id, h, status, now, f1, v1, f2, v2, f3, v3)
   end
   finished[#finished + 1] = id
   redis.call('PEXPIRE', key, ttl)
-  if h[8] and h[8] ~= '' then
+  if h[IKEY] and h[IKEY] ~= '' then
     complete(id, h)
-    redis.call('PEXPIRE', k_idem(h[7], string.sub(h[8], 2)), ttl)
+    redis.call('PEXPIRE', k_idem(h[JOB], string.sub(h[IKEY], 2)), ttl)
   end
   publish_status(id, status)
 end
@@ -244,13 +253,13 @@ end
 -- was requested. Returns whether the task was retried.
 local function fail_attempt(id, h, message, retry_at, now)
   complete(id, h)
-  local attempt = h[3] or '0'
-  local cancel = h[5] == '1'
-  if retry_at ~= '' and (tonumber(attempt) < tonumber(h[4])) and not cancel then
+  local attempt = h[ATTEMPT] or '0'
+  local cancel = h[CANCEL] == '1'
+  if retry_at ~= '' and (tonumber(attempt) < tonumber(h[MAX])) and not cancel then
     redis.call('HSET', k_task(id), 'status', 'retrying', 'run_at', retry_at,
       'em', message, 'ea', attempt, 'et', now)
     left_running[#left_running + 1] = id
-    enqueue(id, h[7], h[9], retry_at, now)
+    enqueue(id, h[JOB], h[PRIO], retry_at, now)
     publish_status(id, 'retrying')
     return true
   end

@@ -4,7 +4,6 @@
 -- Returns one integer per completion: 1 applied, 0 stale.
 local now = ARGV[1]
 local out = {}
-local retried = false
 for i = 2, #ARGV, 6 do
   local id, token, kind, text = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3]
   local retry_at, progress = ARGV[i + 4], ARGV[i + 5]
@@ -18,9 +17,9 @@ for i = 2, #ARGV, 6 do
       finalize(id, h, 'succeeded', now, 'output', text)
     elseif kind == 'c' then
       complete(id, h)
-      finalize(id, h, 'cancelled', now, 'em', text, 'ea', h[3] or '0', 'et', now)
+      finalize(id, h, 'cancelled', now, 'em', text, 'ea', h[ATTEMPT] or '0', 'et', now)
     else
-      if fail_attempt(id, h, text, retry_at, now) then retried = true end
+      fail_attempt(id, h, text, retry_at, now)
     end
     out[#out + 1] = 1
   else
@@ -28,7 +27,4 @@ for i = 2, #ARGV, 6 do
   end
 end
 flush()
-if retried then
-  redis.call('PUBLISH', ch_work, '1')
-end
 return out

@@ -4,20 +4,16 @@
 local now, limit = ARGV[1], tonumber(ARGV[2])
 local expired = redis.call('ZRANGEBYSCORE', k_running, '-inf', now, 'LIMIT', 0, limit)
 local count = 0
-local retried = false
 for _, id in ipairs(expired) do
   local h = redis.call('HMGET', k_task(id), unpack(LEASED_FIELDS))
-  if h[1] == 'running' then
-    local message = 'attempt ' .. (h[3] or '0') ..
+  if h[STATUS] == 'running' then
+    local message = 'attempt ' .. (h[ATTEMPT] or '0') ..
       ' was lost: its worker stopped renewing the lease (crashed, killed or stalled)'
-    if fail_attempt(id, h, message, now, now) then retried = true end
+    fail_attempt(id, h, message, now, now)
     count = count + 1
   else
     redis.call('ZREM', k_running, id)
   end
 end
 flush()
-if retried then
-  redis.call('PUBLISH', ch_work, '1')
-end
 return count
