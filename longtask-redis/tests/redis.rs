@@ -549,32 +549,6 @@ async fn a_client_with_a_clock_behind_keeps_claim_order() {
     assert_eq!(order, expected);
 }
 
-/// Cancelled tasks still in a submission list do not make a claim come back short.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn cancelled_tasks_do_not_shorten_claims() {
-    let backend = Backend::new(redis_backend(Arc::new(ManualClock::new())).await);
-    let tasks: Vec<NewTask> = (0..6)
-        .map(|i| NewTask::new("short", i.to_string()))
-        .collect();
-    backend.store().insert(tasks.clone()).await.unwrap();
-    for task in &tasks[..3] {
-        backend.store().cancel(task.id).await.unwrap();
-    }
-    let claimed = backend
-        .queue()
-        .claim(ClaimRequest {
-            jobs: &["short".to_owned()],
-            worker: "w",
-            limit: 3,
-            lease: Duration::from_secs(30),
-        })
-        .await
-        .unwrap();
-    let ids: Vec<_> = claimed.iter().map(|c| c.lease.task).collect();
-    let expected: Vec<_> = tasks[3..].iter().map(|t| t.id).collect();
-    assert_eq!(ids, expected);
-}
-
 struct Quick;
 
 impl longtask_core::Job for Quick {

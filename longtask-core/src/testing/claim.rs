@@ -229,3 +229,21 @@ pub async fn work_signal_fires_on_submit(h: Harness) {
         .await
         .expect("no wake-up within 5 s of a submit");
 }
+
+/// Waiting tasks cancelled ahead of live ones do not make a claim come back short: it returns
+/// the live ones, in order, up to its limit.
+pub async fn cancelled_tasks_do_not_shorten_claims(h: Harness) {
+    let ids = h
+        .insert((0..6).map(|i| NewTask::new("short", numbered(i))).collect())
+        .await;
+    for id in &ids[..3] {
+        h.backend.store().cancel(*id).await.unwrap();
+    }
+    let claimed: Vec<TaskId> = h
+        .claim(&["short"], 3)
+        .await
+        .iter()
+        .map(|c| c.lease.task)
+        .collect();
+    assert_eq!(claimed, ids[3..]);
+}

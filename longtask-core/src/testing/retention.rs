@@ -100,3 +100,42 @@ pub async fn purged_idempotency_key_is_free_again(h: Harness) {
     assert!(again[0].created);
     assert_ne!(again[0].id, first);
 }
+
+/// One purge call finds the due tasks whatever their mix of retention periods (here 150
+/// different ones, finished at different times), and keeps the rest.
+pub async fn purge_spans_many_retention_periods(h: Harness) {
+    let ids = h
+        .insert(
+            (0..300)
+                .map(|i| kept("spans", 10 + (i % 150) * 2))
+                .collect(),
+        )
+        .await;
+    for (i, id) in ids.iter().enumerate() {
+        h.backend.store().cancel(*id).await.unwrap();
+        if i == 149 {
+            h.advance(Duration::from_secs(1)); // the second half finishes a second later
+        }
+    }
+    // Each step, the tasks still present must be exactly those whose retention has not ended.
+    for step in 1..=40_u64 {
+        h.advance(Duration::from_secs(10));
+        let elapsed = 1 + step * 10; // seconds since the first half finished
+        let due = (0..300_u64)
+            .filter(|i| {
+                let retention = 10 + (i % 150) * 2;
+                let since = if *i < 150 { elapsed } else { elapsed - 1 };
+                retention <= since
+            })
+            .count();
+        let kept_now = ids.len() - due;
+        h.backend.store().purge(100_000).await.unwrap();
+        let mut present = 0;
+        for id in &ids {
+            if h.backend.store().get(*id).await.unwrap().is_some() {
+                present += 1;
+            }
+        }
+        assert_eq!(present, kept_now, "after {elapsed} s");
+    }
+}
