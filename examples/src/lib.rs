@@ -13,6 +13,7 @@ use longtask_core::{Backend, Error, MemoryBackend, Result};
 /// ```
 /// # #[tokio::main(flavor = "current_thread")] async fn main() -> longtask_core::Result<()> {
 /// let backend = longtask_examples::backend_from_url("memory://").await?;
+/// assert!(longtask_examples::backend_from_url("ftp://nowhere").await.is_err());
 /// # Ok(()) }
 /// ```
 pub async fn backend_from_url(url: &str) -> Result<Backend> {
@@ -38,9 +39,18 @@ pub async fn backend_from_url(url: &str) -> Result<Backend> {
         }
         #[cfg(feature = "redis")]
         "redis+cluster" => {
-            let nodes = url["redis+cluster://".len()..]
+            let nodes: Vec<String> = url["redis+cluster://".len()..]
                 .split(',')
-                .map(|node| format!("redis://{}", node.trim()));
+                .map(str::trim)
+                .filter(|node| !node.is_empty())
+                .map(|node| format!("redis://{node}"))
+                .collect();
+            if nodes.is_empty() {
+                return Err(Error::InvalidInput(
+                    "redis+cluster:// names no node: use redis+cluster://host:port,host:port"
+                        .to_owned(),
+                ));
+            }
             let backend = longtask_redis::RedisBackend::connect_cluster(nodes).await?;
             Ok(Backend::new(backend))
         }
@@ -81,3 +91,20 @@ pub struct TowerReadmeDoctests;
 #[cfg(all(doctest, feature = "redis"))]
 #[doc = include_str!("../../longtask-redis/README.md")]
 pub struct RedisReadmeDoctests;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn unknown_schemes_and_empty_node_lists_are_refused_clearly() {
+        let err = backend_from_url("ftp://nowhere").await.unwrap_err();
+        assert!(matches!(err, Error::InvalidInput(_)), "{err}");
+        assert!(err.to_string().contains("memory://"), "{err}");
+        #[cfg(feature = "redis")]
+        for url in ["redis+cluster://", "redis+cluster:// , "] {
+            let err = backend_from_url(url).await.unwrap_err();
+            assert!(err.to_string().contains("names no node"), "{url}: {err}");
+        }
+    }
+}
