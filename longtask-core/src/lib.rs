@@ -51,6 +51,7 @@ mod backend;
 mod client;
 mod clock;
 mod context;
+mod detach;
 mod error;
 mod eta;
 mod job;
@@ -71,6 +72,7 @@ pub use crate::{
     client::{Client, SubmitOptions, MAX_KEY_LEN},
     clock::{saturating_add, Clock, ManualClock, SystemClock},
     context::TaskContext,
+    detach::{to_completion, to_completion_or},
     error::{BoxError, Error, Result},
     eta::EtaEstimator,
     job::{Backoff, ErrorKind, Job, JobError, JobOptions, ResultExt},
@@ -90,6 +92,8 @@ pub use crate::{
 
 #[doc(hidden)]
 pub mod __private {
+    pub use async_trait;
     pub use futures;
     pub use tokio;
+    pub use tracing;
 }

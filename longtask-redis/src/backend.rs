@@ -218,6 +218,10 @@ impl RedisBackend {
     }
 }
 
+// Every operation runs to its end even if its caller is dropped (a client hanging up), so a
+// connection is never left inside a transaction and no write is left half done.
+longtask_core::cancel_safe_backend!(RedisBackend);
+
 impl fmt::Debug for RedisBackend {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("RedisBackend")

@@ -6,9 +6,8 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use async_trait::async_trait;
 use futures::{stream::BoxStream, StreamExt};
-use longtask_core::{Error, Progress, ProgressSink, Result, TaskEvent, TaskId, TaskStatus};
+use longtask_core::{Error, Progress, Result, TaskEvent, TaskId, TaskStatus};
 
 use crate::{
     backend::RedisBackend,
@@ -100,9 +99,8 @@ impl Watching {
     }
 }
 
-#[async_trait]
-impl ProgressSink for RedisBackend {
-    async fn report(&self, updates: &[(TaskId, Progress)]) -> Result<()> {
+impl RedisBackend {
+    pub(crate) async fn direct_report(&self, updates: &[(TaskId, Progress)]) -> Result<()> {
         if updates.is_empty() {
             return Ok(());
         }
@@ -116,7 +114,7 @@ impl ProgressSink for RedisBackend {
         Ok(())
     }
 
-    async fn latest(&self, id: TaskId) -> Result<Option<Progress>> {
+    pub(crate) async fn direct_latest(&self, id: TaskId) -> Result<Option<Progress>> {
         let json: Option<String> = self
             .query(
                 redis::cmd("HGET").arg(self.keys.task(id)).arg("progress"),
@@ -130,7 +128,7 @@ impl ProgressSink for RedisBackend {
         .transpose()
     }
 
-    async fn watch(&self, id: TaskId) -> Result<BoxStream<'static, TaskEvent>> {
+    pub(crate) async fn direct_watch(&self, id: TaskId) -> Result<BoxStream<'static, TaskEvent>> {
         // Subscribe first, then read the status: a change in between is then seen either in
         // the status read or as a message, never lost.
         let watcher = NEXT_WATCHER.fetch_add(1, Ordering::Relaxed);

@@ -2,10 +2,9 @@
 
 use std::time::Duration;
 
-use async_trait::async_trait;
 use longtask_core::{
     saturating_add, Ack, ClaimRequest, ClaimedTask, Completion, Error, Lease, LeaseState, Outcome,
-    Queue, Result, WorkSignal,
+    Result, WorkSignal,
 };
 
 use crate::{
@@ -88,9 +87,8 @@ impl RedisBackend {
     }
 }
 
-#[async_trait]
-impl Queue for RedisBackend {
-    async fn claim(&self, request: ClaimRequest<'_>) -> Result<Vec<ClaimedTask>> {
+impl RedisBackend {
+    pub(crate) async fn direct_claim(&self, request: ClaimRequest<'_>) -> Result<Vec<ClaimedTask>> {
         if request.jobs.is_empty() {
             return Ok(Vec::new());
         }
@@ -107,7 +105,11 @@ impl Queue for RedisBackend {
         Ok(claimed)
     }
 
-    async fn heartbeat(&self, leases: &[Lease], extend: Duration) -> Result<Vec<LeaseState>> {
+    pub(crate) async fn direct_heartbeat(
+        &self,
+        leases: &[Lease],
+        extend: Duration,
+    ) -> Result<Vec<LeaseState>> {
         if leases.is_empty() {
             return Ok(Vec::new());
         }
@@ -133,7 +135,7 @@ impl Queue for RedisBackend {
             .collect())
     }
 
-    async fn finish(&self, completions: Vec<Completion>) -> Result<Vec<Ack>> {
+    pub(crate) async fn direct_finish(&self, completions: Vec<Completion>) -> Result<Vec<Ack>> {
         if completions.is_empty() {
             return Ok(Vec::new());
         }
@@ -169,7 +171,7 @@ impl Queue for RedisBackend {
         acks(&out, completions.len(), "recording outcomes")
     }
 
-    async fn release(&self, leases: &[Lease]) -> Result<Vec<Ack>> {
+    pub(crate) async fn direct_release(&self, leases: &[Lease]) -> Result<Vec<Ack>> {
         if leases.is_empty() {
             return Ok(Vec::new());
         }
@@ -182,7 +184,7 @@ impl Queue for RedisBackend {
         acks(&out, leases.len(), "releasing tasks")
     }
 
-    async fn recover_expired(&self, limit: usize) -> Result<u64> {
+    pub(crate) async fn direct_recover_expired(&self, limit: usize) -> Result<u64> {
         let now_ms = self.now_ms();
         let mut recovered = 0_u64;
         let mut left = limit;
@@ -200,7 +202,7 @@ impl Queue for RedisBackend {
         Ok(recovered)
     }
 
-    fn work_signal(&self) -> WorkSignal {
+    pub(crate) fn direct_work_signal(&self) -> WorkSignal {
         self.hub().work_signal()
     }
 }

@@ -2,9 +2,8 @@
 
 use std::collections::HashMap;
 
-use async_trait::async_trait;
 use longtask_core::{
-    CancelOutcome, Error, Inserted, NewTask, Result, TaskId, TaskQuery, TaskRecord, TaskStore,
+    CancelOutcome, Error, Inserted, NewTask, Result, TaskId, TaskQuery, TaskRecord,
 };
 
 use crate::{
@@ -64,9 +63,8 @@ fn inserted(tasks: &[NewTask], reply: &[String]) -> Result<Vec<Inserted>> {
     Ok(out)
 }
 
-#[async_trait]
-impl TaskStore for RedisBackend {
-    async fn insert(&self, tasks: Vec<NewTask>) -> Result<Vec<Inserted>> {
+impl RedisBackend {
+    pub(crate) async fn direct_insert(&self, tasks: Vec<NewTask>) -> Result<Vec<Inserted>> {
         if tasks.is_empty() {
             return Ok(Vec::new());
         }
@@ -120,7 +118,7 @@ impl TaskStore for RedisBackend {
         }
     }
 
-    async fn get(&self, id: TaskId) -> Result<Option<TaskRecord>> {
+    pub(crate) async fn direct_get(&self, id: TaskId) -> Result<Option<TaskRecord>> {
         let hash: HashMap<String, String> = self
             .query(
                 redis::cmd("HGETALL").arg(self.keys.task(id)),
@@ -130,7 +128,7 @@ impl TaskStore for RedisBackend {
         record::decode(id, hash)
     }
 
-    async fn list(&self, query: &TaskQuery) -> Result<Vec<TaskRecord>> {
+    pub(crate) async fn direct_list(&self, query: &TaskQuery) -> Result<Vec<TaskRecord>> {
         let limit = query.effective_limit();
         let statuses = query
             .statuses
@@ -188,7 +186,7 @@ impl TaskStore for RedisBackend {
         Ok(records)
     }
 
-    async fn cancel(&self, id: TaskId) -> Result<CancelOutcome> {
+    pub(crate) async fn direct_cancel(&self, id: TaskId) -> Result<CancelOutcome> {
         let mut call = self.script(&SCRIPTS.cancel);
         call.arg(self.now_ms()).arg(id.to_string());
         let out: String = self.invoke(&call, "cancelling a task").await?;
@@ -206,7 +204,7 @@ impl TaskStore for RedisBackend {
         }
     }
 
-    async fn purge(&self, limit: usize) -> Result<u64> {
+    pub(crate) async fn direct_purge(&self, limit: usize) -> Result<u64> {
         let now_ms = self.now_ms();
         let mut purged = 0_u64;
         let mut left = limit;

@@ -35,6 +35,7 @@ use crate::{
 };
 
 pub mod cancel;
+pub mod cancel_safety;
 pub mod claim;
 pub mod idempotency;
 pub mod lease;
@@ -279,6 +280,7 @@ macro_rules! conformance_suite {
             cancel::cancel_running_task_is_requested,
             cancel::cancel_finished_task_changes_nothing,
             cancel::cancel_unknown_task_is_not_found,
+            cancel_safety::dropped_operations_leave_the_backend_consistent,
             progress::progress_latest_round_trip,
             progress::progress_of_finished_task_is_ignored,
             progress::watch_streams_progress_and_final_status,

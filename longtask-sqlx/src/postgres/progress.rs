@@ -1,9 +1,8 @@
 //! [`ProgressSink`] for [`PostgresBackend`]: progress stored per task, pushed to watchers with
 //! `NOTIFY`.
 
-use async_trait::async_trait;
 use futures::{stream::BoxStream, StreamExt};
-use longtask_core::{Error, Progress, ProgressSink, Result, TaskEvent, TaskId};
+use longtask_core::{Error, Progress, Result, TaskEvent, TaskId};
 use uuid::Uuid;
 
 use super::{
@@ -11,9 +10,8 @@ use super::{
     PostgresBackend,
 };
 
-#[async_trait]
-impl ProgressSink for PostgresBackend {
-    async fn report(&self, updates: &[(TaskId, Progress)]) -> Result<()> {
+impl PostgresBackend {
+    pub(super) async fn direct_report(&self, updates: &[(TaskId, Progress)]) -> Result<()> {
         if updates.is_empty() {
             return Ok(());
         }
@@ -32,7 +30,7 @@ impl ProgressSink for PostgresBackend {
         Ok(())
     }
 
-    async fn latest(&self, id: TaskId) -> Result<Option<Progress>> {
+    pub(super) async fn direct_latest(&self, id: TaskId) -> Result<Option<Progress>> {
         let json: Option<Option<String>> = sqlx::query_scalar(&self.sql.latest)
             .bind(id.as_uuid())
             .fetch_optional(&self.pool)
@@ -41,7 +39,7 @@ impl ProgressSink for PostgresBackend {
         json.flatten().as_deref().map(decode_progress).transpose()
     }
 
-    async fn watch(&self, id: TaskId) -> Result<BoxStream<'static, TaskEvent>> {
+    pub(super) async fn direct_watch(&self, id: TaskId) -> Result<BoxStream<'static, TaskEvent>> {
         let what = || format!("watching task {id}");
         self.notifier.start();
         self.notifier.ready().await;

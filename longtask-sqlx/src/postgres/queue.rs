@@ -7,11 +7,10 @@ use std::{
     time::{Duration, Instant},
 };
 
-use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use longtask_core::{
     saturating_add, Ack, ClaimRequest, ClaimedTask, Completion, Error, Lease, LeaseState, Outcome,
-    Queue, Result, TaskId, WorkSignal,
+    Result, TaskId, WorkSignal,
 };
 use uuid::Uuid;
 
@@ -105,9 +104,8 @@ impl PostgresBackend {
     }
 }
 
-#[async_trait]
-impl Queue for PostgresBackend {
-    async fn claim(&self, request: ClaimRequest<'_>) -> Result<Vec<ClaimedTask>> {
+impl PostgresBackend {
+    pub(super) async fn direct_claim(&self, request: ClaimRequest<'_>) -> Result<Vec<ClaimedTask>> {
         if request.limit == 0 || request.jobs.is_empty() {
             return Ok(Vec::new());
         }
@@ -169,7 +167,11 @@ impl Queue for PostgresBackend {
             .collect())
     }
 
-    async fn heartbeat(&self, leases: &[Lease], extend: Duration) -> Result<Vec<LeaseState>> {
+    pub(super) async fn direct_heartbeat(
+        &self,
+        leases: &[Lease],
+        extend: Duration,
+    ) -> Result<Vec<LeaseState>> {
         if leases.is_empty() {
             return Ok(Vec::new());
         }
@@ -196,7 +198,7 @@ impl Queue for PostgresBackend {
             .collect())
     }
 
-    async fn finish(&self, completions: Vec<Completion>) -> Result<Vec<Ack>> {
+    pub(super) async fn direct_finish(&self, completions: Vec<Completion>) -> Result<Vec<Ack>> {
         if completions.is_empty() {
             return Ok(Vec::new());
         }
@@ -272,7 +274,7 @@ impl Queue for PostgresBackend {
         Ok(acks(&leases, &rows.into_iter().collect()))
     }
 
-    async fn release(&self, leases: &[Lease]) -> Result<Vec<Ack>> {
+    pub(super) async fn direct_release(&self, leases: &[Lease]) -> Result<Vec<Ack>> {
         if leases.is_empty() {
             return Ok(Vec::new());
         }
@@ -291,7 +293,7 @@ impl Queue for PostgresBackend {
         Ok(acks(leases, &rows.into_iter().collect()))
     }
 
-    async fn recover_expired(&self, limit: usize) -> Result<u64> {
+    pub(super) async fn direct_recover_expired(&self, limit: usize) -> Result<u64> {
         if limit == 0 {
             return Ok(0);
         }
@@ -309,7 +311,7 @@ impl Queue for PostgresBackend {
         Ok(u64::try_from(recovered).unwrap_or(0))
     }
 
-    fn work_signal(&self) -> WorkSignal {
+    pub(super) fn direct_work_signal(&self) -> WorkSignal {
         self.notifier.start();
         self.notifier.work_signal()
     }

@@ -3,10 +3,8 @@
 
 use std::collections::{HashMap, HashSet};
 
-use async_trait::async_trait;
 use longtask_core::{
     CancelOutcome, Error, Inserted, NewTask, Result, TaskId, TaskQuery, TaskRecord, TaskStatus,
-    TaskStore,
 };
 use sqlx::{Connection, PgConnection};
 use uuid::Uuid;
@@ -174,9 +172,8 @@ fn insert_error(err: sqlx::Error) -> Error {
     Error::backend("inserting tasks", err)
 }
 
-#[async_trait]
-impl TaskStore for PostgresBackend {
-    async fn insert(&self, tasks: Vec<NewTask>) -> Result<Vec<Inserted>> {
+impl PostgresBackend {
+    pub(super) async fn direct_insert(&self, tasks: Vec<NewTask>) -> Result<Vec<Inserted>> {
         if tasks.is_empty() {
             return Ok(Vec::new());
         }
@@ -194,7 +191,7 @@ impl TaskStore for PostgresBackend {
         Ok(inserted)
     }
 
-    async fn get(&self, id: TaskId) -> Result<Option<TaskRecord>> {
+    pub(super) async fn direct_get(&self, id: TaskId) -> Result<Option<TaskRecord>> {
         let row: Option<TaskRow> = sqlx::query_as(&self.sql.get)
             .bind(id.as_uuid())
             .fetch_optional(&self.pool)
@@ -203,7 +200,7 @@ impl TaskStore for PostgresBackend {
         row.map(|r| r.into_record(self.now())).transpose()
     }
 
-    async fn list(&self, query: &TaskQuery) -> Result<Vec<TaskRecord>> {
+    pub(super) async fn direct_list(&self, query: &TaskQuery) -> Result<Vec<TaskRecord>> {
         let now = self.now();
         let statuses: Option<Vec<&str>> = (!query.statuses.is_empty())
             .then(|| query.statuses.iter().map(|s| s.as_str()).collect());
@@ -220,7 +217,7 @@ impl TaskStore for PostgresBackend {
         rows.into_iter().map(|r| r.into_record(now)).collect()
     }
 
-    async fn cancel(&self, id: TaskId) -> Result<CancelOutcome> {
+    pub(super) async fn direct_cancel(&self, id: TaskId) -> Result<CancelOutcome> {
         let what = || format!("cancelling task {id}");
         let now = self.now();
         let mut conn = self
@@ -261,7 +258,7 @@ impl TaskStore for PostgresBackend {
         Ok(outcome)
     }
 
-    async fn purge(&self, limit: usize) -> Result<u64> {
+    pub(super) async fn direct_purge(&self, limit: usize) -> Result<u64> {
         if limit == 0 {
             return Ok(0);
         }

@@ -319,6 +319,10 @@ impl SqliteBackend {
     }
 }
 
+// Every operation runs to its end even if its caller is dropped (a client hanging up), so a
+// connection is never left inside a transaction and no write is left half done.
+longtask_core::cancel_safe_backend!(SqliteBackend);
+
 impl fmt::Debug for SqliteBackend {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("SqliteBackend")

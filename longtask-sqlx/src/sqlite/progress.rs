@@ -12,9 +12,8 @@ use std::{
     sync::Arc,
 };
 
-use async_trait::async_trait;
 use futures::{stream::BoxStream, StreamExt};
-use longtask_core::{Error, Progress, ProgressSink, Result, TaskEvent, TaskId, TaskStatus};
+use longtask_core::{Error, Progress, Result, TaskEvent, TaskId, TaskStatus};
 use serde::Serialize;
 use tokio::sync::mpsc;
 
@@ -35,9 +34,8 @@ struct ReportRow {
     progress: String,
 }
 
-#[async_trait]
-impl ProgressSink for SqliteBackend {
-    async fn report(&self, updates: &[(TaskId, Progress)]) -> Result<()> {
+impl SqliteBackend {
+    pub(super) async fn direct_report(&self, updates: &[(TaskId, Progress)]) -> Result<()> {
         if updates.is_empty() {
             return Ok(());
         }
@@ -77,7 +75,7 @@ impl ProgressSink for SqliteBackend {
         Ok(())
     }
 
-    async fn latest(&self, id: TaskId) -> Result<Option<Progress>> {
+    pub(super) async fn direct_latest(&self, id: TaskId) -> Result<Option<Progress>> {
         let stored: Option<Option<String>> = sqlx::query_scalar(LATEST)
             .bind(id.as_uuid())
             .fetch_optional(&self.reader)
@@ -86,7 +84,7 @@ impl ProgressSink for SqliteBackend {
         row::progress(stored.flatten().as_deref())
     }
 
-    async fn watch(&self, id: TaskId) -> Result<BoxStream<'static, TaskEvent>> {
+    pub(super) async fn direct_watch(&self, id: TaskId) -> Result<BoxStream<'static, TaskEvent>> {
         // Subscribe before reading, so that no commit falls between the read and the channel.
         let (tx, rx) = mpsc::unbounded_channel();
         self.watchers().entry(id).or_default().push(tx);

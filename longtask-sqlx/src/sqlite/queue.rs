@@ -11,11 +11,10 @@ use std::{
     time::Duration,
 };
 
-use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use longtask_core::{
     saturating_add, Ack, ClaimRequest, ClaimedTask, Completion, Error, Lease, LeaseState, Outcome,
-    Queue, Result, TaskEvent, TaskId, TaskStatus, WorkSignal,
+    Result, TaskEvent, TaskId, TaskStatus, WorkSignal,
 };
 use serde::Serialize;
 use sqlx::{Sqlite, Transaction};
@@ -222,9 +221,8 @@ impl SqliteBackend {
     }
 }
 
-#[async_trait]
-impl Queue for SqliteBackend {
-    async fn claim(&self, request: ClaimRequest<'_>) -> Result<Vec<ClaimedTask>> {
+impl SqliteBackend {
+    pub(super) async fn direct_claim(&self, request: ClaimRequest<'_>) -> Result<Vec<ClaimedTask>> {
         if request.limit == 0 || request.jobs.is_empty() {
             return Ok(Vec::new());
         }
@@ -286,7 +284,11 @@ impl Queue for SqliteBackend {
         Ok(claimed)
     }
 
-    async fn heartbeat(&self, leases: &[Lease], extend: Duration) -> Result<Vec<LeaseState>> {
+    pub(super) async fn direct_heartbeat(
+        &self,
+        leases: &[Lease],
+        extend: Duration,
+    ) -> Result<Vec<LeaseState>> {
         if leases.is_empty() {
             return Ok(Vec::new());
         }
@@ -315,7 +317,7 @@ impl Queue for SqliteBackend {
             .collect())
     }
 
-    async fn finish(&self, completions: Vec<Completion>) -> Result<Vec<Ack>> {
+    pub(super) async fn direct_finish(&self, completions: Vec<Completion>) -> Result<Vec<Ack>> {
         if completions.is_empty() {
             return Ok(Vec::new());
         }
@@ -391,7 +393,7 @@ impl Queue for SqliteBackend {
         Ok(acks)
     }
 
-    async fn release(&self, leases: &[Lease]) -> Result<Vec<Ack>> {
+    pub(super) async fn direct_release(&self, leases: &[Lease]) -> Result<Vec<Ack>> {
         if leases.is_empty() {
             return Ok(Vec::new());
         }
@@ -433,7 +435,7 @@ impl Queue for SqliteBackend {
         Ok(acks)
     }
 
-    async fn recover_expired(&self, limit: usize) -> Result<u64> {
+    pub(super) async fn direct_recover_expired(&self, limit: usize) -> Result<u64> {
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
         if limit == 0 {
             return Ok(0);
@@ -480,7 +482,7 @@ impl Queue for SqliteBackend {
         Ok(rows.len() as u64)
     }
 
-    fn work_signal(&self) -> WorkSignal {
+    pub(super) fn direct_work_signal(&self) -> WorkSignal {
         WorkSignal::new(self.shared.signal.subscribe())
     }
 }

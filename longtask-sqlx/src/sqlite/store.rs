@@ -3,10 +3,9 @@
 
 use std::collections::{HashMap, HashSet};
 
-use async_trait::async_trait;
 use longtask_core::{
     saturating_add, CancelOutcome, Error, Inserted, NewTask, Result, TaskEvent, TaskId, TaskQuery,
-    TaskRecord, TaskStatus, TaskStore,
+    TaskRecord, TaskStatus,
 };
 use serde::Serialize;
 
@@ -43,9 +42,8 @@ struct InsertRow<'a> {
     key: Option<&'a str>,
 }
 
-#[async_trait]
-impl TaskStore for SqliteBackend {
-    async fn insert(&self, tasks: Vec<NewTask>) -> Result<Vec<Inserted>> {
+impl SqliteBackend {
+    pub(super) async fn direct_insert(&self, tasks: Vec<NewTask>) -> Result<Vec<Inserted>> {
         if tasks.is_empty() {
             return Ok(Vec::new());
         }
@@ -130,7 +128,7 @@ impl TaskStore for SqliteBackend {
         Ok(inserted)
     }
 
-    async fn get(&self, id: TaskId) -> Result<Option<TaskRecord>> {
+    pub(super) async fn direct_get(&self, id: TaskId) -> Result<Option<TaskRecord>> {
         sqlx::query_as::<_, TaskRow>(GET)
             .bind(id.as_uuid())
             .fetch_optional(&self.reader)
@@ -140,7 +138,7 @@ impl TaskStore for SqliteBackend {
             .transpose()
     }
 
-    async fn list(&self, query: &TaskQuery) -> Result<Vec<TaskRecord>> {
+    pub(super) async fn direct_list(&self, query: &TaskQuery) -> Result<Vec<TaskRecord>> {
         let statuses = if query.statuses.is_empty() {
             None
         } else {
@@ -169,7 +167,7 @@ impl TaskStore for SqliteBackend {
             .collect()
     }
 
-    async fn cancel(&self, id: TaskId) -> Result<CancelOutcome> {
+    pub(super) async fn direct_cancel(&self, id: TaskId) -> Result<CancelOutcome> {
         let now = self.now();
         let mut tx = self.begin("starting to cancel a task").await?;
         let (status, _, version, retention_ms): (String, Option<String>, i64, i64) =
@@ -210,7 +208,7 @@ impl TaskStore for SqliteBackend {
         Ok(outcome)
     }
 
-    async fn purge(&self, limit: usize) -> Result<u64> {
+    pub(super) async fn direct_purge(&self, limit: usize) -> Result<u64> {
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
         if limit == 0 {
             return Ok(0);
