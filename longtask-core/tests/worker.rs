@@ -3,18 +3,20 @@
 
 use std::{
     sync::{
-        atomic::{AtomicUsize, Ordering},
-        Arc,
+        atomic::{AtomicBool, AtomicUsize, Ordering},
+        Arc, Mutex,
     },
     time::{Duration, Instant},
 };
 
 use async_trait::async_trait;
+use chrono::{DateTime, Utc};
 use futures::{stream::BoxStream, StreamExt};
 use longtask_core::{
-    Backend, Backoff, CancelOutcome, Client, Error, Job, JobError, JobOptions, MemoryBackend,
-    NewTask, Progress, ProgressSink, TaskContext, TaskEvent, TaskId, TaskRecord, TaskStatus,
-    Worker, WorkerBuilder,
+    saturating_add, Ack, Backend, Backoff, CancelOutcome, ClaimRequest, ClaimedTask, Client, Clock,
+    Completion, Error, Job, JobError, JobOptions, Lease, LeaseState, MemoryBackend, NewTask,
+    Outcome, Progress, ProgressSink, Queue, TaskContext, TaskEvent, TaskId, TaskQuery, TaskRecord,
+    TaskStatus, WorkSignal, Worker, WorkerBuilder,
 };
 
 const WAIT: Duration = Duration::from_secs(20);
@@ -515,4 +517,367 @@ async fn an_idle_worker_wakes_on_submit_and_stops_promptly() {
     let stopping = Instant::now();
     worker.shutdown().await.unwrap();
     assert!(stopping.elapsed() < Duration::from_secs(2));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Faults: a frozen or cut-off worker, and writes that fail during a short outage.
+
+/// Backend time that follows tokio's clock, so that under paused time the backend's leases
+/// expire exactly as the worker's timers see time pass.
+#[derive(Debug)]
+struct TokioClock {
+    wall: DateTime<Utc>,
+    start: tokio::time::Instant,
+}
+
+impl TokioClock {
+    fn new() -> Arc<Self> {
+        Arc::new(Self {
+            wall: Utc::now(),
+            start: tokio::time::Instant::now(),
+        })
+    }
+}
+
+impl Clock for TokioClock {
+    fn now(&self) -> DateTime<Utc> {
+        saturating_add(self.wall, self.start.elapsed())
+    }
+}
+
+/// Faults to inject between a worker and its (real, in-memory) queue.
+#[derive(Debug, Default)]
+struct Faults {
+    /// Every queue call fails: the worker is cut off from the backend.
+    down: AtomicBool,
+    /// Heartbeats fail.
+    heartbeats_down: AtomicBool,
+    /// The next this many `finish` calls fail.
+    failing_finishes: AtomicUsize,
+    /// The next this many `release` calls fail.
+    failing_releases: AtomicUsize,
+    finishes: AtomicUsize,
+    releases: AtomicUsize,
+}
+
+impl Faults {
+    fn check(&self, what: &str, extra: Option<&AtomicUsize>) -> longtask_core::Result<()> {
+        let injected = self.down.load(Ordering::SeqCst)
+            || extra.is_some_and(|left| {
+                left.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+                    .is_ok()
+            });
+        if injected {
+            return Err(Error::backend(
+                what.to_owned(),
+                std::io::Error::other("connection refused (injected fault)"),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// A fault injector: the memory backend's own queue, with errors injected in front of it.
+struct FaultyQueue {
+    inner: MemoryBackend,
+    faults: Arc<Faults>,
+}
+
+#[async_trait]
+impl Queue for FaultyQueue {
+    async fn claim(&self, request: ClaimRequest<'_>) -> longtask_core::Result<Vec<ClaimedTask>> {
+        self.faults.check("claiming tasks", None)?;
+        self.inner.claim(request).await
+    }
+    async fn heartbeat(
+        &self,
+        leases: &[Lease],
+        extend: Duration,
+    ) -> longtask_core::Result<Vec<LeaseState>> {
+        self.faults.check("extending leases", None)?;
+        if self.faults.heartbeats_down.load(Ordering::SeqCst) {
+            return Err(Error::backend(
+                "extending leases",
+                std::io::Error::other("statement timeout (injected fault)"),
+            ));
+        }
+        self.inner.heartbeat(leases, extend).await
+    }
+    async fn finish(&self, completions: Vec<Completion>) -> longtask_core::Result<Vec<Ack>> {
+        self.faults.finishes.fetch_add(1, Ordering::SeqCst);
+        self.faults
+            .check("recording outcomes", Some(&self.faults.failing_finishes))?;
+        self.inner.finish(completions).await
+    }
+    async fn release(&self, leases: &[Lease]) -> longtask_core::Result<Vec<Ack>> {
+        self.faults.releases.fetch_add(1, Ordering::SeqCst);
+        self.faults
+            .check("giving tasks back", Some(&self.faults.failing_releases))?;
+        self.inner.release(leases).await
+    }
+    async fn recover_expired(&self, limit: usize) -> longtask_core::Result<u64> {
+        self.faults.check("recovering expired leases", None)?;
+        self.inner.recover_expired(limit).await
+    }
+    fn work_signal(&self) -> WorkSignal {
+        self.inner.work_signal()
+    }
+}
+
+/// A memory backend on tokio's clock, and a worker's view of it through a fault injector.
+fn faulty_backend() -> (MemoryBackend, Backend, Arc<Faults>) {
+    let memory = MemoryBackend::new().with_clock(TokioClock::new());
+    let faults = Arc::new(Faults::default());
+    let queue = Arc::new(FaultyQueue {
+        inner: memory.clone(),
+        faults: faults.clone(),
+    });
+    let backend = Backend::from_parts(Arc::new(memory.clone()), queue, Arc::new(memory.clone()));
+    (memory, backend, faults)
+}
+
+/// A job with a side effect outside the queue: each run is logged before it sleeps.
+struct Effect {
+    runs: Arc<Mutex<Vec<(TaskId, u32)>>>,
+}
+impl Job for Effect {
+    const NAME: &'static str = "effect";
+    type Params = u64; // milliseconds
+    type Output = String;
+    async fn run(&self, millis: u64, cx: TaskContext) -> Result<String, JobError> {
+        self.runs.lock().unwrap().push((cx.task_id(), cx.attempt()));
+        tokio::time::sleep(Duration::from_millis(millis)).await;
+        Ok(format!("ran attempt {}", cx.attempt()))
+    }
+}
+
+type Runs = Arc<Mutex<Vec<(TaskId, u32)>>>;
+
+fn runs_of(runs: &Runs, id: TaskId) -> Vec<u32> {
+    runs.lock()
+        .unwrap()
+        .iter()
+        .filter(|(task, _)| *task == id)
+        .map(|(_, attempt)| *attempt)
+        .collect()
+}
+
+/// Waits (in tokio time) until `done` holds, checking every 10 ms.
+async fn until(what: &str, mut done: impl AsyncFnMut() -> bool) {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while !done().await {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "never happened: {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_buffered_task_whose_lease_lapsed_is_not_started() {
+    let (memory, backend, faults) = faulty_backend();
+    let client = Client::new(memory.clone());
+    let runs: Runs = Arc::default();
+    // The first task runs for 20 s; the other three wait in the worker's buffer behind it.
+    let ids = client
+        .submit_many::<Effect>([20_000, 0, 0, 0])
+        .await
+        .unwrap();
+    let lease = Duration::from_secs(9);
+    let worker = Worker::builder(backend)
+        .register(Effect { runs: runs.clone() })
+        .concurrency(1)
+        .prefetch(3)
+        .lease(lease)
+        .build()
+        .unwrap()
+        .spawn();
+    until("all four claimed, the first started", async || {
+        runs.lock().unwrap().len() == 1
+            && client
+                .list(&TaskQuery::default())
+                .await
+                .unwrap()
+                .iter()
+                .all(|t| t.status == TaskStatus::Running)
+    })
+    .await;
+
+    // The worker is cut off (or frozen) past its lease: its heartbeats do not arrive. Another
+    // worker recovers the expired leases and finishes all four tasks.
+    faults.down.store(true, Ordering::SeqCst);
+    tokio::time::sleep(lease + Duration::from_secs(1)).await;
+    assert_eq!(memory.recover_expired(100).await.unwrap(), 4);
+    let jobs = [Effect::NAME.to_owned()];
+    let other = memory
+        .claim(ClaimRequest {
+            jobs: &jobs,
+            worker: "another worker",
+            limit: 10,
+            lease: Duration::from_secs(60),
+        })
+        .await
+        .unwrap();
+    assert_eq!(other.len(), 4);
+    let done = other
+        .iter()
+        .map(|t| {
+            Completion::new(
+                t.lease,
+                Outcome::Succeeded {
+                    output: r#""done by another worker""#.to_owned(),
+                },
+            )
+        })
+        .collect();
+    assert!(memory
+        .finish(done)
+        .await
+        .unwrap()
+        .iter()
+        .all(|a| *a == Ack::Applied));
+
+    // The first job ends at 20 s and its slot turns to the buffer: those leases are long past
+    // their last confirmation, and no heartbeat can confirm them while the worker is cut off.
+    tokio::time::sleep(Duration::from_secs(15)).await;
+    for id in &ids[1..] {
+        assert_eq!(
+            runs_of(&runs, *id),
+            [0_u32; 0],
+            "a buffered task started after its lease lapsed"
+        );
+    }
+    // Back in touch, the worker learns the leases are lost and drops the tasks unrun.
+    let metrics = worker.metrics();
+    faults.down.store(false, Ordering::SeqCst);
+    tokio::time::sleep(lease).await;
+    let seen = metrics.snapshot();
+    assert_eq!((seen.leases_lost, seen.prefetched), (3, 0), "{seen:?}");
+    worker.shutdown().await.unwrap();
+    assert_eq!(runs_of(&runs, ids[0]), [1]);
+    for id in &ids {
+        let task = client.status(*id).await.unwrap();
+        assert_eq!(task.status, TaskStatus::Succeeded, "{task:?}");
+        assert_eq!(task.attempt, 2);
+        assert_eq!(
+            client.output::<Effect>(*id).await.unwrap().as_deref(),
+            Some("done by another worker")
+        );
+    }
+    for id in &ids[1..] {
+        assert_eq!(
+            runs_of(&runs, *id),
+            [0_u32; 0],
+            "a buffered task started after its lease lapsed"
+        );
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn buffered_tasks_whose_leases_are_confirmed_after_a_stall_run_once() {
+    let (memory, backend, faults) = faulty_backend();
+    let client = Client::new(memory.clone());
+    let runs: Runs = Arc::default();
+    let ids = client
+        .submit_many::<Effect>([20_000, 0, 0, 0])
+        .await
+        .unwrap();
+    let lease = Duration::from_secs(9);
+    let worker = Worker::builder(backend)
+        .register(Effect { runs: runs.clone() })
+        .concurrency(1)
+        .prefetch(3)
+        .lease(lease)
+        .sweep_interval(Duration::from_secs(3600))
+        .build()
+        .unwrap()
+        .spawn();
+    until("the first started", async || {
+        runs.lock().unwrap().len() == 1
+    })
+    .await;
+    // Heartbeats fail for 25 s; nobody recovers the tasks meanwhile.
+    faults.heartbeats_down.store(true, Ordering::SeqCst);
+    tokio::time::sleep(Duration::from_secs(25)).await;
+    assert_eq!(
+        runs.lock().unwrap().len(),
+        1,
+        "no buffered task started unconfirmed"
+    );
+    faults.heartbeats_down.store(false, Ordering::SeqCst);
+    for id in &ids {
+        let task = client.wait(*id, WAIT).await.unwrap();
+        assert_eq!(task.status, TaskStatus::Succeeded, "{task:?}");
+        assert_eq!(task.attempt, 1, "the leases held: {task:?}");
+        assert_eq!(runs_of(&runs, *id), [1]);
+    }
+    worker.shutdown().await.unwrap();
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_outcome_that_fails_to_be_written_is_retried_not_run_again() {
+    let (memory, backend, faults) = faulty_backend();
+    let client = Client::new(memory);
+    let runs: Runs = Arc::default();
+    faults.failing_finishes.store(3, Ordering::SeqCst);
+    let worker = Worker::builder(backend)
+        .register(Effect { runs: runs.clone() })
+        .lease(Duration::from_secs(30))
+        .build()
+        .unwrap()
+        .spawn();
+    let id = client.submit::<Effect>(100).await.unwrap();
+    let task = client.wait(id, Duration::from_secs(600)).await.unwrap();
+    worker.shutdown().await.unwrap();
+    assert_eq!(task.status, TaskStatus::Succeeded, "{task:?}");
+    assert_eq!(task.attempt, 1, "{task:?}");
+    assert_eq!(runs_of(&runs, id), [1], "the job ran exactly once");
+    assert_eq!(
+        client.output::<Effect>(id).await.unwrap().as_deref(),
+        Some("ran attempt 1")
+    );
+    assert_eq!(
+        faults.finishes.load(Ordering::SeqCst),
+        4,
+        "three failures, then written"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn tasks_are_given_back_at_shutdown_even_if_the_first_tries_fail() {
+    let (memory, backend, faults) = faulty_backend();
+    let client = Client::new(memory.clone());
+    let runs: Runs = Arc::default();
+    let ids = client
+        .submit_many::<Effect>([60_000, 60_000, 60_000])
+        .await
+        .unwrap();
+    let worker = Worker::builder(backend)
+        .register(Effect { runs: runs.clone() })
+        .concurrency(1)
+        .prefetch(2)
+        .shutdown_timeout(Duration::from_millis(100))
+        .build()
+        .unwrap()
+        .spawn();
+    until("the first started", async || {
+        runs.lock().unwrap().len() == 1
+    })
+    .await;
+    // The first give-back (of the prefetched tasks) and the first retry of it fail, as does the
+    // first give-back of the running one.
+    faults.failing_releases.store(3, Ordering::SeqCst);
+    worker.shutdown().await.unwrap();
+    for id in &ids {
+        let task = client.status(*id).await.unwrap();
+        assert_eq!(task.status, TaskStatus::Queued, "given back: {task:?}");
+        assert_eq!(task.attempt, 0, "a given-back attempt does not count");
+    }
+    assert_eq!(
+        faults.failing_releases.load(Ordering::SeqCst),
+        0,
+        "every fault was met"
+    );
+    assert!(faults.releases.load(Ordering::SeqCst) >= 4);
 }
