@@ -328,9 +328,11 @@ impl Job for Flaky {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+// Paused time: a watcher held up longer than the 300 ms backoff on a loaded machine would see
+// the task running again instead of retrying.
+#[tokio::test(start_paused = true)]
 async fn a_job_that_fails_twice_then_succeeds_shows_its_retries() {
-    let backend = MemoryBackend::new();
+    let backend = paused_backend();
     let runs = Arc::new(AtomicUsize::new(0));
     let worker = fast(Worker::builder(backend.clone()).register(Flaky { runs: runs.clone() }))
         .build()
