@@ -10,7 +10,8 @@
 //! job's grace period. On shutdown it stops claiming, gives back prefetched tasks, lets running
 //! tasks finish until a deadline and gives back the rest. A sweeper recovers tasks whose worker
 //! died (expired leases) and purges finished tasks past their retention. Idle workers wait on the
-//! backend's wake-up signal, falling back to a slow poll.
+//! backend's wake-up signal, falling back to a slow poll. How leases are kept through a frozen
+//! process and a backend outage is told in [`Worker`]'s docs.
 //!
 //! ```
 //! use std::time::Duration;
@@ -129,13 +130,18 @@ impl WorkerBuilder {
     }
 
     /// How long a claim lasts without a heartbeat (default 30 s). A task whose worker dies is
-    /// retried this long after the worker's last heartbeat.
+    /// retried this long after the worker's last heartbeat. It also bounds how long the worker
+    /// keeps trying to write an outcome during an outage, and a buffered task starts only while
+    /// its lease is known to be held for more than a third of it (see
+    /// [leases under faults](Worker#leases-under-faults)).
     pub fn lease(mut self, lease: Duration) -> Self {
         self.config.lease = lease.max(Duration::from_millis(10));
         self
     }
 
     /// How often leases are extended and cancellation is checked (default: a third of the lease).
+    /// Keep it well under two thirds of the lease: a buffered task whose lease is known to be held
+    /// for less than a third of a lease is confirmed with an extra heartbeat before it starts.
     pub fn heartbeat(mut self, every: Duration) -> Self {
         self.config.heartbeat = Some(every.max(Duration::from_millis(1)));
         self
@@ -155,7 +161,8 @@ impl WorkerBuilder {
     }
 
     /// How long running tasks may take to finish after shutdown begins before they are stopped
-    /// and given back to the queue (default 30 s).
+    /// and given back to the queue (default 30 s). Writes that fail meanwhile are tried again
+    /// for up to a lease, which may make a shutdown during an outage last longer.
     pub fn shutdown_timeout(mut self, timeout: Duration) -> Self {
         self.config.shutdown_timeout = timeout;
         self
@@ -206,6 +213,29 @@ impl WorkerBuilder {
 /// tasks of dead workers and purges finished tasks past their retention. Build one with
 /// [`Worker::builder`], then [`run`](Worker::run) it until a shutdown signal, or
 /// [`spawn`](Worker::spawn) it.
+///
+/// # Leases under faults
+///
+/// For every lease it holds, the worker knows until when the lease is surely held: the time the
+/// claim, or the last heartbeat that found the lease held, was *sent*, plus the lease. That is a
+/// local clock reading (the monotonic clock), so it costs no round trip:
+///
+/// - **A buffered task starts only while its lease is known to be held for more than a third of
+///   a lease still.** After the process was frozen (SIGSTOP, a long pause) or cut off from the
+///   backend past its lease, another worker may have recovered and run the tasks waiting in its
+///   buffer. Such a task is confirmed with a heartbeat before it starts, and dropped unrun if its
+///   lease was lost (counted in
+///   [`MetricsSnapshot::leases_lost`](crate::MetricsSnapshot::leases_lost)); while the backend
+///   cannot be reached, it waits.
+/// - **A write that fails is tried again, not dropped.** An outcome, or a task given back at
+///   shutdown, whose write fails (a short outage, a failover) is written again with exponential
+///   backoff and jitter while its lease is known to be held, and heartbeats go on extending that
+///   lease meanwhile: an outage shorter than a lease makes no finished task run twice. The write
+///   is given up, with an error in the log, once its lease may have expired (no heartbeat got
+///   through in time) or after it kept failing for a whole lease (an error that will not pass must
+///   not hold the task forever); the task is then recovered and runs again, as after a crash. A
+///   shutdown waits for these writes, so during an outage it may last up to a lease longer than
+///   the shutdown timeout.
 #[derive(Debug)]
 pub struct Worker {
     backend: Backend,

@@ -41,9 +41,26 @@ pub(super) enum Kill {
     Lost,
 }
 
+/// A claimed task that has not started, with the time until which its lease is known to be held.
+pub(super) struct Buffered {
+    pub(super) task: ClaimedTask,
+    /// When the claim or the last heartbeat that confirmed this lease was *sent*, plus the lease:
+    /// the backend cannot have let the lease expire before then.
+    pub(super) valid_until: Instant,
+}
+
+/// An attempt's outcome waiting to be written, with the time until which its lease is known to
+/// be held.
+pub(super) struct Finished {
+    pub(super) completion: Completion,
+    pub(super) valid_until: Instant,
+}
+
 /// The attempt a slot is running, as the coordinator sees it.
 pub(super) struct Current {
     pub(super) lease: Lease,
+    /// Until when the lease is known to be held; heartbeats move it on.
+    pub(super) valid_until: Instant,
     pub(super) cx: Arc<ContextInner>,
     pub(super) grace: Duration,
     pub(super) force_at: Option<Instant>,
@@ -61,13 +78,20 @@ pub(super) struct Slot {
 pub(super) struct Shared {
     pub(super) registry: Registry,
     /// Claimed tasks waiting for a free slot.
-    pub(super) queue: Mutex<VecDeque<ClaimedTask>>,
+    pub(super) queue: Mutex<VecDeque<Buffered>>,
+    /// Buffered tasks a slot would have started, but whose leases may have expired (the worker
+    /// was frozen or cut off from the backend): the coordinator confirms them with a heartbeat
+    /// and puts back those still held.
+    pub(super) unconfirmed: Mutex<Vec<Buffered>>,
+    /// A buffered task starts only if its lease is known to be held for at least this long
+    /// still (a third of the lease): long enough for the next heartbeat to extend it.
+    pub(super) margin: Duration,
     /// Wakes idle slots when tasks are queued (or when stopping).
     pub(super) work: Notify,
     /// Wakes the coordinator: outcomes to write, or slots running low on work.
     pub(super) coordinator: Notify,
     pub(super) coordinator_woken: AtomicBool,
-    pub(super) outcomes: Mutex<Vec<Completion>>,
+    pub(super) outcomes: Mutex<Vec<Finished>>,
     /// Slots running an attempt.
     pub(super) busy: AtomicUsize,
     /// No more tasks will be queued: idle slots exit.
@@ -88,27 +112,38 @@ impl Shared {
         }
     }
 
-    pub(super) fn push_outcome(&self, completion: Completion) {
-        lock(&self.outcomes).push(completion);
+    pub(super) fn push_outcome(&self, completion: Completion, valid_until: Instant) {
+        lock(&self.outcomes).push(Finished {
+            completion,
+            valid_until,
+        });
         self.wake_coordinator();
     }
 
-    /// The next queued task, waiting for one; `None` once the worker stops and the queue is empty.
-    async fn next_task(&self) -> Option<ClaimedTask> {
+    /// The next queued task whose lease is known to be held for a while yet, waiting for one;
+    /// `None` once the worker stops and the queue is empty.
+    ///
+    /// A task whose lease may have expired meanwhile (the worker was frozen, or cut off from the
+    /// backend, past its lease) is not started: another worker may have recovered it and run it
+    /// already. It goes to the coordinator, which confirms its lease with a heartbeat first. The
+    /// check is a clock reading, not a round trip.
+    async fn next_task(&self) -> Option<Buffered> {
         loop {
             let notified = self.work.notified();
             let mut notified = pin!(notified);
             notified.as_mut().enable();
-            {
-                let mut queue = lock(&self.queue);
-                if let Some(task) = queue.pop_front() {
-                    let left = queue.len();
-                    drop(queue);
-                    if left <= self.low_water {
-                        self.wake_coordinator();
-                    }
-                    return Some(task);
+            let (next, left, stale) = self.pop_fresh();
+            if stale > 0 {
+                tracing::warn!(
+                    count = stale,
+                    "buffered tasks outlived the last confirmation of their leases (was the worker frozen or cut off?); confirming them before they start"
+                );
+            }
+            if let Some(buffered) = next {
+                if stale > 0 || left <= self.low_water {
+                    self.wake_coordinator();
                 }
+                return Some(buffered);
             }
             if self.stopping.load(Ordering::Acquire) {
                 return None;
@@ -117,15 +152,32 @@ impl Shared {
             notified.await;
         }
     }
+
+    /// Pops the first buffered task whose lease is known to be held for longer than the margin,
+    /// moving those before it that are not to `unconfirmed`. Returns it, how many stay
+    /// buffered, and how many were moved.
+    fn pop_fresh(&self) -> (Option<Buffered>, usize, usize) {
+        let start_before = Instant::now() + self.margin;
+        let mut stale = 0;
+        let mut queue = lock(&self.queue);
+        while let Some(buffered) = queue.pop_front() {
+            if buffered.valid_until > start_before {
+                return (Some(buffered), queue.len(), stale);
+            }
+            lock(&self.unconfirmed).push(buffered);
+            stale += 1;
+        }
+        (None, 0, stale)
+    }
 }
 
 /// A slot's life: take a task, run it, report its outcome, repeat.
 pub(super) async fn run_slot(shared: Arc<Shared>, slot: Arc<Slot>) {
-    while let Some(task) = shared.next_task().await {
+    while let Some(buffered) = shared.next_task().await {
         shared.busy.fetch_add(1, Ordering::AcqRel);
         shared.metrics.started();
         let started = Instant::now();
-        let ended = run_task(&shared, &slot, task).await;
+        let ended = run_task(&shared, &slot, buffered).await;
         shared.metrics.ended(ended, started.elapsed());
         shared.busy.fetch_sub(1, Ordering::AcqRel);
         // Back-to-back instant tasks never wait on anything: give other tasks their turn.
@@ -133,19 +185,23 @@ pub(super) async fn run_slot(shared: Arc<Shared>, slot: Arc<Slot>) {
     }
 }
 
-pub(super) async fn run_task(shared: &Shared, slot: &Slot, task: ClaimedTask) -> Option<Ended> {
+pub(super) async fn run_task(shared: &Shared, slot: &Slot, buffered: Buffered) -> Option<Ended> {
+    let Buffered { task, valid_until } = buffered;
     let lease = task.lease;
     let Some((name, job)) = shared.registry.get(&task.job) else {
         // Only registered jobs are claimed; a backend that returns another is answered with a
         // permanent failure rather than a task stuck in `running`.
         let error = format!("no job named `{}` is registered on this worker", task.job);
-        shared.push_outcome(Completion::new(
-            lease,
-            Outcome::Failed {
-                error,
-                retry_after: None,
-            },
-        ));
+        shared.push_outcome(
+            Completion::new(
+                lease,
+                Outcome::Failed {
+                    error,
+                    retry_after: None,
+                },
+            ),
+            valid_until,
+        );
         return Some(Ended::Failed);
     };
     let options = job.options();
@@ -153,6 +209,7 @@ pub(super) async fn run_task(shared: &Shared, slot: &Slot, task: ClaimedTask) ->
     let inner = Arc::clone(cx.inner());
     *lock(&slot.current) = Some(Current {
         lease,
+        valid_until,
         cx: Arc::clone(&inner),
         grace: options.cancel_grace,
         force_at: None,
@@ -179,6 +236,7 @@ pub(super) async fn run_task(shared: &Shared, slot: &Slot, task: ClaimedTask) ->
         }
     };
     let current = lock(&slot.current).take();
+    let valid_until = current.as_ref().map_or(valid_until, |c| c.valid_until);
     let progress = inner.take_dirty();
     let outcome = match end {
         Some(AttemptEnd::Output(output)) => {
@@ -230,11 +288,14 @@ pub(super) async fn run_task(shared: &Shared, slot: &Slot, task: ClaimedTask) ->
         Outcome::Failed { .. } => Ended::Failed,
         Outcome::Cancelled { .. } => Ended::Cancelled,
     };
-    shared.push_outcome(Completion {
-        lease,
-        outcome,
-        progress,
-    });
+    shared.push_outcome(
+        Completion {
+            lease,
+            outcome,
+            progress,
+        },
+        valid_until,
+    );
     Some(ended)
 }
 
