@@ -316,25 +316,5 @@ fn task_with<J: Job>(
 }
 
 fn validate(task: &NewTask) -> Result<()> {
-    fn check(what: &str, value: Option<&str>) -> Result<()> {
-        match value {
-            Some("") => Err(Error::InvalidInput(format!("the {what} is empty"))),
-            Some(v) if v.len() > MAX_KEY_LEN => Err(Error::InvalidInput(format!(
-                "the {what} is {} bytes long; at most {MAX_KEY_LEN} are allowed",
-                v.len()
-            ))),
-            _ => Ok(()),
-        }
-    }
-    if task.job.is_empty() {
-        return Err(Error::InvalidInput("the job name is empty".to_owned()));
-    }
-    check("idempotency key", task.idempotency_key.as_deref())?;
-    check("owner", task.owner.as_deref())?;
-    if task.max_attempts == 0 {
-        return Err(Error::InvalidInput(
-            "max_attempts is 0; a task needs at least one attempt".to_owned(),
-        ));
-    }
-    Ok(())
+    task.validate()
 }

@@ -125,6 +125,11 @@ macro_rules! cancel_safe_backend {
                 &self,
                 tasks: ::std::vec::Vec<$crate::NewTask>,
             ) -> $crate::Result<::std::vec::Vec<$crate::Inserted>> {
+                // One rule for every caller: validated, keys scoped by owner.
+                let tasks = tasks
+                    .into_iter()
+                    .map($crate::NewTask::into_stored)
+                    .collect::<$crate::Result<::std::vec::Vec<_>>>()?;
                 let this = self.clone();
                 $crate::to_completion("inserting tasks", async move {
                     this.direct_insert(tasks).await
@@ -137,8 +142,10 @@ macro_rules! cancel_safe_backend {
                 id: $crate::TaskId,
             ) -> $crate::Result<::std::option::Option<$crate::TaskRecord>> {
                 let this = self.clone();
-                $crate::to_completion("reading a task", async move { this.direct_get(id).await })
-                    .await
+                let record =
+                    $crate::to_completion("reading a task", async move { this.direct_get(id).await })
+                        .await?;
+                Ok(record.map($crate::TaskRecord::from_stored))
             }
 
             async fn list(
@@ -147,10 +154,11 @@ macro_rules! cancel_safe_backend {
             ) -> $crate::Result<::std::vec::Vec<$crate::TaskRecord>> {
                 let this = self.clone();
                 let query = query.clone();
-                $crate::to_completion("listing tasks", async move {
+                let records = $crate::to_completion("listing tasks", async move {
                     this.direct_list(&query).await
                 })
-                .await
+                .await?;
+                Ok(records.into_iter().map($crate::TaskRecord::from_stored).collect())
             }
 
             async fn cancel(&self, id: $crate::TaskId) -> $crate::Result<$crate::CancelOutcome> {

@@ -449,6 +449,102 @@ impl NewTask {
     }
 }
 
+/// Separates the owner from the key in an owner-scoped idempotency key as stored. A control
+/// character, which [`NewTask::validate`] refuses in keys and owners, so a scoped key can never
+/// equal another owner's key, or a key without an owner.
+const SCOPE: char = '\u{1f}';
+
+impl NewTask {
+    /// Checks the task against the rules every backend applies to every caller: a job name, at
+    /// least one attempt, and an idempotency key and owner (when set) of 1 to
+    /// [`MAX_KEY_LEN`](crate::MAX_KEY_LEN) bytes without control characters.
+    ///
+    /// ```
+    /// let mut task = longtask_core::NewTask::new("report", "{}");
+    /// assert!(task.validate().is_ok());
+    /// task.idempotency_key = Some("line\nbreak".into());
+    /// assert!(task.validate().is_err());
+    /// ```
+    pub fn validate(&self) -> crate::Result<()> {
+        fn check(what: &str, value: Option<&str>) -> crate::Result<()> {
+            let max = crate::MAX_KEY_LEN;
+            match value {
+                Some("") => Err(crate::Error::InvalidInput(format!("the {what} is empty"))),
+                Some(v) if v.len() > max => Err(crate::Error::InvalidInput(format!(
+                    "the {what} is {} bytes long; at most {max} are allowed",
+                    v.len()
+                ))),
+                Some(v) if v.chars().any(char::is_control) => Err(crate::Error::InvalidInput(
+                    format!("the {what} contains a control character; use printable text"),
+                )),
+                _ => Ok(()),
+            }
+        }
+        if self.job.is_empty() {
+            return Err(crate::Error::InvalidInput(
+                "the job name is empty".to_owned(),
+            ));
+        }
+        check("idempotency key", self.idempotency_key.as_deref())?;
+        check("owner", self.owner.as_deref())?;
+        if self.max_attempts == 0 {
+            return Err(crate::Error::InvalidInput(
+                "max_attempts is 0; a task needs at least one attempt".to_owned(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// The task as a backend stores it: [validated](Self::validate), with its idempotency key
+    /// scoped by its owner, so that a key is unique per job *and owner*: two owners submitting
+    /// the same key get two tasks, and one never receives the other's. Backends match keys in
+    /// this form and give records back with [`TaskRecord::from_stored`]. (Backends built with
+    /// [`cancel_safe_backend!`](crate::cancel_safe_backend) do both in their `insert`, `get`
+    /// and `list`.)
+    ///
+    /// ```
+    /// let mut task = longtask_core::NewTask::new("report", "{}");
+    /// task.owner = Some("u1".into());
+    /// task.idempotency_key = Some("k".into());
+    /// let stored = task.into_stored().unwrap();
+    /// assert_ne!(stored.idempotency_key.as_deref(), Some("k"));
+    /// ```
+    pub fn into_stored(mut self) -> crate::Result<Self> {
+        self.validate()?;
+        if let (Some(owner), Some(key)) = (&self.owner, &self.idempotency_key) {
+            self.idempotency_key = Some(format!("{SCOPE}{owner}{SCOPE}{key}"));
+        }
+        Ok(self)
+    }
+}
+
+impl TaskRecord {
+    /// The record as callers see it: its idempotency key as it was given, without the owner
+    /// scope that [`NewTask::into_stored`] added for storage.
+    ///
+    /// ```
+    /// use longtask_core::{NewTask, TaskRecord};
+    /// let mut task = NewTask::new("report", "{}");
+    /// task.owner = Some("u1".into());
+    /// task.idempotency_key = Some("k".into());
+    /// let stored = TaskRecord::new(task.into_stored().unwrap(), chrono::Utc::now());
+    /// assert_eq!(stored.from_stored().idempotency_key.as_deref(), Some("k"));
+    /// ```
+    #[must_use]
+    pub fn from_stored(mut self) -> Self {
+        if let (Some(owner), Some(key)) = (&self.owner, &self.idempotency_key) {
+            let given = key
+                .strip_prefix(SCOPE)
+                .and_then(|rest| rest.strip_prefix(owner.as_str()))
+                .and_then(|rest| rest.strip_prefix(SCOPE));
+            if let Some(given) = given {
+                self.idempotency_key = Some(given.to_owned());
+            }
+        }
+        self
+    }
+}
+
 /// What [`TaskStore::insert`](crate::TaskStore::insert) did with one [`NewTask`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Inserted {

@@ -130,6 +130,7 @@ impl TaskStore for MemoryBackend {
         let slots: Vec<Box<Slot>> = tasks
             .into_iter()
             .map(|task| {
+                task.validate()?;
                 if !batch_ids.insert(task.id) {
                     return Err(Error::InvalidInput(format!(
                         "task id {} appears twice in one batch",
@@ -156,7 +157,11 @@ impl TaskStore for MemoryBackend {
             for slot in slots {
                 let id = slot.record.id;
                 if let Some(key) = &slot.record.idempotency_key {
-                    let key = (slot.record.job.clone(), key.clone());
+                    let key = (
+                        slot.record.job.clone(),
+                        slot.record.owner.clone(),
+                        key.clone(),
+                    );
                     if let Some(&existing) = state.keys.get(&key) {
                         inserted.push(Inserted {
                             id: existing,
@@ -227,7 +232,9 @@ impl TaskStore for MemoryBackend {
                     state.expiring.pop_first();
                     if let Some(slot) = state.tasks.remove(idx) {
                         if let Some(key) = slot.record.idempotency_key {
-                            state.keys.remove(&(slot.record.job, key));
+                            state
+                                .keys
+                                .remove(&(slot.record.job, slot.record.owner, key));
                         }
                     }
                     state.watchers.remove(&id);

@@ -31,7 +31,8 @@ pub(super) struct State {
     pub(super) running: HashSet<u32, IdHash>,
     /// Finished tasks by purge time: (expires_at millis, id, slot).
     pub(super) expiring: BTreeSet<(i64, TaskId, u32)>,
-    pub(super) keys: HashMap<(String, String), TaskId>,
+    /// Idempotency keys: (job, owner, key) to the task holding it.
+    pub(super) keys: HashMap<(String, Option<String>, String), TaskId>,
     pub(super) watchers: HashMap<TaskId, Vec<mpsc::UnboundedSender<TaskEvent>>, IdHash>,
     pub(super) claims: u32,
 }

@@ -76,3 +76,98 @@ pub async fn idempotency_key_outlives_completion(h: Harness) {
     assert!(!again.created);
     assert_eq!(again.id, first.id);
 }
+
+fn owned(owner: Option<&str>, key: &str) -> NewTask {
+    NewTask {
+        owner: owner.map(str::to_owned),
+        ..keyed("idem-owner", key)
+    }
+}
+
+/// Keys are scoped by owner: owner u2 submitting owner u1's key gets a task of its own, never
+/// u1's; a task without an owner is a scope of its own; within one owner the key still returns
+/// the first task, within one batch too; and records show the key as it was given.
+pub async fn idempotency_key_is_per_owner(h: Harness) {
+    let store = h.backend.store();
+    let u1 = store.insert(vec![owned(Some("u1"), "k")]).await.unwrap()[0];
+    let u2 = store.insert(vec![owned(Some("u2"), "k")]).await.unwrap()[0];
+    let nobody = store.insert(vec![owned(None, "k")]).await.unwrap()[0];
+    assert!(u1.created && u2.created && nobody.created);
+    assert_ne!(u2.id, u1.id, "owner u2 received owner u1's task");
+    assert_ne!(nobody.id, u1.id);
+    assert_ne!(nobody.id, u2.id);
+
+    let again = store
+        .insert(vec![
+            owned(Some("u2"), "k"),
+            owned(Some("u1"), "k"),
+            owned(Some("u3"), "k"),
+            owned(Some("u3"), "k"),
+        ])
+        .await
+        .unwrap();
+    assert_eq!((again[0].id, again[0].created), (u2.id, false));
+    assert_eq!((again[1].id, again[1].created), (u1.id, false));
+    assert!(again[2].created);
+    assert_eq!((again[3].id, again[3].created), (again[2].id, false));
+
+    for (id, owner) in [(u1.id, Some("u1")), (u2.id, Some("u2")), (nobody.id, None)] {
+        let task = h.get(id).await;
+        assert_eq!(task.owner.as_deref(), owner);
+        assert_eq!(
+            task.idempotency_key.as_deref(),
+            Some("k"),
+            "the key is shown as given"
+        );
+    }
+    let listed = store
+        .list(&TaskQuery {
+            job: Some("idem-owner".to_owned()),
+            owner: Some("u2".to_owned()),
+            ..TaskQuery::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0].idempotency_key.as_deref(), Some("k"));
+}
+
+/// One rule for every caller of the store: a key or owner that is empty, too long or holds a
+/// control character is refused with [`Error::InvalidInput`](crate::Error::InvalidInput), and
+/// nothing of the batch is stored.
+pub async fn idempotency_key_and_owner_are_checked(h: Harness) {
+    let store = h.backend.store();
+    let long = "x".repeat(crate::MAX_KEY_LEN + 1);
+    let bad = [
+        owned(Some("u1"), ""),
+        owned(Some("u1"), &long),
+        owned(Some("u1"), "tab\there"),
+        owned(Some("u\u{1f}1"), "k"),
+        owned(Some(""), "k"),
+        owned(Some(&long), "k"),
+    ];
+    for task in bad {
+        let good = owned(Some("u9"), "fine");
+        let good_id = good.id;
+        let answer = store.insert(vec![good, task.clone()]).await;
+        assert!(
+            matches!(answer, Err(crate::Error::InvalidInput(_))),
+            "accepted owner {:?} with key {:?}: {answer:?}",
+            task.owner,
+            task.idempotency_key
+        );
+        assert!(
+            store.get(good_id).await.unwrap().is_none(),
+            "half a refused batch was stored"
+        );
+    }
+    let longest = "y".repeat(crate::MAX_KEY_LEN);
+    let ok = store
+        .insert(vec![owned(Some(&longest), &longest)])
+        .await
+        .unwrap()[0];
+    assert_eq!(
+        h.get(ok.id).await.idempotency_key.as_deref(),
+        Some(longest.as_str())
+    );
+}

@@ -295,6 +295,8 @@ macro_rules! conformance_suite {
             idempotency::idempotency_key_is_per_job,
             idempotency::idempotency_within_one_batch,
             idempotency::idempotency_key_outlives_completion,
+            idempotency::idempotency_key_is_per_owner,
+            idempotency::idempotency_key_and_owner_are_checked,
             worker::worker_runs_tasks_end_to_end,
             worker::worker_retries_then_succeeds,
         }

@@ -109,6 +109,10 @@ impl InTransaction<'_> {
     /// Inserts prepared tasks with one statement, as [`TaskStore::insert`](longtask_core::TaskStore::insert)
     /// does.
     pub async fn insert(&mut self, tasks: Vec<NewTask>) -> Result<Vec<Inserted>> {
+        let tasks = tasks
+            .into_iter()
+            .map(NewTask::into_stored)
+            .collect::<Result<Vec<_>>>()?;
         let (inserted, _) = self.backend.insert_on(self.conn, tasks).await?;
         Ok(inserted)
     }
