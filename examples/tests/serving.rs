@@ -213,8 +213,11 @@ async fn an_event_stream_outlives_the_idle_timeout_and_gets_its_final_event() {
         .unwrap();
     let mut stream = TcpStream::connect(server.addr).await.unwrap();
     let head = format!(
-        "GET /reports/{}/events HTTP/1.1\r\nhost: x\r\naccept: text/event-stream\r\n\r\n",
-        task
+        "GET /reports/{task}/events HTTP/1.1
+host: x
+accept: text/event-stream
+
+"
     );
     stream.write_all(head.as_bytes()).await.unwrap();
     let mut got = Vec::new();
