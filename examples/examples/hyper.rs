@@ -1,5 +1,6 @@
-//! The monthly report's endpoints served from plain hyper, without axum: hyper-util's
-//! `TowerToHyperService` adapts the tower service.
+//! The monthly report's endpoints served without axum: the tower service itself, through
+//! hyper-util (`longtask_examples::serve`: HTTP/1.1 and HTTP/2, with timeouts for slow and
+//! silent clients).
 //!
 //! ```text
 //! cargo run -p longtask-examples --example hyper
@@ -13,9 +14,8 @@ mod report;
 
 use std::{error::Error, time::Duration};
 
-use hyper::server::conn::http1;
-use hyper_util::{rt::TokioIo, service::TowerToHyperService};
 use longtask_core::{Client, Worker};
+use longtask_examples::Timeouts;
 use report::MonthlyReport;
 use tokio::net::TcpListener;
 
@@ -43,20 +43,10 @@ async fn main() -> Result<(), Box<dyn Error>> {
 
     let listener = TcpListener::bind(("127.0.0.1", port)).await?;
     println!("POST http://127.0.0.1:{port}/reports  (backend {url}; Ctrl-C to stop)");
-    loop {
-        tokio::select! {
-            accepted = listener.accept() => {
-                let (stream, _) = accepted?;
-                let service = TowerToHyperService::new(service.clone());
-                tokio::spawn(async move {
-                    if let Err(err) = http1::Builder::new().serve_connection(TokioIo::new(stream), service).await {
-                        eprintln!("connection error: {err}");
-                    }
-                });
-            }
-            _ = tokio::signal::ctrl_c() => break,
-        }
-    }
+    longtask_examples::serve(listener, service, Timeouts::default(), async {
+        let _ = tokio::signal::ctrl_c().await;
+    })
+    .await?;
     worker.shutdown().await?;
     Ok(())
 }

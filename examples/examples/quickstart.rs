@@ -9,15 +9,16 @@
 //! the report takes). Stop it with Ctrl-C and start it again while a report runs: the report
 //! goes on, and its page still works.
 
+#[path = "shared/demo.rs"]
+mod demo;
 #[path = "shared/report.rs"]
 mod report;
 
-use std::{error::Error, future::IntoFuture, time::Duration};
+use std::{error::Error, time::Duration};
 
-use axum::{extract::State, response::Html, routing::get, Router};
-use chrono::{Datelike, Utc};
-use longtask_core::{Client, Job, TaskQuery, Worker};
-use longtask_tower::escape;
+use demo::HomeState;
+use longtask_core::{Client, Worker};
+use longtask_examples::Timeouts;
 use report::MonthlyReport;
 
 fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
@@ -51,26 +52,29 @@ async fn main() -> Result<(), Box<dyn Error>> {
         .spawn();
     let client = Client::new(backend);
 
-    let app = Router::new()
-        .route("/", get(home))
-        .with_state(HomeState {
+    let app = demo::app(
+        HomeState {
             client: client.clone(),
             ms_per_day,
             port,
-        })
-        .nest_service("/reports", report::service(client));
+        },
+        report::service(client),
+    );
 
     let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await?;
     println!("longtask demo: http://127.0.0.1:{port}/  (backend {url}; Ctrl-C to stop)");
 
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(
-        axum::serve(listener, app)
-            .with_graceful_shutdown(async move {
-                let _ = stop_rx.await;
-            })
-            .into_future(),
-    );
+    // HTTP/1.1 and HTTP/2 (h2c), with timeouts for slow and silent clients: see
+    // `longtask_examples::serve`.
+    let server = tokio::spawn(longtask_examples::serve(
+        listener,
+        app,
+        Timeouts::default(),
+        async move {
+            let _ = stop_rx.await;
+        },
+    ));
     shutdown_signal().await;
     println!("stopping: running tasks go back to the queue and resume at the next start");
     worker.shutdown().await?;
@@ -91,66 +95,4 @@ async fn shutdown_signal() {
         return;
     }
     let _ = tokio::signal::ctrl_c().await;
-}
-
-#[derive(Clone)]
-struct HomeState {
-    client: Client,
-    ms_per_day: u64,
-    port: u16,
-}
-
-async fn home(State(state): State<HomeState>) -> Html<String> {
-    let today = Utc::now().date_naive();
-    let month = format!("{:04}-{:02}", today.year(), today.month());
-    let query = TaskQuery {
-        job: Some(MonthlyReport::NAME.to_owned()),
-        limit: 1000,
-        ..TaskQuery::default()
-    };
-    let mut recent = state.client.list(&query).await.unwrap_or_default();
-    recent.reverse();
-    let mut rows = String::new();
-    for task in recent.iter().take(10) {
-        let month = serde_json::from_str::<serde_json::Value>(&task.params)
-            .ok()
-            .and_then(|p| p["month"].as_str().map(str::to_owned))
-            .unwrap_or_default();
-        rows.push_str(&format!(
-            "<li><a href=\"/reports/{id}\">{month}</a> · {status}</li>",
-            id = task.id,
-            month = escape(&month),
-            status = task.status,
-        ));
-    }
-    if rows.is_empty() {
-        rows.push_str("<li>none yet</li>");
-    }
-    Html(format!(
-        r#"<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
-<title>longtask demo</title>
-<style>
-body{{margin:0;padding:2rem 1rem;background:#f3f5f8;color:#1d2430;font:16px/1.5 system-ui,sans-serif}}
-main{{max-width:40rem;margin:0 auto;background:#fff;border-radius:12px;padding:1.75rem 2rem;box-shadow:0 1px 3px rgba(0,0,0,.08)}}
-label{{display:block;margin:.8rem 0 .2rem;font-weight:600}} input{{font:inherit;padding:.3rem .5rem}}
-button{{margin-top:1rem;font:inherit;padding:.5rem 1.2rem;border-radius:6px;border:0;background:#2563eb;color:#fff;cursor:pointer}}
-.check{{font-weight:400}} .muted{{color:#5b6675;font-size:.9rem}}
-</style></head><body><main>
-<h1>Monthly invoice report</h1>
-<p>Starts a report that walks through every day of a month in the background. You get a page with a
-progress bar at once; bookmark it, close it, come back: the report goes on without you.</p>
-<form method="post" action="/reports">
-<label for="month">Month</label><input id="month" name="month" type="month" value="{month}" required>
-<label for="ms">Milliseconds per day</label><input id="ms" name="ms_per_day" type="number" min="0" max="60000" value="{ms}" required>
-<label class="check"><input type="checkbox" name="flaky"> fail once half-way, to see a retry</label>
-<input type="hidden" name="_source" value="demo-form">
-<button type="submit">Start the report</button>
-</form>
-<h2>Recent reports</h2><ul>{rows}</ul>
-<p class="muted">JSON clients: <code>curl -i -H 'content-type: application/json' -d '{{"month":"{month}"}}' http://127.0.0.1:{port}/reports</code></p>
-</main></body></html>"#,
-        ms = state.ms_per_day,
-        port = state.port,
-    ))
 }

@@ -5,6 +5,13 @@
 //! `postgres://…` with feature `postgres`; `redis://…` (one server) and
 //! `redis+cluster://host:port,host:port` (a Redis Cluster, through the nodes listed) with feature
 //! `redis`.
+//!
+//! [`serve`] is the examples' HTTP server: HTTP/1.1 and HTTP/2 on one port, with timeouts for
+//! clients that send slowly or not at all ([`Timeouts`]).
+
+mod server;
+
+pub use server::{serve, Timeouts};
 
 use longtask_core::{Backend, Error, MemoryBackend, Result};
 

@@ -31,9 +31,10 @@ use std::{
     fmt,
     sync::Arc,
     task::{Context, Poll},
+    time::Duration,
 };
 
-use http::{request::Parts, Request, Response};
+use http::{header, request::Parts, HeaderValue, Request, Response};
 use http_body::Body;
 use longtask_core::{BoxError, Client, Job};
 use tokio::sync::Semaphore;
@@ -45,6 +46,8 @@ use crate::{
 
 /// The default largest request body: 1 MiB.
 const DEFAULT_BODY_LIMIT: usize = 1 << 20;
+/// The default time a request body has to arrive in full: 30 s.
+const DEFAULT_BODY_TIMEOUT: Duration = Duration::from_secs(30);
 /// The default limit of open event streams.
 const DEFAULT_MAX_WATCHERS: usize = 10_000;
 
@@ -71,6 +74,7 @@ pub(crate) struct Config<J: Job> {
     pub(crate) base: String,
     pub(crate) title: String,
     pub(crate) body_limit: usize,
+    pub(crate) body_timeout: Duration,
     pub(crate) owner: Option<OwnerFn>,
     pub(crate) result_file: Option<FileFn<J::Output>>,
     pub(crate) result_html: Option<HtmlFn<J::Output>>,
@@ -86,6 +90,7 @@ impl<J: Job> Clone for Config<J> {
             base: self.base.clone(),
             title: self.title.clone(),
             body_limit: self.body_limit,
+            body_timeout: self.body_timeout,
             owner: self.owner.clone(),
             result_file: self.result_file.clone(),
             result_html: self.result_html.clone(),
@@ -109,6 +114,7 @@ impl<J: Job> fmt::Debug for JobService<J> {
             .field("job", &J::NAME)
             .field("base", &self.config.base)
             .field("body_limit", &self.config.body_limit)
+            .field("body_timeout", &self.config.body_timeout)
             .field("max_watchers", &self.config.max_watchers)
             .finish_non_exhaustive()
     }
@@ -145,6 +151,7 @@ impl<J: Job> JobService<J> {
                 base: String::new(),
                 title: default_title(J::NAME),
                 body_limit: DEFAULT_BODY_LIMIT,
+                body_timeout: DEFAULT_BODY_TIMEOUT,
                 owner: None,
                 result_file: None,
                 result_html: None,
@@ -223,6 +230,29 @@ impl<J: Job> JobService<J> {
     #[must_use]
     pub fn with_body_limit(mut self, bytes: usize) -> Self {
         self.config_mut().body_limit = bytes;
+        self
+    }
+
+    /// How long a request body may take to arrive in full, from the moment the service starts
+    /// reading it (default 30 s); a body still arriving then gets `408 Request Timeout`, and
+    /// the connection is not reused. A client that sends its body a byte at a time (a "slow
+    /// body") holds a connection and a task of the server for no longer than this.
+    ///
+    /// ```
+    /// # use longtask_core::{Client, Job, JobError, MemoryBackend, TaskContext};
+    /// # struct Report;
+    /// # impl Job for Report {
+    /// #     const NAME: &'static str = "report";
+    /// #     type Params = u32;
+    /// #     type Output = u32;
+    /// #     async fn run(&self, p: u32, _: TaskContext) -> Result<u32, JobError> { Ok(p) }
+    /// # }
+    /// let service = longtask_tower::JobService::<Report>::new(Client::new(MemoryBackend::new()))
+    ///     .with_body_timeout(std::time::Duration::from_secs(10));
+    /// ```
+    #[must_use]
+    pub fn with_body_timeout(mut self, timeout: Duration) -> Self {
+        self.config_mut().body_timeout = timeout;
         self
     }
 
@@ -387,10 +417,17 @@ where
         let config = Arc::clone(&self.config);
         ResponseFuture::new(async move {
             let (parts, body) = req.into_parts();
-            config
+            let mut response = config
                 .route(&parts, body)
                 .await
-                .unwrap_or_else(Problem::into_response)
+                .unwrap_or_else(Problem::into_response);
+            // Problem details echo what the client sent: no browser may read any answer as
+            // something other than its declared type.
+            response
+                .headers_mut()
+                .entry(header::X_CONTENT_TYPE_OPTIONS)
+                .or_insert(HeaderValue::from_static("nosniff"));
+            response
         })
     }
 }

@@ -145,11 +145,13 @@ pub(crate) fn csv(report: &ReportOutput) -> String {
     out
 }
 
-/// The report's endpoints, mounted at `/reports`, serving the result as a CSV download.
+/// The report's endpoints, mounted at `/reports`, serving the result as a CSV download. A
+/// submission's body must arrive within 30 s (a client sending it a byte at a time gets `408`).
 pub(crate) fn service(client: Client) -> JobService<MonthlyReport> {
     JobService::<MonthlyReport>::new(client)
         .at("/reports")
         .with_title("Monthly invoice report")
+        .with_body_timeout(Duration::from_secs(30))
         .with_result_file(|report: &ReportOutput| {
             ResultFile::new("text/csv; charset=utf-8", csv(report))
                 .filename(format!("invoices-{}.csv", report.month))

@@ -147,7 +147,21 @@ impl<J: Job> Config<J> {
         if declared.is_some_and(|len| len > self.body_limit as u64) {
             return Err(too_large());
         }
-        match Limited::new(body, self.body_limit).collect().await {
+        let read = tokio::time::timeout(
+            self.body_timeout,
+            Limited::new(body, self.body_limit).collect(),
+        );
+        let Ok(read) = read.await else {
+            return Err(Problem::new(
+                StatusCode::REQUEST_TIMEOUT,
+                format!(
+                    "the request body did not arrive in full within {} s (set with \
+                     `with_body_timeout`); send the whole body at once",
+                    self.body_timeout.as_secs_f64()
+                ),
+            ));
+        };
+        match read {
             Ok(collected) => Ok(collected.to_bytes()),
             Err(err) if err.is::<LengthLimitError>() => Err(too_large()),
             Err(err) => Err(Problem::new(
@@ -161,8 +175,9 @@ impl<J: Job> Config<J> {
 /// Refuses a request a browser sent on behalf of another site: a form post (a "simple"
 /// request, which no CORS preflight guards) from a page elsewhere would otherwise submit or
 /// cancel tasks with the visitor's cookies. Browsers say where a request comes from in
-/// `Sec-Fetch-Site`; older ones only in `Origin`, compared with the host asked for. Requests
-/// without either (programs, curl) pass.
+/// `Sec-Fetch-Site`; older ones only in `Origin`, compared with the host asked for (a request
+/// with an `Origin` but no host to compare it with is refused). Requests without either
+/// (programs, curl) pass.
 pub(super) fn refuse_cross_site(parts: &Parts) -> Result<(), Problem> {
     let refused = |from: &str| {
         Err(Problem::new(
@@ -189,7 +204,8 @@ pub(super) fn refuse_cross_site(parts: &Parts) -> Result<(), Problem> {
         .and_then(|h| h.to_str().ok())
         .or_else(|| parts.uri.authority().map(http::uri::Authority::as_str));
     let Some(host) = host else {
-        return Ok(());
+        // Nothing to compare the origin with: it cannot be shown to be this site.
+        return refused("a page whose site cannot be checked (the request names no Host)");
     };
     let origin_host = origin
         .to_str()
