@@ -707,6 +707,9 @@ async fn hostile_requests_get_problems_and_create_nothing() {
     for (n, service) in services.iter().enumerate() {
         for case in &cases {
             let mut case = case.clone();
+            if n == 1 {
+                case.expect = case.expect.map(|status| without_owner(&case, status));
+            }
             if n == 2 {
                 case.expect = case.expect.map(|status| within_16_bytes(&case, status));
             }
@@ -747,9 +750,26 @@ async fn hostile_requests_get_problems_and_create_nothing() {
     );
 }
 
+/// What `case`, expected to get `status` from the service without an owner hook, gets from
+/// the one with a hook: a request that names no owner (no `x-user`) is in the same scope as
+/// every other request without an owner, so the repeated key names the task created earlier by
+/// the first service (keys are scoped by owner, and "no owner" is one scope).
+fn without_owner(case: &Case, status: u16) -> u16 {
+    let anonymous = !case.headers.iter().any(|(name, _)| name == "x-user");
+    let repeated_key = case
+        .headers
+        .iter()
+        .any(|(name, v)| name == "idempotency-key" && v == "a-good-key_1");
+    if anonymous && repeated_key && status == 202 {
+        200
+    } else {
+        status
+    }
+}
+
 /// What `case`, expected to get `status` from the service with the default body limit, gets
 /// from one whose limit is 16 bytes: `413` wherever the body would have been read whole, and
-/// the key every service without an owner hook shares names the task created earlier.
+/// the key every request without an owner shares names the task created earlier.
 fn within_16_bytes(case: &Case, status: u16) -> u16 {
     let declared = case
         .headers

@@ -1,15 +1,12 @@
 //! `POST /`: submitting a task, from JSON or an HTML form, with an optional idempotency key,
 //! refusing forms posted from other sites.
 
-use std::fmt::Write as _;
-
 use bytes::Bytes;
 use http::{header, request::Parts, StatusCode};
 use http_body::Body;
 use http_body_util::{BodyExt, LengthLimitError, Limited};
 use longtask_core::{BoxError, Job, SubmitOptions, TaskId, TaskStatus};
 use serde::Serialize;
-use sha2::{Digest, Sha256};
 
 use super::{header_value, respond, see_other, Answer};
 use crate::{
@@ -72,13 +69,8 @@ impl<J: Job> Config<J> {
         let owner = self.owner(parts);
         let mut options = SubmitOptions::new();
         if let Some(key) = key {
-            // Keys are scoped to the owner; with an owner hook, requests without an owner get
-            // a scope of their own, so that no key sent by one can name another's task.
-            options = options.idempotency_key(match (&owner, &self.owner) {
-                (Some(owner), _) => scoped_key(owner, &key),
-                (None, Some(_)) => format!("-:{key}"),
-                (None, None) => key,
-            });
+            // The core scopes keys by owner: no key sent by one owner can name another's task.
+            options = options.idempotency_key(key);
         }
         if let Some(owner) = owner {
             options = options.owner(owner);
@@ -391,21 +383,6 @@ fn form_pairs(bytes: &[u8]) -> Result<Vec<(String, String)>, Problem> {
             Ok((name, value))
         })
         .collect()
-}
-
-/// An owner's idempotency key as stored: `{len}:{owner}:{key}` (the length makes it
-/// unambiguous), or with a long owner `#{sha256 of owner}:{key}`, so that the stored key stays
-/// within the store's limit whatever the owner's length.
-fn scoped_key(owner: &str, key: &str) -> String {
-    if owner.len() <= 128 {
-        return format!("{}:{owner}:{key}", owner.len());
-    }
-    let digest = Sha256::digest(owner.as_bytes());
-    let mut hex = String::with_capacity(64);
-    for byte in digest {
-        let _ = write!(hex, "{byte:02x}");
-    }
-    format!("#{hex}:{key}")
 }
 
 /// The longest idempotency key accepted, in bytes.
