@@ -15,24 +15,37 @@ use std::{
 use common::{redis_url, unique_prefix};
 
 use longtask_core::{
+    testing::{Namespace, WakeUps},
     Backend, ClaimRequest, Clock, Completion, ManualClock, NewTask, Outcome, Queue, RunAt,
     TaskStatus, TaskStore,
 };
 use longtask_redis::RedisBackend;
 
+/// A backend on a fresh key prefix.
 async fn redis_backend(clock: Arc<dyn Clock>) -> RedisBackend {
+    redis_backend_on(&unique_prefix(), clock).await
+}
+
+/// A new instance (its own connections) on the key prefix `prefix`.
+async fn redis_backend_on(prefix: &str, clock: Arc<dyn Clock>) -> RedisBackend {
     RedisBackend::connect(&redis_url())
         .await
         .expect("cannot connect to the test Redis")
-        .with_prefix(unique_prefix())
+        .with_prefix(prefix)
         .with_clock(clock)
 }
 
-async fn make_backend(clock: Arc<dyn Clock>) -> Backend {
-    redis_backend(clock).await.into()
+/// A fresh key prefix; each instance connects anew (its own connections and pub/sub
+/// subscriber), as another process would.
+async fn namespace(clock: Arc<dyn Clock>) -> Namespace {
+    let prefix = unique_prefix();
+    Namespace::new(WakeUps::Push, move || {
+        let (prefix, clock) = (prefix.clone(), clock.clone());
+        async move { redis_backend_on(&prefix, clock).await }
+    })
 }
 
-longtask_core::conformance_suite!(redis, make_backend);
+longtask_core::conformance_suite!(redis, namespace);
 
 /// Inserts `n` tasks of `job` in batches, each made by `task`.
 async fn insert_many(backend: &RedisBackend, n: usize, task: impl Fn(usize) -> NewTask) {

@@ -11,7 +11,8 @@ use std::{
 };
 
 use longtask_core::{
-    Backend, Client, Clock, Job, JobError, NewTask, TaskContext, TaskStatus, TaskStore, Worker,
+    testing::{Namespace, WakeUps},
+    Client, Clock, Job, JobError, NewTask, TaskContext, TaskStatus, TaskStore, Worker,
 };
 use longtask_sqlx::SqliteBackend;
 use tempfile::TempDir;
@@ -47,16 +48,23 @@ fn scratch() -> &'static Path {
     })
 }
 
-async fn make_backend(clock: Arc<dyn Clock>) -> Backend {
+/// A fresh database file; each instance opens it anew (its own writer and readers, its own
+/// in-process wake-up signal and watchers), as another process would. SQLite has no
+/// cross-process notification: other instances find new work at their poll interval
+/// ([`WakeUps::Poll`]).
+async fn namespace(clock: Arc<dyn Clock>) -> Namespace {
     let dir = tempfile::Builder::new()
         .prefix("case-")
         .tempdir_in(scratch())
         .expect("creating a folder for the database")
         .keep();
-    open(&dir).await.with_clock(clock).into()
+    Namespace::new(WakeUps::Poll, move || {
+        let (dir, clock) = (dir.clone(), clock.clone());
+        async move { open(&dir).await.with_clock(clock) }
+    })
 }
 
-longtask_core::conformance_suite!(sqlite, make_backend);
+longtask_core::conformance_suite!(sqlite, namespace);
 
 #[tokio::test]
 async fn migrations_apply_once_and_record_their_version() {

@@ -1,5 +1,7 @@
 //! Cases: idempotency keys.
 
+use std::sync::Arc;
+
 use super::Harness;
 use crate::{NewTask, TaskQuery};
 
@@ -75,4 +77,53 @@ pub async fn idempotency_key_outlives_completion(h: Harness) {
         .unwrap()[0];
     assert!(!again.created);
     assert_eq!(again.id, first.id);
+}
+
+/// Sixteen submits with one key at once, through two instances (as from two processes), create
+/// one task: every submit gets its id, and exactly one says it created it.
+pub async fn concurrent_idempotent_submits_create_one_task(h: Harness) {
+    const SUBMITS: usize = 16;
+    let other = h.open_instance().await;
+    let start = Arc::new(tokio::sync::Barrier::new(SUBMITS));
+    let mut submits = Vec::new();
+    for i in 0..SUBMITS {
+        let store = if i % 2 == 0 { &h.backend } else { &other }.store().clone();
+        let start = start.clone();
+        submits.push(tokio::spawn(async move {
+            let task = NewTask {
+                idempotency_key: Some("once".to_owned()),
+                ..NewTask::new("idem-race", super::numbered(i))
+            };
+            start.wait().await;
+            store.insert(vec![task]).await.expect("insert failed")[0]
+        }));
+    }
+    let mut inserted = Vec::new();
+    for submit in submits {
+        inserted.push(submit.await.expect("a submit panicked"));
+    }
+    let id = inserted[0].id;
+    assert!(
+        inserted.iter().all(|i| i.id == id),
+        "every submit returns the same task: {inserted:?}"
+    );
+    assert_eq!(
+        inserted.iter().filter(|i| i.created).count(),
+        1,
+        "exactly one submit creates it: {inserted:?}"
+    );
+    let all = h
+        .backend
+        .store()
+        .list(&TaskQuery {
+            job: Some("idem-race".to_owned()),
+            ..TaskQuery::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(all.len(), 1, "one task stored: {all:?}");
+    assert_eq!(all[0].id, id);
+    // The first task's parameters, not a later submit's.
+    let creator = inserted.iter().position(|i| i.created).unwrap();
+    super::assert_json_eq(&all[0].params, &super::numbered(creator));
 }
