@@ -12,7 +12,7 @@ use std::{sync::Arc, time::Duration};
 use common::{cluster_urls, unique_prefix};
 use longtask_core::{
     testing::{Namespace, WakeUps},
-    Backend, Client, Clock, Job, JobError, SystemClock, TaskContext, TaskQuery, TaskStatus, Worker,
+    Client, Clock, Job, JobError, SystemClock, TaskContext, TaskQuery, TaskStatus, Worker,
 };
 use longtask_redis::RedisBackend;
 

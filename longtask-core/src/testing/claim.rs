@@ -252,7 +252,10 @@ pub async fn work_signal_fires_on_submit(h: Harness) {
         tokio::time::timeout(Duration::from_secs(10), signal.changed())
             .await
             .unwrap_or_else(|_| {
-                panic!("round {round}: no wake-up within 10 s of a submit ({:?})", h.wake_ups())
+                panic!(
+                    "round {round}: no wake-up within 10 s of a submit ({:?})",
+                    h.wake_ups()
+                )
             });
         let claimed = h.claim(&["signal"], 10).await;
         assert_eq!(

@@ -267,7 +267,11 @@ pub async fn stale_lease_after_recovery_changes_nothing(h: Harness) {
     assert_eq!(beat, vec![LeaseState::Lost]);
     let release = h.backend.queue().release(&[old.lease]).await.unwrap();
     assert_eq!(release, vec![Ack::Stale]);
-    assert_eq!(h.get(id).await, recovered, "a stale heartbeat or release changed the task");
+    assert_eq!(
+        h.get(id).await,
+        recovered,
+        "a stale heartbeat or release changed the task"
+    );
     assert_eq!(h.backend.queue().recover_expired(100).await.unwrap(), 0);
 
     let again = h.claim_one("zombie").await;

@@ -103,7 +103,10 @@ pub async fn progress_of_finished_task_is_ignored(h: Harness) {
         "a report for an unknown id left a record behind"
     );
     assert!(
-        matches!(h.backend.progress().watch(unknown).await, Err(Error::NotFound(_))),
+        matches!(
+            h.backend.progress().watch(unknown).await,
+            Err(Error::NotFound(_))
+        ),
         "a report for an unknown id made it watchable"
     );
 }

@@ -12,8 +12,8 @@ use std::{
 
 use super::{numbered, Harness, LEASE};
 use crate::{
-    Ack, Backend, CancelOutcome, ClaimRequest, ClaimedTask, Completion, NewTask, Outcome,
-    TaskId, TaskQuery, TaskStatus,
+    Ack, Backend, CancelOutcome, ClaimRequest, ClaimedTask, Completion, NewTask, Outcome, TaskId,
+    TaskQuery, TaskStatus,
 };
 
 /// Tasks in the race.
@@ -96,8 +96,11 @@ async fn claimer(racer: Racer) {
             .expect("claim failed");
         {
             let mut log = log.lock().unwrap();
-            log.claims
-                .extend(claimed.iter().map(|c| (c.lease.task, c.lease.token, c.attempt)));
+            log.claims.extend(
+                claimed
+                    .iter()
+                    .map(|c| (c.lease.task, c.lease.token, c.attempt)),
+            );
         }
         let idle = claimed.is_empty();
         for task in claimed {
@@ -260,7 +263,9 @@ pub async fn racing_instances_finish_each_task_once(h: Harness) {
             started.elapsed() < Duration::from_secs(120),
             "{} tasks never finished (lost?): {:?}",
             left.len(),
-            left.iter().map(|t| (t.id, t.status, t.attempt)).collect::<Vec<_>>()
+            left.iter()
+                .map(|t| (t.id, t.status, t.attempt))
+                .collect::<Vec<_>>()
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
@@ -278,7 +283,10 @@ pub async fn racing_instances_finish_each_task_once(h: Harness) {
     let mut tokens = HashSet::new();
     let mut attempts = HashSet::new();
     for (task, token, attempt) in &log.claims {
-        assert!(tokens.insert((*task, *token)), "task {task}: token {token} handed out twice");
+        assert!(
+            tokens.insert((*task, *token)),
+            "task {task}: token {token} handed out twice"
+        );
         assert!(
             attempts.insert((*task, *attempt)),
             "task {task}: attempt {attempt} claimed twice"
@@ -292,7 +300,12 @@ pub async fn racing_instances_finish_each_task_once(h: Harness) {
         let successes = log.successes.get(id).map_or(&[][..], Vec::as_slice);
         match task.status {
             TaskStatus::Succeeded => {
-                assert_eq!(successes.len(), 1, "task {id} succeeded {} times: {successes:?}", successes.len());
+                assert_eq!(
+                    successes.len(),
+                    1,
+                    "task {id} succeeded {} times: {successes:?}",
+                    successes.len()
+                );
                 let (attempt, output) = &successes[0];
                 assert_eq!(
                     *attempt, task.attempt,
