@@ -80,14 +80,18 @@ pub async fn purge_removes_only_expired_finished_tasks(h: Harness) {
     h.advance(Duration::from_secs(1));
     assert_eq!(h.backend.store().purge(100).await.unwrap(), 2);
     for gone in [succeeded, cancelled] {
+        assert_eq!(
+            h.backend.progress().latest(gone).await.unwrap(),
+            None,
+            "a purged task's progress is gone"
+        );
         assert!(h.backend.store().get(gone).await.unwrap().is_none());
-        assert_eq!(h.backend.progress().latest(gone).await.unwrap(), None);
     }
     assert_eq!(h.get(failed).await.status, TaskStatus::Failed);
     h.advance(Duration::from_secs(60));
     assert_eq!(h.backend.store().purge(100).await.unwrap(), 1);
-    assert!(h.backend.store().get(failed).await.unwrap().is_none());
     assert_eq!(h.backend.progress().latest(failed).await.unwrap(), None);
+    assert!(h.backend.store().get(failed).await.unwrap().is_none());
 
     h.advance(Duration::from_secs(1_000_000));
     assert_eq!(h.backend.store().purge(100).await.unwrap(), 0);
