@@ -15,24 +15,37 @@ use std::{
 use common::{redis_url, unique_prefix};
 
 use longtask_core::{
+    testing::{Namespace, WakeUps},
     Backend, ClaimRequest, Clock, Completion, ManualClock, NewTask, Outcome, Queue, RunAt,
     TaskStatus, TaskStore,
 };
 use longtask_redis::RedisBackend;
 
+/// A backend on a fresh key prefix.
 async fn redis_backend(clock: Arc<dyn Clock>) -> RedisBackend {
+    redis_backend_on(&unique_prefix(), clock).await
+}
+
+/// A new instance (its own connections) on the key prefix `prefix`.
+async fn redis_backend_on(prefix: &str, clock: Arc<dyn Clock>) -> RedisBackend {
     RedisBackend::connect(&redis_url())
         .await
         .expect("cannot connect to the test Redis")
-        .with_prefix(unique_prefix())
+        .with_prefix(prefix)
         .with_clock(clock)
 }
 
-async fn make_backend(clock: Arc<dyn Clock>) -> Backend {
-    redis_backend(clock).await.into()
+/// A fresh key prefix; each instance connects anew (its own connections and pub/sub
+/// subscriber), as another process would.
+async fn namespace(clock: Arc<dyn Clock>) -> Namespace {
+    let prefix = unique_prefix();
+    Namespace::new(WakeUps::Push, move || {
+        let (prefix, clock) = (prefix.clone(), clock.clone());
+        async move { redis_backend_on(&prefix, clock).await }
+    })
 }
 
-longtask_core::conformance_suite!(redis, make_backend);
+longtask_core::conformance_suite!(redis, namespace);
 
 /// Inserts `n` tasks of `job` in batches, each made by `task`.
 async fn insert_many(backend: &RedisBackend, n: usize, task: impl Fn(usize) -> NewTask) {
@@ -117,14 +130,65 @@ async fn due_scheduled_backlog_is_promoted_in_bounded_chunks() {
     );
 }
 
-/// The pub/sub connection comes back after the server drops it: workers are woken again and
-/// watchers keep streaming.
+/// The ids of the pub/sub connections that `user` holds on the test server.
+async fn pubsub_clients_of(
+    admin: &mut ::redis::aio::MultiplexedConnection,
+    user: &str,
+) -> Vec<i64> {
+    let list: String = ::redis::cmd("CLIENT")
+        .arg("LIST")
+        .arg("TYPE")
+        .arg("pubsub")
+        .query_async(admin)
+        .await
+        .expect("CLIENT LIST");
+    list.lines()
+        .filter(|line| line.split(' ').any(|field| field == format!("user={user}")))
+        .filter_map(|line| {
+            let id = line
+                .split(' ')
+                .find_map(|field| field.strip_prefix("id="))?;
+            id.parse().ok()
+        })
+        .collect()
+}
+
+/// The pub/sub connection comes back after the server drops it: workers are woken again by
+/// work submitted elsewhere, and watchers keep streaming.
+///
+/// The backend under test connects as a Redis user of its own, so that exactly its pub/sub
+/// connection can be found and killed (`CLIENT KILL ID`), leaving every other test's alone.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pubsub_reconnects_after_the_connection_is_killed() {
     use futures::StreamExt;
     use longtask_core::{ProgressSink, TaskEvent};
 
-    let backend = redis_backend(Arc::new(ManualClock::new())).await;
+    let client = ::redis::Client::open(redis_url()).unwrap();
+    let mut admin = client.get_multiplexed_async_connection().await.unwrap();
+    let prefix = unique_prefix();
+    let user = format!("{prefix}-user");
+    let () = ::redis::cmd("ACL")
+        .arg("SETUSER")
+        .arg(&user)
+        .arg("on")
+        .arg(">secret")
+        .arg("~*")
+        .arg("&*")
+        .arg("+@all")
+        .query_async(&mut admin)
+        .await
+        .expect("creating a Redis user for the test (needs ACL rights on REDIS_URL)");
+    let url = redis_url();
+    let (scheme, rest) = url.split_once("://").expect("a redis:// URL");
+    let host = rest.rsplit_once('@').map_or(rest, |(_, host)| host);
+    let clock: Arc<dyn Clock> = Arc::new(ManualClock::new());
+    let backend = RedisBackend::connect(&format!("{scheme}://{user}:secret@{host}"))
+        .await
+        .expect("connecting as the test's user")
+        .with_prefix(&prefix)
+        .with_clock(clock.clone());
+    let elsewhere = redis_backend_on(&prefix, clock).await;
+
     let mut signal = backend.work_signal();
     let id = backend
         .insert(vec![NewTask::new("re", "{}")])
@@ -140,32 +204,44 @@ async fn pubsub_reconnects_after_the_connection_is_killed() {
         })
         .await
         .unwrap();
+    // Once `watch` returns, the pub/sub connection is up and subscribed.
     let mut events = backend.watch(id).await.unwrap();
 
-    let client = ::redis::Client::open(redis_url()).unwrap();
-    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let before = pubsub_clients_of(&mut admin, &user).await;
+    assert_eq!(
+        before.len(),
+        1,
+        "the backend holds one pub/sub connection: {before:?}"
+    );
     let killed: i64 = ::redis::cmd("CLIENT")
         .arg("KILL")
-        .arg("TYPE")
-        .arg("pubsub")
-        .query_async(&mut conn)
+        .arg("ID")
+        .arg(before[0])
+        .query_async(&mut admin)
         .await
         .unwrap();
-    assert!(killed >= 1, "no pub/sub connection to kill");
-    // The reconnect wakes workers, and afterwards new work wakes them again.
-    tokio::time::timeout(Duration::from_secs(10), signal.changed())
-        .await
-        .expect("no wake-up after reconnecting");
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    backend
-        .insert(vec![NewTask::new("re", "{}")])
-        .await
-        .unwrap();
-    tokio::time::timeout(Duration::from_secs(10), signal.changed())
-        .await
-        .expect("no wake-up for new work after reconnecting");
+    assert_eq!(killed, 1, "the backend's pub/sub connection was killed");
 
-    backend
+    // Work submitted through another instance wakes this one, round after round: the
+    // reconnect's own wake-up can stand in for at most one of them.
+    for round in 1..=3 {
+        while futures::FutureExt::now_or_never(signal.changed()).is_some() {}
+        elsewhere
+            .insert(vec![NewTask::new("re-more", "{}")])
+            .await
+            .unwrap();
+        tokio::time::timeout(Duration::from_secs(10), signal.changed())
+            .await
+            .unwrap_or_else(|_| {
+                panic!("round {round}: no wake-up for new work after reconnecting")
+            });
+    }
+    let after = pubsub_clients_of(&mut admin, &user).await;
+    assert_eq!(after.len(), 1, "one pub/sub connection again: {after:?}");
+    assert_ne!(after, before, "a new connection");
+
+    // The watcher hears of a change made elsewhere, through the new connection.
+    elsewhere
         .finish(vec![Completion::new(
             claimed[0].lease,
             Outcome::Succeeded {
@@ -184,6 +260,13 @@ async fn pubsub_reconnects_after_the_connection_is_killed() {
             status: TaskStatus::Succeeded
         })
     );
+    drop(backend);
+    let _: i64 = ::redis::cmd("ACL")
+        .arg("DELUSER")
+        .arg(&user)
+        .query_async(&mut admin)
+        .await
+        .unwrap();
 }
 
 /// Every key of a namespace carries the `{prefix}` hash tag, whatever the job names.

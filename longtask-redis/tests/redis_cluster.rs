@@ -11,23 +11,36 @@ use std::{sync::Arc, time::Duration};
 
 use common::{cluster_urls, unique_prefix};
 use longtask_core::{
-    Backend, Client, Clock, Job, JobError, SystemClock, TaskContext, TaskQuery, TaskStatus, Worker,
+    testing::{Namespace, WakeUps},
+    Client, Clock, Job, JobError, SystemClock, TaskContext, TaskQuery, TaskStatus, Worker,
 };
 use longtask_redis::RedisBackend;
 
+/// A backend on a fresh key prefix.
 async fn cluster_backend(clock: Arc<dyn Clock>) -> RedisBackend {
+    cluster_backend_on(&unique_prefix(), clock).await
+}
+
+/// A new instance (its own connections) on the key prefix `prefix`.
+async fn cluster_backend_on(prefix: &str, clock: Arc<dyn Clock>) -> RedisBackend {
     RedisBackend::connect_cluster(cluster_urls())
         .await
         .expect("cannot connect to the test Redis Cluster")
-        .with_prefix(unique_prefix())
+        .with_prefix(prefix)
         .with_clock(clock)
 }
 
-async fn make_backend(clock: Arc<dyn Clock>) -> Backend {
-    cluster_backend(clock).await.into()
+/// A fresh key prefix; each instance connects anew (its own connections and pub/sub
+/// subscriber), as another process would.
+async fn namespace(clock: Arc<dyn Clock>) -> Namespace {
+    let prefix = unique_prefix();
+    Namespace::new(WakeUps::Push, move || {
+        let (prefix, clock) = (prefix.clone(), clock.clone());
+        async move { cluster_backend_on(&prefix, clock).await }
+    })
 }
 
-longtask_core::conformance_suite!(redis_cluster, make_backend);
+longtask_core::conformance_suite!(redis_cluster, namespace);
 
 struct Double;
 

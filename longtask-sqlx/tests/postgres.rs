@@ -17,7 +17,8 @@ use std::{
 
 use chrono::Utc;
 use longtask_core::{
-    Backend, ClaimRequest, Client, Clock, Error, Job, JobError, NewTask, Queue, RunAt, TaskContext,
+    testing::{Namespace, WakeUps},
+    ClaimRequest, Client, Clock, Error, Job, JobError, NewTask, Queue, RunAt, TaskContext,
     TaskStatus, TaskStore, Worker,
 };
 use longtask_sqlx::PostgresBackend;
@@ -35,11 +36,24 @@ async fn fresh() -> PostgresBackend {
     backend
 }
 
-async fn make_backend(clock: Arc<dyn Clock>) -> Backend {
-    fresh().await.with_clock(clock).into()
+/// A fresh, migrated schema; each instance connects anew (its own pool and LISTEN connection),
+/// as another process would.
+async fn namespace(clock: Arc<dyn Clock>) -> Namespace {
+    let schema = fresh().await.schema().to_owned();
+    Namespace::new(WakeUps::Push, move || {
+        let (schema, clock) = (schema.clone(), clock.clone());
+        async move {
+            PostgresBackend::connect(database_url())
+                .await
+                .expect("connecting to the test database")
+                .with_schema(&schema)
+                .expect("a valid schema name")
+                .with_clock(clock)
+        }
+    })
 }
 
-longtask_core::conformance_suite!(postgres, make_backend);
+longtask_core::conformance_suite!(postgres, namespace);
 
 async fn tables(backend: &PostgresBackend) -> Vec<String> {
     sqlx::query_scalar(

@@ -11,7 +11,8 @@ use std::{
 };
 
 use longtask_core::{
-    Backend, Client, Clock, Job, JobError, NewTask, TaskContext, TaskStatus, TaskStore, Worker,
+    testing::{Namespace, WakeUps},
+    Client, Clock, Job, JobError, NewTask, TaskContext, TaskStatus, TaskStore, Worker,
 };
 use longtask_sqlx::SqliteBackend;
 use tempfile::TempDir;
@@ -47,16 +48,23 @@ fn scratch() -> &'static Path {
     })
 }
 
-async fn make_backend(clock: Arc<dyn Clock>) -> Backend {
+/// A fresh database file; each instance opens it anew (its own writer and readers, its own
+/// in-process wake-up signal and watchers), as another process would. SQLite has no
+/// cross-process notification: other instances find new work at their poll interval
+/// ([`WakeUps::Poll`]).
+async fn namespace(clock: Arc<dyn Clock>) -> Namespace {
     let dir = tempfile::Builder::new()
         .prefix("case-")
         .tempdir_in(scratch())
         .expect("creating a folder for the database")
         .keep();
-    open(&dir).await.with_clock(clock).into()
+    Namespace::new(WakeUps::Poll, move || {
+        let (dir, clock) = (dir.clone(), clock.clone());
+        async move { open(&dir).await.with_clock(clock) }
+    })
 }
 
-longtask_core::conformance_suite!(sqlite, make_backend);
+longtask_core::conformance_suite!(sqlite, namespace);
 
 #[tokio::test]
 async fn migrations_apply_once_and_record_their_version() {
@@ -299,21 +307,58 @@ async fn due_scheduled_tasks_show_as_queued_after_a_claim() {
     );
 }
 
+/// The versions of the embedded SQLite migrations, from their file names.
+fn migration_versions() -> Vec<i64> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("migrations/sqlite");
+    let mut versions: Vec<i64> = std::fs::read_dir(&dir)
+        .expect("reading the migrations folder")
+        .map(|entry| {
+            let name = entry.unwrap().file_name().into_string().unwrap();
+            let (version, _) = name.split_once('_').expect("a `<version>_<name>.sql` file");
+            version.parse().expect("a numeric migration version")
+        })
+        .collect();
+    versions.sort_unstable();
+    versions
+}
+
+/// The migrations recorded as applied in `backend`'s database, in order.
+async fn applied(backend: &SqliteBackend) -> Vec<(i64, bool)> {
+    sqlx::query_as("SELECT version, success FROM _sqlx_migrations ORDER BY version")
+        .fetch_all(backend.reader())
+        .await
+        .expect("reading _sqlx_migrations")
+}
+
+/// Four processes opening one new file at once: each one's `migrate` returns only once the
+/// schema is complete, and every migration is applied (and recorded) exactly once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn processes_starting_together_migrate_once() {
     let dir = TempDir::new().unwrap();
     let url = format!("sqlite://{}", dir.path().join("longtask.db").display());
+    let expected: Vec<(i64, bool)> = migration_versions()
+        .into_iter()
+        .map(|v| (v, true))
+        .collect();
+    assert!(!expected.is_empty(), "no migration files found");
+    let start = Arc::new(tokio::sync::Barrier::new(4));
     let mut starts = Vec::new();
     for _ in 0..4 {
-        let url = url.clone();
+        let (url, start) = (url.clone(), start.clone());
         starts.push(tokio::spawn(async move {
             let backend = SqliteBackend::connect(&url).await.unwrap();
+            start.wait().await;
             backend.migrate().await.unwrap();
             backend
         }));
     }
     for start in starts {
         let backend = start.await.unwrap();
+        assert_eq!(
+            applied(&backend).await,
+            expected,
+            "migrate returned before every migration was applied once"
+        );
         backend
             .insert(vec![NewTask::new("noop", "null")])
             .await

@@ -2,7 +2,9 @@
 
 use std::{collections::HashMap, sync::Arc, time::Duration};
 
-use super::{numbered, Harness, LEASE};
+use futures::FutureExt;
+
+use super::{numbered, Harness, WakeUps, LEASE};
 use crate::{Ack, ClaimRequest, Completion, NewTask, Outcome, RunAt, TaskId, TaskStatus};
 
 /// A claimed task becomes `running` under a lease, with its attempt counted.
@@ -219,15 +221,110 @@ pub async fn concurrent_claimers_one_winner(h: Harness) {
     assert!(succeeded.iter().all(|t| t.attempt == 1));
 }
 
-/// Submitting a due task wakes idle workers through the work signal.
+/// Submitting a due task wakes idle workers through the work signal, in every process that
+/// shares the namespace.
+///
+/// The task is submitted through a second instance, so a backend that only wakes its own
+/// workers fails; and it is done in several rounds, each waiting for a wake-up of its own, so a
+/// wake-up that does not come from a submit (Postgres and Redis bump the signal when their
+/// listener connects or reconnects) can satisfy at most one round.
+///
+/// [`WakeUps::Poll`] backends (SQLite) promise no cross-process wake-up: there, a submit wakes
+/// the submitting instance's own workers, and another instance's claim finds the task at once
+/// (its workers find it at their next poll).
 pub async fn work_signal_fires_on_submit(h: Harness) {
+    const ROUNDS: usize = 3;
+    let other = h.open_instance().await;
     let mut signal = h.backend.queue().work_signal();
-    // Give a backend that listens over the network a moment to subscribe.
-    tokio::time::sleep(Duration::from_millis(100)).await;
-    h.submit("signal", "{}").await;
-    tokio::time::timeout(Duration::from_secs(5), signal.changed())
-        .await
-        .expect("no wake-up within 5 s of a submit");
+    let submitter = match h.wake_ups() {
+        WakeUps::Push | WakeUps::Shared => &other,
+        WakeUps::Poll => &h.backend,
+    };
+    for round in 1..=ROUNDS {
+        // Forget wake-ups that have already arrived (connecting, the previous round).
+        while signal.changed().now_or_never().is_some() {}
+        let id = submitter
+            .store()
+            .insert(vec![NewTask::new("signal", numbered(round))])
+            .await
+            .expect("insert failed")[0]
+            .id;
+        tokio::time::timeout(Duration::from_secs(10), signal.changed())
+            .await
+            .unwrap_or_else(|_| {
+                panic!(
+                    "round {round}: no wake-up within 10 s of a submit ({:?})",
+                    h.wake_ups()
+                )
+            });
+        let claimed = h.claim(&["signal"], 10).await;
+        assert_eq!(
+            claimed.iter().map(|c| c.lease.task).collect::<Vec<_>>(),
+            vec![id],
+            "round {round}: the woken instance claims the new task"
+        );
+    }
+    if h.wake_ups() == WakeUps::Poll {
+        // What the contract promises across processes without push: the work is there for
+        // the other instance's next claim (its workers' next poll).
+        let id = h.submit("signal-poll", "{}").await;
+        let jobs = ["signal-poll".to_owned()];
+        let claimed = other
+            .queue()
+            .claim(ClaimRequest {
+                jobs: &jobs,
+                worker: "other",
+                limit: 1,
+                lease: LEASE,
+            })
+            .await
+            .expect("claim failed");
+        assert_eq!(claimed.len(), 1);
+        assert_eq!(claimed[0].lease.task, id);
+    }
+}
+
+/// Priority comes before `run_at`: among due tasks, a higher-priority task whose `run_at` is
+/// later is claimed first, whether it was submitted scheduled or is a retry waiting out its
+/// backoff; within a priority, earlier `run_at` first; a task not yet due is never claimed.
+pub async fn claim_orders_priority_before_run_at(h: Harness) {
+    let at = |priority: i32, after: u64, params: &str| NewTask {
+        priority,
+        run_at: RunAt::After(Duration::from_secs(after)),
+        ..NewTask::new("mixed", params)
+    };
+    // A retrying task of priority 5, due 10 s from now.
+    let retry = h.insert(vec![at(5, 0, "retry")]).await[0];
+    let first = h.claim_one("mixed").await;
+    h.finish(
+        first.lease,
+        Outcome::Failed {
+            error: "busy".to_owned(),
+            retry_after: Some(Duration::from_secs(10)),
+        },
+    )
+    .await;
+    assert_eq!(h.get(retry).await.status, TaskStatus::Retrying);
+    let ids = h
+        .insert(vec![
+            at(0, 0, "low, due first"),
+            at(10, 20, "high, due last"),
+            at(5, 5, "middle, due before the retry"),
+            at(100, 1_000, "highest, not due"),
+            at(0, 15, "low, due later"),
+        ])
+        .await;
+    let (low, high, middle, not_due, low_later) = (ids[0], ids[1], ids[2], ids[3], ids[4]);
+    h.advance(Duration::from_secs(30));
+    let mut order = vec![h.claim_one("mixed").await.lease.task];
+    order.push(h.claim_one("mixed").await.lease.task);
+    order.extend(h.claim(&["mixed"], 10).await.iter().map(|c| c.lease.task));
+    assert_eq!(
+        order,
+        vec![high, middle, retry, low, low_later],
+        "expected high, middle, retry, low, low-later"
+    );
+    assert!(h.get(not_due).await.status.is_waiting());
 }
 
 /// Waiting tasks cancelled ahead of live ones do not make a claim come back short: it returns

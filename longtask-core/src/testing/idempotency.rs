@@ -1,5 +1,7 @@
 //! Cases: idempotency keys.
 
+use std::sync::Arc;
+
 use super::Harness;
 use crate::{NewTask, TaskQuery};
 
@@ -170,4 +172,68 @@ pub async fn idempotency_key_and_owner_are_checked(h: Harness) {
         h.get(ok.id).await.idempotency_key.as_deref(),
         Some(longest.as_str())
     );
+
+/// Sixteen submits with one key at once, through two instances (as from two processes), create
+/// one task: every submit gets its id, and exactly one says it created it. (Ten rounds, each
+/// with a key of its own, so that a race that only sometimes goes wrong shows.)
+pub async fn concurrent_idempotent_submits_create_one_task(h: Harness) {
+    const SUBMITS: usize = 16;
+    const ROUNDS: usize = 10;
+    let other = h.open_instance().await;
+    for round in 0..ROUNDS {
+        let key = format!("once-{round}");
+        let start = Arc::new(tokio::sync::Barrier::new(SUBMITS));
+        let mut submits = Vec::new();
+        for i in 0..SUBMITS {
+            let store = if i % 2 == 0 { &h.backend } else { &other }.store().clone();
+            let (start, key) = (start.clone(), key.clone());
+            submits.push(tokio::spawn(async move {
+                let task = NewTask {
+                    idempotency_key: Some(key),
+                    ..NewTask::new("idem-race", super::numbered(i))
+                };
+                // Hold a connection first, so that the submits meet at the server at once.
+                store.get(crate::TaskId::new()).await.expect("get failed");
+                start.wait().await;
+                store.insert(vec![task]).await.expect("insert failed")[0]
+            }));
+        }
+        let mut inserted = Vec::new();
+        for submit in submits {
+            inserted.push(submit.await.expect("a submit panicked"));
+        }
+        let id = inserted[0].id;
+        assert!(
+            inserted.iter().all(|i| i.id == id),
+            "round {round}: every submit returns the same task: {inserted:?}"
+        );
+        assert_eq!(
+            inserted.iter().filter(|i| i.created).count(),
+            1,
+            "round {round}: exactly one submit creates it: {inserted:?}"
+        );
+        let stored = h
+            .backend
+            .store()
+            .list(&TaskQuery {
+                job: Some("idem-race".to_owned()),
+                limit: 1_000,
+                ..TaskQuery::default()
+            })
+            .await
+            .unwrap();
+        let with_key: Vec<_> = stored
+            .iter()
+            .filter(|t| t.idempotency_key.as_deref() == Some(key.as_str()))
+            .collect();
+        assert_eq!(
+            with_key.len(),
+            1,
+            "round {round}: one task stored: {with_key:?}"
+        );
+        assert_eq!(with_key[0].id, id);
+        // The creator's parameters, not a later submit's.
+        let creator = inserted.iter().position(|i| i.created).unwrap();
+        super::assert_json_eq(&with_key[0].params, &super::numbered(creator));
+    }
 }

@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use super::{Harness, LEASE};
-use crate::{Ack, Lease, LeaseState, NewTask, Outcome, TaskStatus};
+use crate::{Ack, CancelOutcome, Lease, LeaseState, NewTask, Outcome, TaskStatus};
 
 const PAST_LEASE: Duration = Duration::from_secs(31);
 
@@ -216,4 +216,99 @@ pub async fn release_returns_task_unrun(h: Harness) {
     assert_ne!(second.lease.token, first.lease.token);
     assert_eq!(h.succeed(first.lease, "1").await, Ack::Stale);
     assert_eq!(h.succeed(second.lease, "2").await, Ack::Applied);
+}
+
+/// Fencing between recovery and the next claim: once an expired lease was recovered, the old
+/// lease can neither succeed, fail (with a retry or without), cancel, extend nor release the
+/// task, which waits unchanged to run again; the next claim runs it normally.
+pub async fn stale_lease_after_recovery_changes_nothing(h: Harness) {
+    let task = NewTask {
+        max_attempts: 3,
+        ..NewTask::new("zombie", "{}")
+    };
+    let id = h.insert(vec![task]).await[0];
+    let old = h.claim_as("zombie-worker", &["zombie"], 1).await.remove(0);
+    h.advance(PAST_LEASE);
+    assert_eq!(h.backend.queue().recover_expired(100).await.unwrap(), 1);
+    let recovered = h.get(id).await;
+    assert!(
+        matches!(recovered.status, TaskStatus::Retrying | TaskStatus::Queued),
+        "a recovered task waits to run again, got {}",
+        recovered.status
+    );
+
+    let outcomes = [
+        Outcome::Succeeded {
+            output: "\"zombie\"".to_owned(),
+        },
+        Outcome::Failed {
+            error: "zombie failure".to_owned(),
+            retry_after: Some(Duration::from_secs(60)),
+        },
+        Outcome::Failed {
+            error: "zombie fatal".to_owned(),
+            retry_after: None,
+        },
+        Outcome::Cancelled {
+            reason: "zombie cancel".to_owned(),
+        },
+    ];
+    for outcome in outcomes {
+        let what = format!("{outcome:?}");
+        assert_eq!(h.finish(old.lease, outcome).await, Ack::Stale, "{what}");
+        assert_eq!(h.get(id).await, recovered, "{what} changed the task");
+    }
+    let beat = h
+        .backend
+        .queue()
+        .heartbeat(&[old.lease], LEASE)
+        .await
+        .unwrap();
+    assert_eq!(beat, vec![LeaseState::Lost]);
+    let release = h.backend.queue().release(&[old.lease]).await.unwrap();
+    assert_eq!(release, vec![Ack::Stale]);
+    assert_eq!(
+        h.get(id).await,
+        recovered,
+        "a stale heartbeat or release changed the task"
+    );
+    assert_eq!(h.backend.queue().recover_expired(100).await.unwrap(), 0);
+
+    let again = h.claim_one("zombie").await;
+    assert_eq!(again.lease.task, id);
+    assert_eq!(again.attempt, 2);
+    assert_ne!(again.lease.token, old.lease.token);
+    assert_eq!(h.succeed(again.lease, "\"live\"").await, Ack::Applied);
+    let got = h.get(id).await;
+    assert_eq!(got.status, TaskStatus::Succeeded);
+    super::assert_json_eq(got.output.as_deref().unwrap(), "\"live\"");
+}
+
+/// Recovering an expired lease of a task whose cancellation was requested ends it cancelled
+/// (never retried), and its old lease stays dead.
+pub async fn recovering_cancel_requested_task_cancels_it(h: Harness) {
+    let id = h.submit("cancel-lost", "{}").await;
+    let old = h.claim_one("cancel-lost").await;
+    assert_eq!(
+        h.backend.store().cancel(id).await.unwrap(),
+        CancelOutcome::Requested
+    );
+    h.advance(PAST_LEASE);
+    assert_eq!(h.backend.queue().recover_expired(100).await.unwrap(), 1);
+    let got = h.get(id).await;
+    assert_eq!(got.status, TaskStatus::Cancelled);
+    assert_eq!(got.finished_at, Some(h.now()));
+    assert_eq!(got.lease_owner, None);
+    assert_eq!(h.succeed(old.lease, "1").await, Ack::Stale);
+    assert_eq!(
+        h.backend
+            .queue()
+            .heartbeat(&[old.lease], LEASE)
+            .await
+            .unwrap(),
+        vec![LeaseState::Lost]
+    );
+    h.advance(Duration::from_secs(3600));
+    assert!(h.claim(&["cancel-lost"], 1).await.is_empty());
+    assert_eq!(h.get(id).await.status, TaskStatus::Cancelled);
 }

@@ -1,33 +1,41 @@
 //! The backend conformance suite: every rule of the backend contract as its own test case.
 //!
-//! Every backend runs all of it against a real server, with one line:
+//! Every backend runs all of it against a real server, with one line and a factory:
 //!
 //! ```text
 //! // tests/conformance.rs of a backend crate
 //! use std::sync::Arc;
-//! use longtask_core::{Backend, Clock};
+//! use longtask_core::{testing::{Namespace, WakeUps}, Clock};
 //!
-//! async fn make_backend(clock: Arc<dyn Clock>) -> Backend {
-//!     MyBackend::connect_fresh_namespace().await.with_clock(clock).into()
+//! async fn namespace(clock: Arc<dyn Clock>) -> Namespace {
+//!     let name = fresh_namespace_name();                     // a new schema, file or key prefix
+//!     Namespace::new(WakeUps::Push, move || {
+//!         let (name, clock) = (name.clone(), clock.clone());
+//!         async move { MyBackend::connect(&name).await.with_clock(clock) }  // its own connections
+//!     })
 //! }
 //!
-//! longtask_core::conformance_suite!(mybackend, make_backend);
+//! longtask_core::conformance_suite!(mybackend, namespace);
 //! ```
 //!
 //! The macro expands to one `#[tokio::test]` per case, at paths such as
 //! `mybackend::conformance::claim_respects_priority`, so a test run shows at a glance which backend
-//! passed what. The factory must return a fresh, isolated backend (its own schema, file or key
-//! prefix) that reads every time from the given clock: cases move a [`ManualClock`] to expire
-//! leases, make retries due and end retention, so they run in milliseconds.
+//! passed what. The factory must return a fresh, isolated [`Namespace`] (its own schema, file or key
+//! prefix) whose instances read every time from the given clock: cases move a [`ManualClock`] to
+//! expire leases, make retries due and end retention, so they run in milliseconds. A case gets
+//! one instance in [`Harness::backend`] and opens more with [`Harness::open_instance`]: each is
+//! what another process would open on the same namespace (its own connections, pools and
+//! in-process wake-up signal), so cases test what crosses between processes.
 //!
 //! A new rule of the contract is a new case here, never a test in one backend.
 //!
 //! For applications, [`run_job`] runs one job in place and [`submitted`] lists what was submitted,
 //! for tests of their own jobs and handlers.
 
-use std::{future::Future, sync::Arc, time::Duration};
+use std::{fmt, future::Future, sync::Arc, time::Duration};
 
 use chrono::{DateTime, Utc};
+use futures::{future::BoxFuture, FutureExt};
 
 use crate::{
     Backend, ClaimRequest, ClaimedTask, Clock, Completion, Lease, ManualClock, NewTask, Outcome,
@@ -40,6 +48,7 @@ pub mod claim;
 pub mod idempotency;
 pub mod lease;
 pub mod progress;
+pub mod race;
 pub mod retention;
 pub mod retry;
 pub mod submit;
@@ -48,26 +57,121 @@ pub mod worker;
 /// The lease every case claims with.
 pub const LEASE: Duration = Duration::from_secs(30);
 
+/// How an instance of a backend learns of work submitted through another instance on the same
+/// namespace: what [`claim::work_signal_fires_on_submit`] and the worker cases may expect.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WakeUps {
+    /// By push: every instance's [`work_signal`](crate::Queue::work_signal) fires when another
+    /// instance submits due work (Postgres NOTIFY, Redis pub/sub).
+    Push,
+    /// Instances share one in-process signal: a "second instance" is a clone of the first (the
+    /// memory backend, which has no second process to reach). Cross-instance cases then test a
+    /// clone, and say so.
+    Shared,
+    /// Only the submitting instance's signal fires; other instances find the work at their next
+    /// poll ([`WorkerBuilder::poll_interval`](crate::WorkerBuilder::poll_interval); SQLite, which
+    /// has no cross-process notification).
+    Poll,
+}
+
+type Open = dyn Fn() -> BoxFuture<'static, Backend> + Send + Sync;
+
+/// A fresh, isolated namespace of a backend under test (a schema, a database file, a key
+/// prefix) that opens any number of independent instances on it: what the conformance
+/// factory returns.
+#[derive(Clone)]
+pub struct Namespace {
+    open: Arc<Open>,
+    wake_ups: WakeUps,
+}
+
+impl Namespace {
+    /// A namespace whose instances `open` makes: each call must return a new instance on the same
+    /// namespace, with its own connections and in-process wake-up signal (as another process
+    /// would have), reading time from the suite's clock. `wake_ups` says how instances hear of
+    /// each other's work.
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use longtask_core::{testing::{Namespace, WakeUps}, Clock, MemoryBackend};
+    ///
+    /// async fn namespace(clock: Arc<dyn Clock>) -> Namespace {
+    ///     let shared = MemoryBackend::new().with_clock(clock);
+    ///     Namespace::new(WakeUps::Shared, move || {
+    ///         let backend = shared.clone();
+    ///         async move { backend }
+    ///     })
+    /// }
+    /// ```
+    pub fn new<F, Fut, B>(wake_ups: WakeUps, open: F) -> Self
+    where
+        F: Fn() -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = B> + Send + 'static,
+        B: Into<Backend> + 'static,
+    {
+        Self {
+            open: Arc::new(move || open().map(Into::into).boxed()),
+            wake_ups,
+        }
+    }
+
+    /// Opens another instance on this namespace.
+    pub async fn open(&self) -> Backend {
+        (self.open)().await
+    }
+
+    /// How instances hear of each other's work.
+    pub fn wake_ups(&self) -> WakeUps {
+        self.wake_ups
+    }
+}
+
+impl fmt::Debug for Namespace {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Namespace")
+            .field("wake_ups", &self.wake_ups)
+            .finish_non_exhaustive()
+    }
+}
+
 /// A backend under test with the clock it reads.
 #[derive(Debug, Clone)]
 pub struct Harness {
-    /// The backend under test.
+    /// The backend under test: the first instance on the case's namespace.
     pub backend: Backend,
     /// The clock it reads; cases move it.
     pub clock: Arc<ManualClock>,
+    /// The case's namespace, which opens more instances.
+    pub namespace: Namespace,
 }
 
 impl Harness {
-    /// Creates a fresh backend with `factory`, on a new [`ManualClock`].
-    pub async fn new<F, Fut, B>(factory: F) -> Self
+    /// Creates a fresh namespace with `factory`, on a new [`ManualClock`], and opens its first
+    /// instance.
+    pub async fn new<F, Fut>(factory: F) -> Self
     where
         F: FnOnce(Arc<dyn Clock>) -> Fut,
-        Fut: Future<Output = B>,
-        B: Into<Backend>,
+        Fut: Future<Output = Namespace>,
     {
         let clock = Arc::new(ManualClock::new());
-        let backend = factory(clock.clone()).await.into();
-        Self { backend, clock }
+        let namespace = factory(clock.clone()).await;
+        let backend = namespace.open().await;
+        Self {
+            backend,
+            clock,
+            namespace,
+        }
+    }
+
+    /// Opens another, independent instance on the same namespace, reading the same clock: what
+    /// another process would open.
+    pub async fn open_instance(&self) -> Backend {
+        self.namespace.open().await
+    }
+
+    /// How instances hear of each other's work.
+    pub fn wake_ups(&self) -> WakeUps {
+        self.namespace.wake_ups()
     }
 
     /// The clock's current time.
@@ -240,8 +344,9 @@ pub fn assert_json_eq(actual: &str, expected: &str) {
 
 /// Expands to one `#[tokio::test]` per conformance case, in `mod $backend::conformance`.
 ///
-/// `$factory` is an `async fn(Arc<dyn Clock>) -> impl Into<Backend>` visible where the macro is
-/// invoked; it must return a fresh, isolated backend reading time from the clock.
+/// `$factory` is an `async fn(Arc<dyn Clock>) -> Namespace` visible where the macro is invoked;
+/// it must return a fresh, isolated [`Namespace`](crate::testing::Namespace) whose instances read
+/// time from the clock.
 #[macro_export]
 macro_rules! conformance_suite {
     ($backend:ident, $factory:path) => {
@@ -257,6 +362,7 @@ macro_rules! conformance_suite {
             claim::claim_respects_priority,
             claim::cancelled_tasks_do_not_shorten_claims,
             claim::claim_orders_by_run_at_then_submission,
+            claim::claim_orders_priority_before_run_at,
             claim::scheduled_task_is_not_claimed_early,
             claim::claim_takes_only_requested_jobs,
             claim::claim_respects_limit,
@@ -271,6 +377,8 @@ macro_rules! conformance_suite {
             lease::expired_lease_on_last_attempt_fails,
             lease::live_leases_are_not_recovered,
             lease::release_returns_task_unrun,
+            lease::stale_lease_after_recovery_changes_nothing,
+            lease::recovering_cancel_requested_task_cancels_it,
             retry::failure_schedules_retry_after_backoff,
             retry::retry_then_success,
             retry::retry_until_failed,
@@ -297,8 +405,12 @@ macro_rules! conformance_suite {
             idempotency::idempotency_key_outlives_completion,
             idempotency::idempotency_key_is_per_owner,
             idempotency::idempotency_key_and_owner_are_checked,
+            idempotency::concurrent_idempotent_submits_create_one_task,
+            race::racing_instances_finish_each_task_once,
             worker::worker_runs_tasks_end_to_end,
             worker::worker_retries_then_succeeds,
+            worker::worker_wakes_promptly_without_busy_polling,
+            worker::worker_cancels_running_job_promptly,
         }
     };
 }

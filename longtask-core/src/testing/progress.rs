@@ -2,10 +2,10 @@
 
 use std::time::Duration;
 
-use futures::StreamExt;
+use futures::{stream::BoxStream, StreamExt};
 
 use super::Harness;
-use crate::{Completion, Error, Outcome, Progress, TaskEvent, TaskId, TaskStatus};
+use crate::{Completion, Error, Outcome, Progress, TaskEvent, TaskId, TaskQuery, TaskStatus};
 
 fn progress(h: &Harness, step: u64, total: Option<u64>, message: Option<&str>) -> Progress {
     Progress {
@@ -58,7 +58,8 @@ pub async fn progress_latest_round_trip(h: Harness) {
     );
 }
 
-/// Progress reported for a finished task (a late write) is ignored.
+/// Progress reported for a finished task (a late write) is ignored; so is progress for an id
+/// that names no task, which must not leave a stray record or progress behind.
 pub async fn progress_of_finished_task_is_ignored(h: Harness) {
     let id = h.submit("late", "{}").await;
     let claimed = h.claim_one("late").await;
@@ -69,30 +70,66 @@ pub async fn progress_of_finished_task_is_ignored(h: Harness) {
         .await
         .unwrap();
     assert_eq!(h.backend.progress().latest(id).await.unwrap(), None);
-    // Unknown ids are ignored too.
+    assert_eq!(h.get(id).await.progress, None);
+
+    let unknown = TaskId::new();
     h.backend
         .progress()
-        .report(&[(TaskId::new(), progress(&h, 1, None, None))])
+        .report(&[(unknown, progress(&h, 1, None, Some("stray")))])
         .await
         .unwrap();
+    assert_eq!(
+        h.backend.progress().latest(unknown).await.unwrap(),
+        None,
+        "a report for an unknown id stored progress"
+    );
+    assert_eq!(
+        h.backend.store().get(unknown).await.unwrap(),
+        None,
+        "a report for an unknown id created a task"
+    );
+    let all = h
+        .backend
+        .store()
+        .list(&TaskQuery {
+            limit: 100,
+            ..TaskQuery::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        all.iter().map(|t| t.id).collect::<Vec<_>>(),
+        vec![id],
+        "a report for an unknown id left a record behind"
+    );
+    assert!(
+        matches!(
+            h.backend.progress().watch(unknown).await,
+            Err(Error::NotFound(_))
+        ),
+        "a report for an unknown id made it watchable"
+    );
 }
 
-/// A watcher sees each progress report in order and the final status, then the stream ends.
+/// A watcher sees each progress report in order, then the progress sent with the outcome and
+/// the final status, and the stream ends.
 pub async fn watch_streams_progress_and_final_status(h: Harness) {
     let id = h.submit("watch", "{}").await;
     let claimed = h.claim_one("watch").await;
     let mut events = h.backend.progress().watch(id).await.unwrap();
-    tokio::time::sleep(Duration::from_millis(100)).await;
     for step in 1..=3 {
+        let sent = progress(&h, step, Some(4), Some(&format!("step {step}")));
         h.backend
             .progress()
-            .report(&[(
-                id,
-                progress(&h, step, Some(4), Some(&format!("step {step}"))),
-            )])
+            .report(&[(id, sent.clone())])
             .await
             .unwrap();
-        tokio::time::sleep(Duration::from_millis(20)).await;
+        // Each report is seen before the next is sent: none may be lost or reordered.
+        assert_eq!(
+            next(&mut events).await,
+            Some(TaskEvent::Progress(sent)),
+            "step {step}"
+        );
     }
     let last = progress(&h, 4, Some(4), Some("done"));
     h.backend
@@ -106,35 +143,26 @@ pub async fn watch_streams_progress_and_final_status(h: Harness) {
         }])
         .await
         .unwrap();
-    let collected = tokio::time::timeout(Duration::from_secs(10), async {
-        let mut seen = Vec::new();
-        while let Some(event) = events.next().await {
-            seen.push(event);
-        }
-        seen
-    })
-    .await
-    .expect("the watch stream did not end within 10 s of the final status");
-    let steps: Vec<u64> = collected
-        .iter()
-        .filter_map(|e| match e {
-            TaskEvent::Progress(p) => Some(p.step),
-            TaskEvent::Status { .. } => None,
-        })
-        .collect();
-    let mut expected = vec![1, 2, 3];
-    if steps.len() == 4 {
-        expected.push(4);
-    }
-    assert_eq!(steps, expected, "progress events in order: {collected:?}");
+    let rest = tokio::time::timeout(Duration::from_secs(10), events.collect::<Vec<_>>())
+        .await
+        .expect("the watch stream did not end within 10 s of the final status");
     assert_eq!(
-        collected.last(),
-        Some(&TaskEvent::Status {
-            status: TaskStatus::Succeeded
-        }),
-        "the stream ends with the final status"
+        rest,
+        vec![
+            TaskEvent::Progress(last.clone()),
+            TaskEvent::Status {
+                status: TaskStatus::Succeeded
+            },
+        ],
+        "the outcome's progress, then the final status, then the end"
     );
     assert_eq!(h.backend.progress().latest(id).await.unwrap(), Some(last));
+}
+
+async fn next(events: &mut BoxStream<'static, TaskEvent>) -> Option<TaskEvent> {
+    tokio::time::timeout(Duration::from_secs(10), events.next())
+        .await
+        .expect("no watch event within 10 s")
 }
 
 /// Watching a finished task yields its final status and ends at once.

@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use super::Harness;
-use crate::{NewTask, Outcome, RunAt, TaskStatus};
+use crate::{Completion, NewTask, Outcome, Progress, RunAt, TaskStatus};
 
 fn kept(job: &str, secs: u64) -> NewTask {
     NewTask {
@@ -22,18 +22,47 @@ pub async fn purge_removes_only_expired_finished_tasks(h: Harness) {
         ])
         .await;
     let (succeeded, failed, cancelled) = (ids[0], ids[1], ids[2]);
+    // Each finished task has progress: reported while running, or sent with its outcome.
     let lease = h.claim_one("succeed").await.lease;
+    h.backend
+        .progress()
+        .report(&[(succeeded, Progress::new(1, Some(2)))])
+        .await
+        .unwrap();
     h.succeed(lease, "1").await;
     let lease = h.claim_one("fail").await.lease;
-    h.finish(
-        lease,
-        Outcome::Failed {
-            error: "no".to_owned(),
-            retry_after: None,
-        },
-    )
-    .await;
+    h.backend
+        .queue()
+        .finish(vec![Completion {
+            lease,
+            outcome: Outcome::Failed {
+                error: "no".to_owned(),
+                retry_after: None,
+            },
+            progress: Some(Progress::new(3, Some(4))),
+        }])
+        .await
+        .unwrap();
+    let lease = h.claim_one("cancel").await.lease;
     h.backend.store().cancel(cancelled).await.unwrap();
+    h.backend
+        .queue()
+        .finish(vec![Completion {
+            lease,
+            outcome: Outcome::Cancelled {
+                reason: "asked to".to_owned(),
+            },
+            progress: Some(Progress::new(5, None)),
+        }])
+        .await
+        .unwrap();
+    for id in [succeeded, failed, cancelled] {
+        assert!(h.get(id).await.status.is_final());
+        assert!(
+            h.backend.progress().latest(id).await.unwrap().is_some(),
+            "progress is kept until the task is purged"
+        );
+    }
 
     let queued = h.insert(vec![kept("queued", 0)]).await[0];
     let running = h.insert(vec![kept("running", 0)]).await[0];
@@ -51,12 +80,17 @@ pub async fn purge_removes_only_expired_finished_tasks(h: Harness) {
     h.advance(Duration::from_secs(1));
     assert_eq!(h.backend.store().purge(100).await.unwrap(), 2);
     for gone in [succeeded, cancelled] {
+        assert_eq!(
+            h.backend.progress().latest(gone).await.unwrap(),
+            None,
+            "a purged task's progress is gone"
+        );
         assert!(h.backend.store().get(gone).await.unwrap().is_none());
-        assert_eq!(h.backend.progress().latest(gone).await.unwrap(), None);
     }
     assert_eq!(h.get(failed).await.status, TaskStatus::Failed);
     h.advance(Duration::from_secs(60));
     assert_eq!(h.backend.store().purge(100).await.unwrap(), 1);
+    assert_eq!(h.backend.progress().latest(failed).await.unwrap(), None);
     assert!(h.backend.store().get(failed).await.unwrap().is_none());
 
     h.advance(Duration::from_secs(1_000_000));
