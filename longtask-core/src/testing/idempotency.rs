@@ -172,6 +172,7 @@ pub async fn idempotency_key_and_owner_are_checked(h: Harness) {
         h.get(ok.id).await.idempotency_key.as_deref(),
         Some(longest.as_str())
     );
+}
 
 /// Sixteen submits with one key at once, through two instances (as from two processes), create
 /// one task: every submit gets its id, and exactly one says it created it. (Ten rounds, each
