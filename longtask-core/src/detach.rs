@@ -272,7 +272,7 @@ macro_rules! cancel_safe_backend {
         impl $crate::ProgressSink for $backend {
             async fn report(
                 &self,
-                updates: &[($crate::TaskId, $crate::Progress)],
+                updates: &[($crate::Lease, $crate::Progress)],
             ) -> $crate::Result<()> {
                 let this = self.clone();
                 let updates = updates.to_vec();

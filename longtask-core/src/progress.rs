@@ -6,11 +6,16 @@
 //!
 //! ```
 //! # #[tokio::main(flavor = "current_thread")] async fn main() -> longtask_core::Result<()> {
-//! use longtask_core::{MemoryBackend, NewTask, Progress, ProgressSink, TaskStore};
+//! use std::time::Duration;
+//! use longtask_core::{ClaimRequest, MemoryBackend, NewTask, Progress, ProgressSink, Queue, TaskStore};
 //!
 //! let backend = MemoryBackend::new();
 //! let id = backend.insert(vec![NewTask::new("report", "{}")]).await?[0].id;
-//! backend.report(&[(id, Progress::new(3, Some(10)))]).await?;
+//! let jobs = ["report".to_owned()];
+//! let claimed = backend
+//!     .claim(ClaimRequest { jobs: &jobs, worker: "w1", limit: 1, lease: Duration::from_secs(30) })
+//!     .await?;
+//! backend.report(&[(claimed[0].lease, Progress::new(3, Some(10)))]).await?;
 //! assert_eq!(backend.latest(id).await?.unwrap().step, 3);
 //! # Ok(()) }
 //! ```
@@ -21,6 +26,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::{
     error::Result,
+    queue::Lease,
     task::{Progress, TaskId, TaskStatus},
 };
 
@@ -40,9 +46,15 @@ pub enum TaskEvent {
 /// Stores and streams progress. Object-safe.
 #[async_trait]
 pub trait ProgressSink: Send + Sync {
-    /// Stores the latest progress of each task (a batch, one entry per task), and sends it to
-    /// the task's watchers. Reports for unknown or finished tasks are ignored.
-    async fn report(&self, updates: &[(TaskId, Progress)]) -> Result<()>;
+    /// Stores the latest progress of each running task (a batch, one entry per task), under the
+    /// lease of the attempt that reports it, and sends it to the task's watchers.
+    ///
+    /// Progress is fenced like every other write of a worker: a report under a lease that is no
+    /// longer live (it expired and the task was recovered or claimed again, or the task
+    /// finished or was purged) changes nothing, so a worker that lost its task can never move a
+    /// newer attempt's progress (and the status page) backwards. Such reports, and reports for
+    /// unknown tasks, are ignored without an error.
+    async fn report(&self, updates: &[(Lease, Progress)]) -> Result<()>;
 
     /// The latest progress stored for a task.
     async fn latest(&self, id: TaskId) -> Result<Option<Progress>>;

@@ -443,7 +443,7 @@ struct CountingSink {
 
 #[async_trait]
 impl ProgressSink for CountingSink {
-    async fn report(&self, updates: &[(TaskId, Progress)]) -> longtask_core::Result<()> {
+    async fn report(&self, updates: &[(Lease, Progress)]) -> longtask_core::Result<()> {
         self.writes.fetch_add(updates.len(), Ordering::SeqCst);
         self.inner.report(updates).await
     }

@@ -1,10 +1,11 @@
--- report.lua: stores the latest progress of tasks that are not finished, and publishes it.
--- ARGV: 2 per update: id, progress JSON.
-for i = 1, #ARGV, 2 do
-  local id, progress = ARGV[i], ARGV[i + 1]
+-- report.lua: stores the latest progress of running tasks under their live lease (a stale lease
+-- changes nothing), and publishes it.
+-- ARGV: 3 per update: id, token, progress JSON.
+for i = 1, #ARGV, 3 do
+  local id, token, progress = ARGV[i], ARGV[i + 1], ARGV[i + 2]
   local key = k_task(id)
-  local status = redis.call('HGET', key, 'status')
-  if status and not is_final(status) then
+  local h = redis.call('HMGET', key, 'status', 'token')
+  if h[1] == 'running' and h[2] == token then
     redis.call('HSET', key, 'progress', progress)
     publish_task(id, 'p' .. progress)
   end

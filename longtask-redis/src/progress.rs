@@ -7,7 +7,7 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use futures::{stream::BoxStream, StreamExt};
-use longtask_core::{Error, Progress, Result, TaskEvent, TaskId, TaskStatus};
+use longtask_core::{Error, Lease, Progress, Result, TaskEvent, TaskId, TaskStatus};
 
 use crate::{
     backend::RedisBackend,
@@ -100,15 +100,15 @@ impl Watching {
 }
 
 impl RedisBackend {
-    pub(crate) async fn direct_report(&self, updates: &[(TaskId, Progress)]) -> Result<()> {
+    pub(crate) async fn direct_report(&self, updates: &[(Lease, Progress)]) -> Result<()> {
         if updates.is_empty() {
             return Ok(());
         }
         let mut call = self.script(&SCRIPTS.report);
-        for (id, progress) in updates {
+        for (lease, progress) in updates {
             let json = serde_json::to_string(progress)
                 .map_err(|e| Error::backend("encoding progress", e))?;
-            call.arg(id.to_string()).arg(json);
+            call.arg(lease.task.to_string()).arg(lease.token).arg(json);
         }
         self.invoke::<i64>(&call, "reporting progress").await?;
         Ok(())

@@ -202,11 +202,6 @@ async fn a_second_process_sees_changes_and_never_double_claims() {
         .unwrap()[0]
         .id;
     let mut events = web.watch(id).await.unwrap();
-    worker
-        .report(&[(id, Progress::new(1, Some(2)))])
-        .await
-        .unwrap();
-    assert!(matches!(next(&mut events).await, Some(TaskEvent::Progress(p)) if p.step == 1));
     let jobs = ["noop".to_owned()];
     let request = ClaimRequest {
         jobs: &jobs,
@@ -221,6 +216,11 @@ async fn a_second_process_sees_changes_and_never_double_claims() {
             status: TaskStatus::Running
         })
     );
+    worker
+        .report(&[(claimed[0].lease, Progress::new(1, Some(2)))])
+        .await
+        .unwrap();
+    assert!(matches!(next(&mut events).await, Some(TaskEvent::Progress(p)) if p.step == 1));
     let done = Completion::new(
         claimed[0].lease,
         Outcome::Succeeded {

@@ -458,17 +458,15 @@ impl Queue for MemoryBackend {
 
 #[async_trait]
 impl ProgressSink for MemoryBackend {
-    async fn report(&self, updates: &[(TaskId, Progress)]) -> Result<()> {
+    async fn report(&self, updates: &[(Lease, Progress)]) -> Result<()> {
         let mut state = self.lock();
-        for (id, progress) in updates {
-            let Some(slot) = state.tasks.idx(*id).and_then(|idx| state.tasks.at_mut(idx)) else {
+        for (lease, progress) in updates {
+            // Only the live lease of a running task may write its progress.
+            let Some(slot) = state.leased(*lease).and_then(|idx| state.tasks.at_mut(idx)) else {
                 continue;
             };
-            if slot.record.status.is_final() {
-                continue;
-            }
             slot.record.progress = Some(progress.clone());
-            state.emit(*id, &TaskEvent::Progress(progress.clone()));
+            state.emit(lease.task, &TaskEvent::Progress(progress.clone()));
         }
         Ok(())
     }

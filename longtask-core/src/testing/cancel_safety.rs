@@ -135,7 +135,7 @@ pub async fn dropped_operations_leave_the_backend_consistent(h: Harness) {
             let beat = queue.heartbeat(&held, LEASE);
             let _ = ok_or_not_found(cut(&mut rng, beat).await, "heartbeat");
             let lease = held[rng.gen_range(0..held.len())];
-            let update = [(lease.task, Progress::new(round as u64, Some(1000)))];
+            let update = [(lease, Progress::new(round as u64, Some(1000)))];
             let _ = ok_or_not_found(cut(&mut rng, progress.report(&update)).await, "report");
         }
         if !held.is_empty() && rng.gen_bool(0.6) {

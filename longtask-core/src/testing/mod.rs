@@ -395,6 +395,7 @@ macro_rules! conformance_suite {
             progress::watch_finished_task_ends_at_once,
             progress::watch_unknown_task_is_not_found,
             progress::completion_stores_progress,
+            progress::stale_lease_progress_changes_nothing,
             retention::purge_removes_only_expired_finished_tasks,
             retention::purge_respects_limit,
             retention::purge_spans_many_retention_periods,

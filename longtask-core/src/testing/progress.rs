@@ -4,8 +4,10 @@ use std::time::Duration;
 
 use futures::{stream::BoxStream, StreamExt};
 
-use super::Harness;
-use crate::{Completion, Error, Outcome, Progress, TaskEvent, TaskId, TaskQuery, TaskStatus};
+use super::{Harness, LEASE};
+use crate::{
+    Completion, Error, Lease, Outcome, Progress, TaskEvent, TaskId, TaskQuery, TaskStatus,
+};
 
 fn progress(h: &Harness, step: u64, total: Option<u64>, message: Option<&str>) -> Progress {
     Progress {
@@ -21,7 +23,15 @@ fn progress(h: &Harness, step: u64, total: Option<u64>, message: Option<&str>) -
 pub async fn progress_latest_round_trip(h: Harness) {
     let id = h.submit("prog", "{}").await;
     let other = h.submit("prog", "{}").await;
-    h.claim(&["prog"], 2).await;
+    let claimed = h.claim(&["prog"], 2).await;
+    let lease_of = |task: TaskId| {
+        claimed
+            .iter()
+            .find(|c| c.lease.task == task)
+            .expect("both tasks are claimed")
+            .lease
+    };
+    let (lease, other_lease) = (lease_of(id), lease_of(other));
     assert_eq!(h.backend.progress().latest(id).await.unwrap(), None);
     let first = progress(
         &h,
@@ -32,7 +42,7 @@ pub async fn progress_latest_round_trip(h: Harness) {
     let unknown_total = progress(&h, 7, None, None);
     h.backend
         .progress()
-        .report(&[(id, first.clone()), (other, unknown_total.clone())])
+        .report(&[(lease, first.clone()), (other_lease, unknown_total.clone())])
         .await
         .unwrap();
     assert_eq!(
@@ -48,7 +58,7 @@ pub async fn progress_latest_round_trip(h: Harness) {
     let second = progress(&h, 4, Some(10), Some("next"));
     h.backend
         .progress()
-        .report(&[(id, second.clone())])
+        .report(&[(lease, second.clone())])
         .await
         .unwrap();
     assert_eq!(h.backend.progress().latest(id).await.unwrap(), Some(second));
@@ -66,7 +76,7 @@ pub async fn progress_of_finished_task_is_ignored(h: Harness) {
     h.succeed(claimed.lease, "1").await;
     h.backend
         .progress()
-        .report(&[(id, progress(&h, 1, Some(2), None))])
+        .report(&[(claimed.lease, progress(&h, 1, Some(2), None))])
         .await
         .unwrap();
     assert_eq!(h.backend.progress().latest(id).await.unwrap(), None);
@@ -75,7 +85,13 @@ pub async fn progress_of_finished_task_is_ignored(h: Harness) {
     let unknown = TaskId::new();
     h.backend
         .progress()
-        .report(&[(unknown, progress(&h, 1, None, Some("stray")))])
+        .report(&[(
+            Lease {
+                task: unknown,
+                token: claimed.lease.token,
+            },
+            progress(&h, 1, None, Some("stray")),
+        )])
         .await
         .unwrap();
     assert_eq!(
@@ -121,7 +137,7 @@ pub async fn watch_streams_progress_and_final_status(h: Harness) {
         let sent = progress(&h, step, Some(4), Some(&format!("step {step}")));
         h.backend
             .progress()
-            .report(&[(id, sent.clone())])
+            .report(&[(claimed.lease, sent.clone())])
             .await
             .unwrap();
         // Each report is seen before the next is sent: none may be lost or reordered.
@@ -211,4 +227,72 @@ pub async fn completion_stores_progress(h: Harness) {
     let got = h.get(id).await;
     assert_eq!(got.status, TaskStatus::Failed);
     assert_eq!(got.progress, Some(last));
+}
+
+/// Progress is fenced: a worker whose lease expired and whose task was claimed again cannot
+/// move the newer attempt's progress (nor its watchers' view) backwards; a report under a
+/// queued or retrying task's old lease changes nothing either.
+pub async fn stale_lease_progress_changes_nothing(h: Harness) {
+    let id = h.submit("fenced-progress", "{}").await;
+    let old = h.claim_as("old", &["fenced-progress"], 1).await.remove(0);
+    let before = progress(&h, 9, Some(10), Some("old attempt, nearly done"));
+    h.backend
+        .progress()
+        .report(&[(old.lease, before.clone())])
+        .await
+        .unwrap();
+    h.advance(LEASE + Duration::from_secs(1));
+    assert_eq!(h.backend.queue().recover_expired(10).await.unwrap(), 1);
+    // Retrying, not yet claimed again: the old lease writes nothing.
+    let stale = progress(&h, 10, Some(10), Some("zombie"));
+    h.backend
+        .progress()
+        .report(&[(old.lease, stale.clone())])
+        .await
+        .unwrap();
+    assert_eq!(h.get(id).await.progress, Some(before.clone()));
+
+    let new = h.claim_as("new", &["fenced-progress"], 1).await.remove(0);
+    assert_eq!(new.lease.task, id);
+    let mut events = h.backend.progress().watch(id).await.unwrap();
+    let current = progress(&h, 2, Some(10), Some("new attempt"));
+    h.backend
+        .progress()
+        .report(&[(new.lease, current.clone())])
+        .await
+        .unwrap();
+    assert_eq!(
+        next(&mut events).await,
+        Some(TaskEvent::Progress(current.clone()))
+    );
+    // The zombie reports again, alone and in a batch with the live lease's next report.
+    h.backend
+        .progress()
+        .report(&[(old.lease, stale.clone())])
+        .await
+        .unwrap();
+    assert_eq!(
+        h.backend.progress().latest(id).await.unwrap(),
+        Some(current.clone())
+    );
+    let later = progress(&h, 3, Some(10), Some("new attempt, later"));
+    h.backend
+        .progress()
+        .report(&[(old.lease, stale.clone()), (new.lease, later.clone())])
+        .await
+        .unwrap();
+    assert_eq!(
+        h.backend.progress().latest(id).await.unwrap(),
+        Some(later.clone())
+    );
+    assert_eq!(h.get(id).await.progress, Some(later.clone()));
+    // The watcher saw the live lease's reports only, in order.
+    assert_eq!(next(&mut events).await, Some(TaskEvent::Progress(later)));
+    assert_eq!(h.succeed(new.lease, "1").await, crate::Ack::Applied);
+    assert_eq!(
+        next(&mut events).await,
+        Some(TaskEvent::Status {
+            status: TaskStatus::Succeeded
+        })
+    );
 }

@@ -26,7 +26,7 @@ pub async fn purge_removes_only_expired_finished_tasks(h: Harness) {
     let lease = h.claim_one("succeed").await.lease;
     h.backend
         .progress()
-        .report(&[(succeeded, Progress::new(1, Some(2)))])
+        .report(&[(lease, Progress::new(1, Some(2)))])
         .await
         .unwrap();
     h.succeed(lease, "1").await;

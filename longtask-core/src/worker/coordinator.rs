@@ -465,7 +465,7 @@ impl Coordinator {
             .filter_map(|slot| {
                 let current = lock(&slot.current);
                 let current = current.as_ref()?;
-                Some((current.lease.task, current.cx.take_dirty()?))
+                Some((current.lease, current.cx.take_dirty()?))
             })
             .collect();
         if updates.is_empty() {

@@ -2,7 +2,7 @@
 //! `NOTIFY`.
 
 use futures::{stream::BoxStream, StreamExt};
-use longtask_core::{Error, Progress, Result, TaskEvent, TaskId};
+use longtask_core::{Error, Lease, Progress, Result, TaskEvent, TaskId};
 use uuid::Uuid;
 
 use super::{
@@ -11,17 +11,23 @@ use super::{
 };
 
 impl PostgresBackend {
-    pub(super) async fn direct_report(&self, updates: &[(TaskId, Progress)]) -> Result<()> {
+    pub(super) async fn direct_report(&self, updates: &[(Lease, Progress)]) -> Result<()> {
         if updates.is_empty() {
             return Ok(());
         }
-        let ids: Vec<Uuid> = updates.iter().map(|(id, _)| id.as_uuid()).collect();
+        let ids: Vec<Uuid> = updates.iter().map(|(l, _)| l.task.as_uuid()).collect();
+        // Tokens are stored as bigint; one out of its range matches no lease.
+        let tokens: Vec<i64> = updates
+            .iter()
+            .map(|(l, _)| i64::try_from(l.token).unwrap_or(-1))
+            .collect();
         let progress = updates
             .iter()
             .map(|(_, p)| encode_progress(p))
             .collect::<Result<Vec<_>>>()?;
         sqlx::query(&self.sql.report)
             .bind(&ids)
+            .bind(&tokens)
             .bind(&progress)
             .bind(self.notifier.channel())
             .execute(&self.pool)

@@ -13,7 +13,7 @@ use std::{
 };
 
 use futures::{stream::BoxStream, StreamExt};
-use longtask_core::{Error, Progress, Result, TaskEvent, TaskId, TaskStatus};
+use longtask_core::{Error, Lease, Progress, Result, TaskEvent, TaskId, TaskStatus};
 use serde::Serialize;
 use tokio::sync::mpsc;
 
@@ -31,24 +31,26 @@ const STATUS: &str = include_str!("sql/status.sql");
 #[derive(Serialize)]
 struct ReportRow {
     id: String,
+    token: u64,
     progress: String,
 }
 
 impl SqliteBackend {
-    pub(super) async fn direct_report(&self, updates: &[(TaskId, Progress)]) -> Result<()> {
+    pub(super) async fn direct_report(&self, updates: &[(Lease, Progress)]) -> Result<()> {
         if updates.is_empty() {
             return Ok(());
         }
         // The last update of each task wins.
-        let mut latest: HashMap<TaskId, &Progress> = HashMap::with_capacity(updates.len());
-        for (id, progress) in updates {
-            latest.insert(*id, progress);
+        let mut latest: HashMap<TaskId, (u64, &Progress)> = HashMap::with_capacity(updates.len());
+        for (lease, progress) in updates {
+            latest.insert(lease.task, (lease.token, progress));
         }
         let rows = latest
             .iter()
-            .map(|(id, progress)| {
+            .map(|(id, (token, progress))| {
                 Ok(ReportRow {
                     id: hex(*id),
+                    token: *token,
                     progress: progress_json(progress)?,
                 })
             })
@@ -66,7 +68,7 @@ impl SqliteBackend {
             let mut events = Vec::with_capacity(stored.len());
             for (id, version) in stored {
                 let id = row::task_id(&id)?;
-                if let Some(progress) = latest.get(&id) {
+                if let Some((_, progress)) = latest.get(&id) {
                     events.push((id, version, vec![TaskEvent::Progress((*progress).clone())]));
                 }
             }
