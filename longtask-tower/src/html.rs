@@ -361,6 +361,26 @@ mod tests {
         assert_eq!(human_duration(7300), "2 h 1 min");
     }
 
+    #[tokio::test]
+    async fn the_unavailable_page_refreshes_itself_and_escapes_the_title() {
+        use http_body_util::BodyExt as _;
+
+        let response = unavailable("<Reports>", "0193abc");
+        assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(response.headers()[header::RETRY_AFTER], "5");
+        let body = response.into_body().collect().await.unwrap().to_bytes();
+        let page = String::from_utf8_lossy(&body).into_owned();
+        assert!(
+            page.contains("<meta http-equiv=\"refresh\" content=\"5\">"),
+            "{page}"
+        );
+        assert!(
+            page.contains("&lt;Reports&gt;") && !page.contains("<Reports>"),
+            "{page}"
+        );
+        assert!(!page.contains("<script"), "{page}");
+    }
+
     #[test]
     fn csp_names_both_hashes() {
         let csp = CSP.to_str().unwrap();
