@@ -71,4 +71,4 @@ mod record;
 mod scripts;
 mod store;
 
-pub use crate::backend::RedisBackend;
+pub use crate::backend::{RedisBackend, RedisOptions};

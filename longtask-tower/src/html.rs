@@ -4,18 +4,23 @@
 //! unknown), the job's message, the time left and the time spent, the result or the error, and a
 //! cancel button. Without JavaScript it refreshes itself (a `<meta http-equiv="refresh">` inside
 //! `<noscript>`) until the task is finished; with JavaScript it follows the task live over the
-//! events route. The inline style and script are allowed by their hashes in a strict
+//! events route. While the task store cannot be reached, [`unavailable`] stands in for it: a
+//! `503` page that says so and refreshes itself until the store is back. The inline style and script are allowed by their hashes in a strict
 //! `Content-Security-Policy`, and every string that comes from a task is escaped with [`escape`].
 
 use std::{fmt::Write as _, sync::LazyLock};
 
 use base64::Engine as _;
 use chrono::{DateTime, Utc};
-use http::HeaderValue;
+use http::{header, HeaderValue, Response, StatusCode};
 use longtask_core::{TaskRecord, TaskStatus};
 use sha2::{Digest, Sha256};
 
-use crate::status::{ceil_secs, next_attempt_in, Links};
+use crate::{
+    body::ResponseBody,
+    problem::{truncate, RETRY_AFTER_SECS},
+    status::{ceil_secs, next_attempt_in, Links},
+};
 
 const CSS: &str = include_str!("assets/status.css");
 const JS: &str = include_str!("assets/status.js");
@@ -283,6 +288,46 @@ impl Page<'_> {
     }
 }
 
+/// The status page while the task store cannot be reached (`503`, with `Retry-After`): it says
+/// so, says that the task is safe, and refreshes itself (without JavaScript) until the store
+/// answers again and the usual page comes back. `id` is the task id of the request (escaped).
+pub(crate) fn unavailable(title: &str, id: &str) -> Response<ResponseBody> {
+    let every = RETRY_AFTER_SECS;
+    let title = escape(title);
+    let html = format!(
+        "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\
+         <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
+         <title>{title} · Temporarily unavailable</title>\
+         <meta http-equiv=\"refresh\" content=\"{every}\"><style>{CSS}</style></head><body>\
+         <main id=\"task\" data-final=\"false\"><h1>{title}</h1>\
+         <p class=\"state retrying\" id=\"state\">Temporarily unavailable</p>\
+         <div class=\"error retry\"><p>The task store cannot be reached right now.</p>\
+         <p>Your task is safe: nothing submitted is lost, and work goes on once the store is back. \
+         This page tries again every {every} seconds.</p></div>\
+         <p class=\"links\">Task <code>{id}</code></p></main></body></html>\n",
+        id = escape(&truncate(id, 80)),
+    );
+    let mut response = Response::new(ResponseBody::full(html));
+    *response.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/html; charset=utf-8"),
+    );
+    headers.insert(header::RETRY_AFTER, HeaderValue::from(every));
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    headers.insert(header::CONTENT_SECURITY_POLICY, CSP.clone());
+    headers.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    headers.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
+    response
+}
+
 /// The default result view: the output JSON, pretty-printed and escaped.
 pub(crate) fn json_result(output: &str, result_link: &str) -> String {
     let pretty = serde_json::from_str::<serde_json::Value>(output)
@@ -314,6 +359,26 @@ mod tests {
         assert_eq!(human_duration(5), "5 s");
         assert_eq!(human_duration(65), "1 min 5 s");
         assert_eq!(human_duration(7300), "2 h 1 min");
+    }
+
+    #[tokio::test]
+    async fn the_unavailable_page_refreshes_itself_and_escapes_the_title() {
+        use http_body_util::BodyExt as _;
+
+        let response = unavailable("<Reports>", "0193abc");
+        assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(response.headers()[header::RETRY_AFTER], "5");
+        let body = response.into_body().collect().await.unwrap().to_bytes();
+        let page = String::from_utf8_lossy(&body).into_owned();
+        assert!(
+            page.contains("<meta http-equiv=\"refresh\" content=\"5\">"),
+            "{page}"
+        );
+        assert!(
+            page.contains("&lt;Reports&gt;") && !page.contains("<Reports>"),
+            "{page}"
+        );
+        assert!(!page.contains("<script"), "{page}");
     }
 
     #[test]

@@ -9,6 +9,10 @@ use serde::Serialize;
 
 use crate::body::ResponseBody;
 
+/// The `Retry-After` of every 503 (seconds), and how often the status page tries again while
+/// the task store cannot be reached.
+pub(crate) const RETRY_AFTER_SECS: u64 = 5;
+
 /// One problem: status, detail and optional extra headers (`Allow` on 405).
 #[derive(Debug)]
 pub(crate) struct Problem {
@@ -38,6 +42,11 @@ impl Problem {
     /// The status it answers with.
     pub(crate) fn status(&self) -> StatusCode {
         self.status
+    }
+
+    /// Whether it says the service cannot answer right now (503, sent with `Retry-After`).
+    pub(crate) fn is_unavailable(&self) -> bool {
+        self.status == StatusCode::SERVICE_UNAVAILABLE
     }
 
     pub(crate) fn not_found(what: &str) -> Self {
@@ -82,11 +91,16 @@ impl Problem {
                 StatusCode::UNPROCESSABLE_ENTITY,
                 format!("could not {action} {what}: {source}"),
             ),
+            // Whatever else failed (the store cannot be reached, timed out, refused the query),
+            // the request may succeed later: 503 with Retry-After, never 500.
             other => {
                 tracing::warn!(error = %other, "longtask backend failed");
                 Self::new(
                     StatusCode::SERVICE_UNAVAILABLE,
-                    "the task store is not available right now; try again in a few seconds",
+                    format!(
+                        "the task store cannot be reached right now; tasks already submitted are \
+                         safe; try again in {RETRY_AFTER_SECS} seconds"
+                    ),
                 )
             }
         }
@@ -118,7 +132,7 @@ impl Problem {
             headers.insert(header::ALLOW, HeaderValue::from_static(allow));
         }
         if self.status == StatusCode::SERVICE_UNAVAILABLE {
-            headers.insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+            headers.insert(header::RETRY_AFTER, HeaderValue::from(RETRY_AFTER_SECS));
         }
         response
     }

@@ -32,6 +32,17 @@
 //! are sent with `NOTIFY` only for tasks someone watches, so a busy queue does not flood the
 //! notification channel.
 //!
+//! Outages: a call waits at most 5 s for a connection, connecting included
+//! ([`ACQUIRE_TIMEOUT`](PostgresBackend::ACQUIRE_TIMEOUT), sqlx's own default is 30 s), then
+//! fails with [`Error::Backend`]; so while the server cannot be reached every call, and every
+//! HTTP request that makes one, fails within about 5 s (`longtask-tower` answers 503 with
+//! `Retry-After`). Nothing needs restarting when the server is back: broken connections are
+//! dropped at their next use, new ones are opened, the `LISTEN` connection reconnects and
+//! workers go on. Change the bound with [`connect_with`](PostgresBackend::connect_with), or with
+//! `acquire_timeout` on a pool of your own ([`from_pool`](PostgresBackend::from_pool)). A
+//! statement on a connection that was open before the server froze (rather than stopped) waits
+//! for TCP to notice; set `statement_timeout` on the server side if that matters.
+//!
 //! Claim order and history: each backend remembers, per job, where its last claim stopped in
 //! the waiting-tasks index, and claims from there, so that claims do not slow down stepping
 //! over the dead index entries of the tasks claimed since the last VACUUM. Claim order
@@ -51,7 +62,7 @@ mod sql;
 mod store;
 mod submit;
 
-use std::{fmt, sync::Arc};
+use std::{fmt, sync::Arc, time::Duration};
 
 use chrono::{DateTime, Utc};
 use longtask_core::{Clock, Error, Result, SystemClock};
@@ -83,8 +94,17 @@ pub struct PostgresBackend {
 }
 
 impl PostgresBackend {
-    /// Connects to the database at `url` (a pool of up to 16 connections), using the schema
-    /// `longtask`. Call [`migrate`](Self::migrate) once before use.
+    /// How long a call waits for a pooled connection, connecting included, before it fails: 5 s.
+    /// This bounds how long anything (an HTTP request, a worker's claim) waits while the server
+    /// cannot be reached; sqlx's default would be 30 s.
+    pub const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
+
+    /// The connections [`connect`](Self::connect) opens at most.
+    pub const MAX_CONNECTIONS: u32 = 16;
+
+    /// Connects to the database at `url` (a pool of up to 16 connections, each call waiting at
+    /// most 5 s for one: see [`pool_options`](Self::pool_options)), using the schema `longtask`.
+    /// Call [`migrate`](Self::migrate) once before use.
     ///
     /// ```no_run
     /// # #[tokio::main(flavor = "current_thread")] async fn main() -> longtask_core::Result<()> {
@@ -94,22 +114,58 @@ impl PostgresBackend {
     /// # Ok(()) }
     /// ```
     pub async fn connect(url: &str) -> Result<Self> {
-        let pool = PgPoolOptions::new()
-            .max_connections(16)
+        Self::connect_with(url, Self::pool_options()).await
+    }
+
+    /// Connects to the database at `url` with a pool built from `options`: start from
+    /// [`pool_options`](Self::pool_options) and change what you need, such as the number of
+    /// connections or how long a call may wait for one (and so how soon requests fail while the
+    /// server cannot be reached).
+    ///
+    /// ```no_run
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> longtask_core::Result<()> {
+    /// use std::time::Duration;
+    /// use longtask_sqlx::PostgresBackend;
+    ///
+    /// let url = std::env::var("DATABASE_URL").unwrap_or_else(|_| "postgres://localhost/app".into());
+    /// let options = PostgresBackend::pool_options()
+    ///     .max_connections(32)
+    ///     .acquire_timeout(Duration::from_secs(2));
+    /// let backend = PostgresBackend::connect_with(&url, options).await?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn connect_with(url: &str, options: PgPoolOptions) -> Result<Self> {
+        let pool = options
             .connect(url)
             .await
             .map_err(|e| Error::backend("connecting to Postgres", e))?;
         Ok(Self::from_pool(pool))
     }
 
+    /// The pool settings [`connect`](Self::connect) uses: at most
+    /// [`MAX_CONNECTIONS`](Self::MAX_CONNECTIONS) connections, and a call waits at most
+    /// [`ACQUIRE_TIMEOUT`](Self::ACQUIRE_TIMEOUT) for one (connecting included) before it fails.
+    ///
+    /// ```
+    /// let options = longtask_sqlx::PostgresBackend::pool_options();
+    /// assert_eq!(options.get_max_connections(), 16);
+    /// assert_eq!(options.get_acquire_timeout(), std::time::Duration::from_secs(5));
+    /// ```
+    pub fn pool_options() -> PgPoolOptions {
+        PgPoolOptions::new()
+            .max_connections(Self::MAX_CONNECTIONS)
+            .acquire_timeout(Self::ACQUIRE_TIMEOUT)
+    }
+
     /// Uses an existing pool (shared with the application), with the schema `longtask`.
     /// The backend holds one of the pool's connections for `LISTEN` once workers or watchers
-    /// start.
+    /// start. The pool's `acquire_timeout` bounds how long calls wait while the server cannot be
+    /// reached: sqlx's default is 30 s, [`pool_options`](Self::pool_options) sets 5 s.
     ///
     /// ```no_run
     /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Box<dyn std::error::Error>> {
     /// let url = std::env::var("DATABASE_URL")?;
-    /// let pool = sqlx::PgPool::connect(&url).await?;
+    /// let pool = longtask_sqlx::PostgresBackend::pool_options().connect(&url).await?;
     /// let backend = longtask_sqlx::PostgresBackend::from_pool(pool);
     /// # Ok(()) }
     /// ```

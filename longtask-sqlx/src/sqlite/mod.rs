@@ -26,6 +26,10 @@ use tokio::sync::{mpsc, watch};
 
 /// How long a connection waits for another process's write lock before failing.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a call waits for the writer connection (behind the writes queued before it) or a
+/// reader before failing, instead of sqlx's 30 s: twice the busy timeout, so that writes queued
+/// behind one that waits for another process's lock are not failed for that wait alone.
+const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Reader connections opened by [`SqliteBackend::connect`].
 const READERS: u32 = 4;
 /// The default interval of watch polls (changes made by other processes).
@@ -45,7 +49,11 @@ type Watchers = HashMap<TaskId, Vec<mpsc::UnboundedSender<Batch>>>;
 ///   the file) and a busy timeout of 5 s. All writes go through a *single writer connection* (a
 ///   pool of one) in `BEGIN IMMEDIATE` transactions, so writers never deadlock and never upgrade a
 ///   read lock; reads (`get`, `list`, `latest`, watch polls) use a separate pool of readers beside
-///   it, which WAL lets run while a write is under way.
+///   it, which WAL lets run while a write is under way. A call waits at most 10 s for its
+///   connection (the writes queued before it included), then fails with
+///   [`Error::Backend`](longtask_core::Error::Backend) (`longtask-tower` answers 503 with
+///   `Retry-After`) rather than sqlx's 30 s; pools of your own
+///   ([`from_pools`](SqliteBackend::from_pools)) set their own `acquire_timeout`.
 /// - **Batches.** A claim, a batch of completions, heartbeats, releases, progress reports or
 ///   inserts is one transaction with a fixed number of statements, whatever the batch size: the
 ///   batch travels as one JSON array parameter, unpacked in SQL with `json_each`.
@@ -343,6 +351,7 @@ async fn open_pool(options: SqliteConnectOptions, max: u32) -> Result<SqlitePool
         let opened = SqlitePoolOptions::new()
             .max_connections(max)
             .min_connections(1)
+            .acquire_timeout(ACQUIRE_TIMEOUT)
             .connect_with(options.clone())
             .await;
         match opened {

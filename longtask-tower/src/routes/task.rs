@@ -35,7 +35,13 @@ impl<J: Job> Config<J> {
         let format = forced
             .or_else(|| negotiate(&parts.headers, &[Format::Json, Format::Html]))
             .ok_or_else(|| Problem::not_acceptable("application/json or text/html"))?;
-        let task = self.load(parts, id).await?;
+        let task = match self.load(parts, id).await {
+            // A person waiting on the page: say what happened, and keep trying.
+            Err(problem) if format == Format::Html && problem.is_unavailable() => {
+                return Ok(html::unavailable(&self.title, id));
+            }
+            loaded => loaded?,
+        };
         let now = Utc::now();
         let links = self.links(task.id);
         let tag = match format {
