@@ -359,13 +359,21 @@ async fn malformed_http_gets_no_5xx_and_refused_requests_create_nothing() {
         .expect("the server stopped answering")
         .unwrap();
     assert!(answer.starts_with("HTTP/1.1 404"), "{answer}");
-    let tasks = client
-        .list(&TaskQuery {
-            limit: usize::MAX,
-            ..TaskQuery::default()
-        })
-        .await
-        .expect("listing");
+    let mut tasks = Vec::new();
+    loop {
+        let page = client
+            .list(&TaskQuery {
+                after: tasks.last().map(|t: &longtask_core::TaskRecord| t.id),
+                limit: 10_000,
+                ..TaskQuery::default()
+            })
+            .await
+            .expect("listing");
+        if page.is_empty() {
+            break;
+        }
+        tasks.extend(page);
+    }
     for task in &tasks {
         let params: serde_json::Value = serde_json::from_str(&task.params).expect("params");
         if let Some(marker) = params["flaky"].as_str() {

@@ -419,14 +419,22 @@ async fn generated_requests_get_problems_and_rejected_ones_create_nothing() {
         }
     }
 
-    let tasks = app
-        .client
-        .list(&TaskQuery {
-            limit: usize::MAX,
-            ..TaskQuery::default()
-        })
-        .await
-        .expect("listing tasks");
+    let mut tasks = Vec::new();
+    loop {
+        let page = app
+            .client
+            .list(&TaskQuery {
+                after: tasks.last().map(|t: &longtask_core::TaskRecord| t.id),
+                limit: 10_000,
+                ..TaskQuery::default()
+            })
+            .await
+            .expect("listing tasks");
+        if page.is_empty() {
+            break;
+        }
+        tasks.extend(page);
+    }
     for task in &tasks {
         let params: Params = serde_json::from_str(&task.params).expect("stored params decode");
         if let Some(marker) = params.message {
