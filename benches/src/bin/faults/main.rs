@@ -27,8 +27,10 @@
 //! `--prefetch` (4), `--lease-ms` (2000), `--job-ms` (100: each run sleeps 0.5–1.5× that),
 //! `--kill-min-ms` / `--kill-max-ms` (500 / 2500), `--freeze-ms` (2.5 leases), `--outage-ms`
 //! (1000), `--timeout-s` (300), `--seed` (random), `--no-faults` (kill, freeze and restart
-//! nothing), `--keep` (keep the folder), and `--plant wrong-attempt,lose-task,skip-effect` to
-//! plant errors the verifier must catch.
+//! nothing), `--keep` (keep the folder), and `--plant wrong-attempt,lose-task,skip-effect,rerun`
+//! to plant errors the verifier must catch (outputs naming the next attempt, a task purged
+//! before the check, runs without their side effect, first attempts that fail after their side
+//! effect).
 
 mod server;
 mod supervisor;
@@ -79,6 +81,8 @@ struct Plants {
     lose_task: bool,
     /// Some runs record no side effect.
     skip_effect: bool,
+    /// Some first attempts fail after their side effect: re-runs that no fault explains.
+    rerun: bool,
 }
 
 impl FromStr for Plants {
@@ -91,9 +95,10 @@ impl FromStr for Plants {
                 "wrong-attempt" => plants.wrong_attempt = true,
                 "lose-task" => plants.lose_task = true,
                 "skip-effect" => plants.skip_effect = true,
+                "rerun" => plants.rerun = true,
                 other => {
                     return Err(format!(
-                        "`{other}` is not a plant: use wrong-attempt, lose-task or skip-effect"
+                        "`{other}` is not a plant: use wrong-attempt, lose-task, skip-effect or rerun"
                     ))
                 }
             }
@@ -113,6 +118,9 @@ impl Plants {
         }
         if self.skip_effect {
             names.push("skip-effect");
+        }
+        if self.rerun {
+            names.push("rerun");
         }
         names.join(",")
     }

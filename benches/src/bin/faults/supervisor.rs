@@ -257,7 +257,7 @@ async fn scenario(settings: &Settings, dir: &Path, server: &mut Server) -> Resul
         next = end;
     }
     if planted_loss {
-        // Purged by a worker's sweeper as soon as it has finished.
+        // Finished, it is past its retention at once: the purge after the run deletes it.
         let options = SubmitOptions::new().retention(Duration::ZERO);
         let inserted = client
             .submit_with::<EffectJob>(plain, options)
@@ -370,6 +370,14 @@ async fn scenario(settings: &Settings, dir: &Path, server: &mut Server) -> Resul
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let elapsed = started.elapsed();
+    if planted_loss {
+        // The planted task has no retention: purging now deletes it (and no other task).
+        backend
+            .store()
+            .purge(100)
+            .await
+            .map_err(|e| format!("purging the planted task: {e}"))?;
+    }
     if let Some((slot, _)) = frozen {
         signal(&workers.procs[slot].child, "CONT")?;
     }

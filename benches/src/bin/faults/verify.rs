@@ -102,25 +102,23 @@ impl fmt::Display for Report {
         )?;
         writeln!(
             f,
-            "  faults: {} SIGKILLs ({} tasks in flight); {} freezes {}; {}",
+            "  faults: {} SIGKILLs ({} tasks in flight); {} freezes{}; {}",
             self.kills,
             self.kills_in_flight,
             self.freezes.len(),
             self.freezes
                 .iter()
-                .map(|(d, n)| format!("of {} ({n} in flight)", secs(d)))
-                .collect::<Vec<_>>()
-                .join(", "),
+                .map(|(d, n)| format!(" of {} ({n} in flight)", secs(d)))
+                .collect::<String>(),
             match self.crash {
                 None => "no server to restart".to_owned(),
                 Some(how) => format!(
-                    "{} server restarts by {how} {}",
+                    "{} server restarts by {how}{}",
                     self.restarts.len(),
                     self.restarts
                         .iter()
-                        .map(|(d, n)| format!("(down {}, {n} in flight)", secs(d)))
-                        .collect::<Vec<_>>()
-                        .join(", ")
+                        .map(|(d, n)| format!(" (down {}, {n} in flight)", secs(d)))
+                        .collect::<String>()
                 ),
             }
         )?;

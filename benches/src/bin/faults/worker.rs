@@ -78,6 +78,9 @@ impl Job for EffectJob {
             .map_err(|e| JobError::retryable(format!("recording the side effect: {e}")))?
             .map_err(|e| JobError::retryable(format!("recording the side effect: {e}")))?;
         }
+        if self.plants.rerun && planted(index, 7, 3) && attempt == 1 {
+            return Err(JobError::retryable("planted: failing after the side effect"));
+        }
         let named = if self.plants.wrong_attempt && planted(index, 97, 0) {
             attempt + 1
         } else {
