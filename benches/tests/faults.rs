@@ -96,6 +96,9 @@ fn the_verifier_names_every_planted_error() {
     }
     // 400 tasks: 5 name the wrong attempt (0, 97, ...), 5 have no side effect (1, 90, ...),
     // 57 fail once after their side effect (3, 10, ...), the last one is purged.
-    assert!(report.contains("1 lost, 0 not succeeded, 5 wrong outputs, 5 without their side effect"), "{report}");
+    assert!(
+        report.contains("1 lost, 0 not succeeded, 5 wrong outputs, 5 without their side effect"),
+        "{report}"
+    );
     assert!(report.contains("57 re-runs, at most 0 allowed"), "{report}");
 }

@@ -25,6 +25,8 @@
 //!
 //! Settings (each `--name value`): `--tasks` (2000), `--workers` (3), `--concurrency` (4),
 //! `--prefetch` (4), `--lease-ms` (2000), `--job-ms` (100: each run sleeps 0.5–1.5× that),
+//! `--long-every` / `--long-ms` (one task in 100 runs 1.5 leases instead, kept by heartbeats; 0:
+//! none),
 //! `--kill-min-ms` / `--kill-max-ms` (500 / 2500), `--freeze-ms` (2.5 leases), `--outage-ms`
 //! (1000), `--timeout-s` (300), `--seed` (random), `--no-faults` (kill, freeze and restart
 //! nothing), `--keep` (keep the folder), and `--plant wrong-attempt,lose-task,skip-effect,rerun`
@@ -96,11 +98,9 @@ impl FromStr for Plants {
                 "lose-task" => plants.lose_task = true,
                 "skip-effect" => plants.skip_effect = true,
                 "rerun" => plants.rerun = true,
-                other => {
-                    return Err(format!(
-                        "`{other}` is not a plant: use wrong-attempt, lose-task, skip-effect or rerun"
-                    ))
-                }
+                other => return Err(format!(
+                    "`{other}` is not a plant: use wrong-attempt, lose-task, skip-effect or rerun"
+                )),
             }
         }
         Ok(plants)
@@ -137,7 +137,9 @@ impl Args {
         let mut args = args.peekable();
         while let Some(arg) = args.next() {
             let Some(name) = arg.strip_prefix("--") else {
-                return Err(format!("unexpected argument `{arg}` (options are `--name value`)"));
+                return Err(format!(
+                    "unexpected argument `{arg}` (options are `--name value`)"
+                ));
             };
             let value = match args.peek() {
                 Some(next) if !next.starts_with("--") => args.next(),
@@ -159,9 +161,7 @@ impl Args {
         match self.pairs.iter().rev().find(|(n, _)| n == name) {
             None => Ok(default),
             Some((_, None)) => Err(format!("--{name} needs a value")),
-            Some((_, Some(value))) => value
-                .parse()
-                .map_err(|e| format!("--{name} {value}: {e}")),
+            Some((_, Some(value))) => value.parse().map_err(|e| format!("--{name} {value}: {e}")),
         }
     }
 
@@ -197,6 +197,8 @@ fn run() -> Result<bool, String> {
                 prefetch: args.get("prefetch", 4)?,
                 lease: ms(lease_ms),
                 job_ms: args.get("job-ms", 100)?,
+                long_every: args.get("long-every", 100)?,
+                long_ms: args.get("long-ms", lease_ms * 3 / 2)?,
                 kill_every: (
                     ms(args.get("kill-min-ms", 500)?),
                     ms(args.get("kill-max-ms", 2500)?),
@@ -213,14 +215,17 @@ fn run() -> Result<bool, String> {
         }
         Some("worker") => {
             let args = Args::parse(argv)?;
+            let lease_ms = args.get("lease-ms", 2000)?;
             let settings = worker::Settings {
                 url: args.required("url")?,
                 id: args.required("id")?,
                 effects: args.required("effects")?.into(),
                 concurrency: args.get("concurrency", 4)?,
                 prefetch: args.get("prefetch", 4)?,
-                lease: ms(args.get("lease-ms", 2000)?),
+                lease: ms(lease_ms),
                 job_ms: args.get("job-ms", 100)?,
+                long_every: args.get("long-every", 100)?,
+                long_ms: args.get("long-ms", lease_ms * 3 / 2)?,
                 plants: args.get("plant", Plants::default())?,
             };
             worker::run(&settings).map(|()| true)

@@ -250,8 +250,7 @@ pub(crate) struct Redis {
 impl Redis {
     fn start(dir: &Path) -> Result<Self, String> {
         let redis_dir = dir.join("redis");
-        fs::create_dir(&redis_dir)
-            .map_err(|e| format!("creating {}: {e}", redis_dir.display()))?;
+        fs::create_dir(&redis_dir).map_err(|e| format!("creating {}: {e}", redis_dir.display()))?;
         let mut redis = Self {
             dir: redis_dir,
             port: free_port()?,
@@ -265,7 +264,14 @@ impl Redis {
         let dir = &self.dir;
         let child = Command::new("redis-server")
             .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
-            .args(["--appendonly", "yes", "--appendfsync", "always", "--save", ""])
+            .args([
+                "--appendonly",
+                "yes",
+                "--appendfsync",
+                "always",
+                "--save",
+                "",
+            ])
             .arg("--dir")
             .arg(dir)
             .arg("--pidfile")

@@ -20,7 +20,7 @@ use rand::{rngs::StdRng, Rng, SeedableRng};
 use crate::{
     server::{self, Server},
     verify::{self, Report},
-    worker::{planted, EffectJob},
+    worker::{is_long, planted, EffectJob},
     Kind, Plants,
 };
 
@@ -34,6 +34,8 @@ pub(crate) struct Settings {
     pub(crate) prefetch: usize,
     pub(crate) lease: Duration,
     pub(crate) job_ms: u64,
+    pub(crate) long_every: u64,
+    pub(crate) long_ms: u64,
     pub(crate) kill_every: (Duration, Duration),
     pub(crate) freeze_for: Duration,
     pub(crate) outage: Duration,
@@ -48,6 +50,8 @@ pub(crate) struct Settings {
 #[derive(Debug, Clone)]
 pub(crate) struct Fault {
     pub(crate) what: FaultKind,
+    /// The worker killed or frozen.
+    pub(crate) worker: Option<String>,
     /// Tasks leased by the killed or frozen worker (for a restart: by every worker).
     pub(crate) own: usize,
     /// Tasks leased by every worker.
@@ -96,6 +100,8 @@ impl Workers<'_> {
         .args(["--prefetch", &s.prefetch.to_string()])
         .args(["--lease-ms", &s.lease.as_millis().to_string()])
         .args(["--job-ms", &s.job_ms.to_string()])
+        .args(["--long-every", &s.long_every.to_string()])
+        .args(["--long-ms", &s.long_ms.to_string()])
         .args(["--plant", &s.plants.to_arg()])
         .stdin(Stdio::piped())
         .stdout(Stdio::null())
@@ -150,8 +156,9 @@ async fn connect(url: &str) -> Result<Backend, String> {
     }
 }
 
-/// The leases held now: one lease owner per running task. Retries through a short outage.
-async fn leased(backend: &Backend) -> Vec<Option<String>> {
+/// The leases held now: the lease owner and the parameters (the index) of each running task.
+/// Retries through a short outage.
+async fn leased(backend: &Backend) -> Vec<(Option<String>, u64)> {
     let query = TaskQuery {
         statuses: vec![TaskStatus::Running],
         limit: 10_000,
@@ -159,11 +166,24 @@ async fn leased(backend: &Backend) -> Vec<Option<String>> {
     };
     for _ in 0..150 {
         match backend.store().list(&query).await {
-            Ok(tasks) => return tasks.into_iter().map(|t| t.lease_owner).collect(),
+            Ok(tasks) => {
+                return tasks
+                    .into_iter()
+                    .map(|t| (t.lease_owner, t.params.parse().unwrap_or(u64::MAX)))
+                    .collect()
+            }
             Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
         }
     }
     Vec::new()
+}
+
+/// How many of `leases` `owner` holds.
+fn held_by(leases: &[(Option<String>, u64)], owner: &str) -> usize {
+    leases
+        .iter()
+        .filter(|(o, _)| o.as_deref() == Some(owner))
+        .count()
 }
 
 /// Whether every task is final (`false` while the backend cannot answer).
@@ -286,7 +306,9 @@ async fn scenario(settings: &Settings, dir: &Path, server: &mut Server) -> Resul
     let mut faults: Vec<Fault> = Vec::new();
     let kill_gap = |rng: &mut StdRng| {
         let (min, max) = s.kill_every;
-        Duration::from_millis(rng.gen_range(min.as_millis()..=max.as_millis().max(min.as_millis())) as u64)
+        Duration::from_millis(
+            rng.gen_range(min.as_millis()..=max.as_millis().max(min.as_millis())) as u64,
+        )
     };
     let mut next_kill = Instant::now() + kill_gap(&mut rng);
     let mut frozen: Option<(usize, Instant)> = None;
@@ -316,15 +338,28 @@ async fn scenario(settings: &Settings, dir: &Path, server: &mut Server) -> Resul
         }
         if s.faults {
             let done = progress(&effects);
-            if !froze && done >= 0.15 {
-                let slot = rng.gen_range(0..workers.procs.len());
+            // Freeze a worker that runs a long task if there is one (from 15 %; any worker from
+            // 30 %): that task is run again by another worker while the frozen one sleeps, and
+            // the frozen one finishes it after SIGCONT, under a lease it has lost.
+            let freeze = if !froze && done >= 0.15 {
+                let leases = leased(&backend).await;
+                let long = workers.procs.iter().position(|p| {
+                    leases.iter().any(|(owner, index)| {
+                        owner.as_deref() == Some(&p.id) && is_long(*index, s.long_every)
+                    })
+                });
+                long.or_else(|| (done >= 0.3).then(|| rng.gen_range(0..workers.procs.len())))
+            } else {
+                None
+            };
+            if let Some(slot) = freeze {
                 signal(&workers.procs[slot].child, "STOP")?;
-                let owners = leased(&backend).await;
-                let id = &workers.procs[slot].id;
+                let leases = leased(&backend).await;
                 faults.push(Fault {
                     what: FaultKind::Freeze,
-                    own: owners.iter().filter(|o| o.as_deref() == Some(id)).count(),
-                    all: owners.len(),
+                    worker: Some(workers.procs[slot].id.clone()),
+                    own: held_by(&leases, &workers.procs[slot].id),
+                    all: leases.len(),
                 });
                 frozen = Some((slot, Instant::now() + s.freeze_for));
                 froze = true;
@@ -333,7 +368,7 @@ async fn scenario(settings: &Settings, dir: &Path, server: &mut Server) -> Resul
                 && server.crash_name().is_some()
                 && done >= 0.45
             {
-                let owners = leased(&backend).await;
+                let leases = leased(&backend).await;
                 let down = Instant::now();
                 server.crash()?;
                 tokio::time::sleep(s.outage).await;
@@ -342,8 +377,9 @@ async fn scenario(settings: &Settings, dir: &Path, server: &mut Server) -> Resul
                     what: FaultKind::Restart {
                         outage: down.elapsed(),
                     },
-                    own: owners.len(),
-                    all: owners.len(),
+                    worker: None,
+                    own: leases.len(),
+                    all: leases.len(),
                 });
                 restarted = true;
             } else if Instant::now() >= next_kill {
@@ -356,12 +392,12 @@ async fn scenario(settings: &Settings, dir: &Path, server: &mut Server) -> Resul
                     .kill()
                     .map_err(|e| format!("killing {}: {e}", proc.id))?;
                 let _ = proc.child.wait();
-                let owners = leased(&backend).await;
-                let id = workers.procs[slot].id.clone();
+                let leases = leased(&backend).await;
                 faults.push(Fault {
                     what: FaultKind::Kill,
-                    own: owners.iter().filter(|o| o.as_deref() == Some(&id)).count(),
-                    all: owners.len(),
+                    worker: Some(workers.procs[slot].id.clone()),
+                    own: held_by(&leases, &workers.procs[slot].id),
+                    all: leases.len(),
                 });
                 workers.procs[slot] = workers.spawn(slot)?;
                 next_kill = Instant::now() + kill_gap(&mut rng);

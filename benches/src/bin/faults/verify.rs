@@ -48,7 +48,9 @@ pub(crate) struct Report {
     timed_out: bool,
     kills: usize,
     kills_in_flight: usize,
-    freezes: Vec<(Duration, usize)>,
+    /// Per freeze: how long, tasks in flight, and the frozen worker's runs that a later attempt
+    /// superseded (their outcomes, written under a lost lease, must have been refused).
+    freezes: Vec<(Duration, usize, usize)>,
     restarts: Vec<(Duration, usize)>,
     crash: Option<&'static str>,
     runs: usize,
@@ -108,7 +110,10 @@ impl fmt::Display for Report {
             self.freezes.len(),
             self.freezes
                 .iter()
-                .map(|(d, n)| format!(" of {} ({n} in flight)", secs(d)))
+                .map(|(d, n, stale)| format!(
+                    " of {} ({n} in flight; {stale} of its runs superseded by a later attempt)",
+                    secs(d)
+                ))
                 .collect::<String>(),
             match self.crash {
                 None => "no server to restart".to_owned(),
@@ -158,7 +163,11 @@ impl fmt::Display for Report {
             )?;
         }
         if self.strangers > 0 {
-            writeln!(f, "  FAILED {} side effects of tasks never submitted", self.strangers)?;
+            writeln!(
+                f,
+                "  FAILED {} side effects of tasks never submitted",
+                self.strangers
+            )?;
         }
         if !self.missing_faults.is_empty() {
             writeln!(
@@ -167,11 +176,7 @@ impl fmt::Display for Report {
                 self.missing_faults.join(" and ")
             )?;
         }
-        write!(
-            f,
-            "{}",
-            if self.passed() { "PASSED" } else { "FAILED" }
-        )
+        write!(f, "{}", if self.passed() { "PASSED" } else { "FAILED" })
     }
 }
 
@@ -214,8 +219,11 @@ fn read_effects(dir: &Path) -> Result<(Vec<Effect>, usize), String> {
     let mut effects = Vec::new();
     let mut torn = 0;
     for entry in fs::read_dir(dir).map_err(|e| format!("reading {}: {e}", dir.display()))? {
-        let path = entry.map_err(|e| format!("reading {}: {e}", dir.display()))?.path();
-        let text = fs::read_to_string(&path).map_err(|e| format!("reading {}: {e}", path.display()))?;
+        let path = entry
+            .map_err(|e| format!("reading {}: {e}", dir.display()))?
+            .path();
+        let text =
+            fs::read_to_string(&path).map_err(|e| format!("reading {}: {e}", path.display()))?;
         for line in text.split_inclusive('\n') {
             let mut fields = line.trim_end_matches('\n').split(' ');
             let parsed = match (fields.next(), fields.next(), fields.next(), fields.next()) {
@@ -255,7 +263,10 @@ pub(crate) async fn verify(run: Run<'_>) -> Result<Report, String> {
         .iter()
         .filter(|(_, workers)| workers.len() > 1)
         .map(|((task, attempt), workers)| {
-            format!("task {task} attempt {attempt} ran on {}", workers.join(", "))
+            format!(
+                "task {task} attempt {attempt} ran on {}",
+                workers.join(", ")
+            )
         })
         .collect();
 
@@ -283,7 +294,10 @@ pub(crate) async fn verify(run: Run<'_>) -> Result<Report, String> {
             .as_deref()
             .and_then(|o| serde_json::from_str::<RunOutput>(o).ok());
         let Some(output) = output else {
-            wrong.push(format!("task {id} has no readable output: {:?}", record.output));
+            wrong.push(format!(
+                "task {id} has no readable output: {:?}",
+                record.output
+            ));
             continue;
         };
         if output.task != *id || output.attempt != record.attempt {
@@ -305,10 +319,15 @@ pub(crate) async fn verify(run: Run<'_>) -> Result<Report, String> {
     }
 
     let runs = effects.len() - strangers;
-    let distinct = seen.keys().map(|(task, _)| task).collect::<HashSet<_>>().len();
+    let distinct = seen
+        .keys()
+        .map(|(task, _)| task)
+        .collect::<HashSet<_>>()
+        .len();
     let sqlite = run.settings.kind == Kind::Sqlite;
     let mut bound = 0;
-    let (mut kills, mut kills_in_flight, mut freezes, mut restarts) = (0, 0, Vec::new(), Vec::new());
+    let (mut kills, mut kills_in_flight, mut freezes, mut restarts) =
+        (0, 0, Vec::new(), Vec::new());
     for fault in &run.faults {
         match fault.what {
             FaultKind::Kill => {
@@ -318,7 +337,14 @@ pub(crate) async fn verify(run: Run<'_>) -> Result<Report, String> {
             }
             FaultKind::Freeze => {
                 let in_flight = if sqlite { fault.all } else { fault.own };
-                freezes.push((run.settings.freeze_for, in_flight));
+                let stale = effects
+                    .iter()
+                    .filter(|(task, attempt, worker)| {
+                        Some(worker) == fault.worker.as_ref()
+                            && records.get(task).is_some_and(|r| *attempt < r.attempt)
+                    })
+                    .count();
+                freezes.push((run.settings.freeze_for, in_flight, stale));
                 bound += in_flight;
             }
             FaultKind::Restart { outage } => {

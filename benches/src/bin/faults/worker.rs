@@ -1,6 +1,7 @@
 //! Worker mode: one worker process, started (and killed, frozen, resumed) by the supervisor.
 //!
-//! Each run of the job sleeps a while (work in flight when a fault strikes), appends
+//! Each run of the job sleeps a while (work in flight when a fault strikes; one task in a hundred
+//! outlives its lease, kept by heartbeats), appends
 //! `task attempt worker` to this process's own file with O_APPEND and fsync (the side effect
 //! outside the queue), then returns an output naming the same task, attempt and worker. The
 //! process shuts down gracefully when its standard input closes: when the supervisor ends the
@@ -32,6 +33,8 @@ pub(crate) struct Settings {
     pub(crate) prefetch: usize,
     pub(crate) lease: Duration,
     pub(crate) job_ms: u64,
+    pub(crate) long_every: u64,
+    pub(crate) long_ms: u64,
     pub(crate) plants: Plants,
 }
 
@@ -48,10 +51,20 @@ pub(crate) fn planted(index: u64, every: u64, offset: u64) -> bool {
     index % every == offset
 }
 
+/// Whether the task with this index is one of the long ones (it outlives its lease unless
+/// heartbeats keep it).
+pub(crate) fn is_long(index: u64, every: u64) -> bool {
+    every > 0 && index % every == every / 2
+}
+
+/// The job: sleeps, records its side effect, returns its attempt.
+#[derive(Debug)]
 pub(crate) struct EffectJob {
     effects: Arc<Mutex<File>>,
     worker: String,
     job_ms: u64,
+    long_every: u64,
+    long_ms: u64,
     plants: Plants,
 }
 
@@ -61,7 +74,11 @@ impl Job for EffectJob {
     type Output = RunOutput;
 
     async fn run(&self, index: u64, cx: TaskContext) -> Result<RunOutput, JobError> {
-        let sleep = rand::thread_rng().gen_range(self.job_ms / 2..=self.job_ms * 3 / 2);
+        let sleep = if is_long(index, self.long_every) {
+            self.long_ms
+        } else {
+            rand::thread_rng().gen_range(self.job_ms / 2..=self.job_ms * 3 / 2)
+        };
         tokio::time::sleep(Duration::from_millis(sleep)).await;
         let attempt = cx.attempt();
         if !(self.plants.skip_effect && planted(index, 89, 1)) {
@@ -79,7 +96,9 @@ impl Job for EffectJob {
             .map_err(|e| JobError::retryable(format!("recording the side effect: {e}")))?;
         }
         if self.plants.rerun && planted(index, 7, 3) && attempt == 1 {
-            return Err(JobError::retryable("planted: failing after the side effect"));
+            return Err(JobError::retryable(
+                "planted: failing after the side effect",
+            ));
         }
         let named = if self.plants.wrong_attempt && planted(index, 97, 0) {
             attempt + 1
@@ -112,6 +131,8 @@ pub(crate) fn run(settings: &Settings) -> Result<(), String> {
         effects: Arc::new(Mutex::new(effects)),
         worker: settings.id.clone(),
         job_ms: settings.job_ms.max(2),
+        long_every: settings.long_every,
+        long_ms: settings.long_ms,
         plants: settings.plants,
     };
 
