@@ -17,7 +17,9 @@ static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
 
 /// Runs `faults run <args>` and returns its exit code and standard output.
 fn faults(args: &[&str]) -> (Option<i32>, String) {
-    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let _turn = ONE_AT_A_TIME
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     let started = Instant::now();
     let mut child = Command::new(env!("CARGO_BIN_EXE_faults"))
         .arg("run")

@@ -98,9 +98,11 @@ impl FromStr for Plants {
                 "lose-task" => plants.lose_task = true,
                 "skip-effect" => plants.skip_effect = true,
                 "rerun" => plants.rerun = true,
-                other => return Err(format!(
+                other => {
+                    return Err(format!(
                     "`{other}` is not a plant: use wrong-attempt, lose-task, skip-effect or rerun"
-                )),
+                ))
+                }
             }
         }
         Ok(plants)

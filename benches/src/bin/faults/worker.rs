@@ -87,7 +87,9 @@ impl Job for EffectJob {
             // One write(2) per line on an O_APPEND file, then fsync: a line is in the file
             // whole, or not at all, before the output is returned.
             tokio::task::spawn_blocking(move || {
-                let mut file = effects.lock().unwrap_or_else(|e| e.into_inner());
+                let mut file = effects
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
                 file.write_all(line.as_bytes())?;
                 file.sync_data()
             })
