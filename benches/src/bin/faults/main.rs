@@ -21,7 +21,8 @@
 //! until every task is final. Each job appends `task attempt worker` to its process's own file
 //! (O_APPEND, fsync) before it returns an output naming the same attempt and worker: the side
 //! effect outside the queue. The verifier then checks every task (see `verify.rs`) and the
-//! program exits with status 1 when a check fails, keeping its folder for a post-mortem.
+//! program exits with status 1 when a check fails, keeping its folder for a post-mortem (unless
+//! errors were planted).
 //!
 //! Settings (each `--name value`): `--tasks` (2000), `--workers` (3), `--concurrency` (4),
 //! `--prefetch` (4), `--lease-ms` (2000), `--job-ms` (100: each run sleeps 0.5–1.5× that),

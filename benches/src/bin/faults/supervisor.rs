@@ -231,7 +231,9 @@ pub(crate) fn run(settings: &Settings) -> Result<bool, String> {
             false
         }
     };
-    if passed && !settings.keep {
+    // A failed run keeps its files for a post-mortem, unless it was meant to fail.
+    let planted = settings.plants != Plants::default();
+    if !settings.keep && (passed || planted) {
         let _ = fs::remove_dir_all(&dir);
     } else {
         let _ = fs::write(dir.join("keep"), b"");
