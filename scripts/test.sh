@@ -4,7 +4,8 @@
 #
 # Backend tests start their own throwaway PostgreSQL, redis-server and three-node Redis Cluster
 # on free loopback ports (or use DATABASE_URL / REDIS_URL / REDIS_CLUSTER_URLS when set); the
-# browser test drives Debian's headless Chromium.
+# browser test drives Debian's headless Chromium. The fault-injection runs (benches/tests/faults.rs:
+# 2,000 tasks per backend, workers killed and frozen, servers restarted) start servers of their own.
 # On a Debian machine this script installs whichever of them is missing (when run as root, or
 # with passwordless sudo); elsewhere, install postgresql, redis-server and chromium yourself.
 set -euo pipefail
