@@ -4,8 +4,9 @@
 //! reached. A backend operation dropped between `BEGIN` and `COMMIT`, between two commands of a
 //! multi-step write, or while a database driver was mid-way through a statement can leave a
 //! connection inside a transaction nobody will finish, or half of a change written. Every longtask
-//! backend therefore runs each operation as a task of its own with [`to_completion`]: the caller
-//! awaits the answer, and if the caller is dropped the operation still runs to its end, so it
+//! backend therefore runs each operation with [`to_completion`]: the operation runs in the
+//! caller's task while the caller waits (no hand-over to another thread), and if the caller is
+//! dropped what is left of the operation moves to a task of its own and runs to its end, so it
 //! happens entirely or (if it fails) not at all, and the connections it used go back to their pool
 //! in a clean state.
 //!
@@ -23,10 +24,16 @@
 //! Both need a Tokio runtime (every longtask backend does) and a `'static` operation: clone the
 //! backend handle (cheap: it is a set of `Arc`s) and move owned arguments into the future.
 
-use std::{any::Any, future::Future, panic::AssertUnwindSafe};
+use std::{
+    any::Any,
+    future::Future,
+    panic::AssertUnwindSafe,
+    pin::Pin,
+    task::{Context, Poll},
+};
 
-use futures::FutureExt;
-use tokio::sync::oneshot;
+use futures::{future::BoxFuture, FutureExt};
+use tokio::runtime::Handle;
 
 use crate::error::{Error, Result};
 
@@ -80,25 +87,77 @@ where
     U: FnOnce(T) -> UF + Send + 'static,
     UF: Future<Output = ()> + Send + 'static,
 {
-    let (answer, receiver) = oneshot::channel();
-    tokio::spawn(async move {
-        let result = match AssertUnwindSafe(operation).catch_unwind().await {
+    // The operation runs in the caller's task (no hand-over to another thread while someone
+    // waits); only if the caller is dropped mid-way does its remainder move to a task of its own.
+    let operation: Operation<T> = Box::pin(AssertUnwindSafe(operation).catch_unwind());
+    Detached {
+        what,
+        handle: Handle::current(),
+        operation: Some(operation),
+        undo: Some(Box::new(move |value: T| -> BoxFuture<'static, ()> {
+            Box::pin(undo(value))
+        })),
+    }
+    .await
+}
+
+/// An operation under way, its panics caught.
+type Operation<T> = Pin<Box<dyn Future<Output = std::thread::Result<Result<T>>> + Send>>;
+/// What to do with an answer nobody waits for.
+type Undo<T> = Box<dyn FnOnce(T) -> BoxFuture<'static, ()> + Send>;
+
+/// The future of [`to_completion_or`]: polls the operation in place, and hands what is left of
+/// it to the runtime when dropped before it finished.
+struct Detached<T: Send + 'static> {
+    what: &'static str,
+    handle: Handle,
+    operation: Option<Operation<T>>,
+    undo: Option<Undo<T>>,
+}
+
+impl<T: Send + 'static> Future for Detached<T> {
+    type Output = Result<T>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<T>> {
+        let Some(operation) = self.operation.as_mut() else {
+            return Poll::Ready(Err(Error::backend(self.what, "polled after it answered")));
+        };
+        let answer = std::task::ready!(operation.as_mut().poll(cx));
+        self.operation = None;
+        Poll::Ready(match answer {
             Ok(result) => result,
             Err(panic) => Err(Error::backend(
-                format!("{what}: the operation panicked"),
+                format!("{}: the operation panicked", self.what),
                 panic_message(&*panic),
             )),
+        })
+    }
+}
+
+impl<T: Send + 'static> Drop for Detached<T> {
+    fn drop(&mut self) {
+        let Some(operation) = self.operation.take() else {
+            return;
         };
-        if let Err(Ok(unwanted)) = answer.send(result) {
-            undo(unwanted).await;
-        }
-    });
-    receiver.await.unwrap_or_else(|_| {
-        Err(Error::backend(
-            what,
-            "the operation was stopped before it answered (the runtime is shutting down)",
-        ))
-    })
+        let undo = self.undo.take();
+        let what = self.what;
+        // A runtime shutting down refuses new tasks: the operation is then dropped with it.
+        self.handle.spawn(async move {
+            match operation.await {
+                Ok(Ok(unwanted)) => {
+                    if let Some(undo) = undo {
+                        undo(unwanted).await;
+                    }
+                }
+                Ok(Err(err)) => {
+                    tracing::debug!(error = %err, "{what}, finished after its caller stopped waiting, failed");
+                }
+                Err(panic) => {
+                    tracing::warn!(panic = panic_message(&*panic), "{what} panicked after its caller stopped waiting");
+                }
+            }
+        });
+    }
 }
 
 /// Implements [`TaskStore`](crate::TaskStore), [`Queue`](crate::Queue) and
