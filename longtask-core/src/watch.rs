@@ -323,10 +323,7 @@ async fn follow_until_final(backend: &Backend, id: TaskId, followed: &Followed) 
     let mut polling = !same_backend(backend);
     loop {
         let next = if polling {
-            match tokio::time::timeout(POLL_EVERY, events.next()).await {
-                Ok(next) => Some(next),
-                Err(_) => None,
-            }
+            tokio::time::timeout(POLL_EVERY, events.next()).await.ok()
         } else {
             Some(events.next().await)
         };

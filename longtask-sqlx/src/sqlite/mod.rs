@@ -33,13 +33,13 @@ use tokio::{
 impl Watched {
     /// Sends one commit's events to the task's streams and notes what they changed; `true` when
     /// the task has reached a final status (its streams are done).
-    fn send(&mut self, version: i64, events: Vec<TaskEvent>) -> bool {
+    fn send(&mut self, version: i64, events: &[TaskEvent]) -> bool {
         let last = events
             .iter()
             .any(|e| matches!(e, TaskEvent::Status { status } if status.is_final()));
         if let Some(seen) = self.seen.as_mut().filter(|seen| seen.version < version) {
             seen.version = version;
-            for event in &events {
+            for event in events {
                 match event {
                     TaskEvent::Status { status } => seen.status = *status,
                     TaskEvent::Progress(progress) => seen.progress = Some(progress.clone()),
@@ -47,7 +47,7 @@ impl Watched {
             }
         }
         self.senders
-            .retain(|tx| tx.send((version, events.clone())).is_ok());
+            .retain(|tx| tx.send((version, events.to_vec())).is_ok());
         last
     }
 }
@@ -376,7 +376,7 @@ impl SqliteBackend {
         }
         for (id, version, events) in changes {
             if let Some(watched) = watchers.get_mut(&id) {
-                if watched.send(version, events) {
+                if watched.send(version, &events) {
                     watchers.remove(&id);
                 }
             }

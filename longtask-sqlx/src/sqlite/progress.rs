@@ -321,6 +321,9 @@ fn lock(shared: &Shared) -> std::sync::MutexGuard<'_, super::Watchers> {
         .unwrap_or_else(PoisonError::into_inner)
 }
 
+/// A row of `watch_poll.sql`: id, and status, progress and change counter (`NULL` when purged).
+type ChangedRow = (Vec<u8>, Option<String>, Option<String>, Option<i64>);
+
 /// Reads the watched tasks that changed since their last change seen, and sends the changes.
 async fn poll_once(shared: &Shared, reader: &SqlitePool) -> Result<()> {
     let known: Vec<Known> = lock(shared)
@@ -333,12 +336,11 @@ async fn poll_once(shared: &Shared, reader: &SqlitePool) -> Result<()> {
     let known = serde_json::to_string(&known)
         .map_err(|err| Error::backend("encoding watched tasks", err))?;
     shared.watch_reads.fetch_add(1, Ordering::Relaxed);
-    let rows: Vec<(Vec<u8>, Option<String>, Option<String>, Option<i64>)> =
-        sqlx::query_as(WATCH_POLL)
-            .bind(known)
-            .fetch_all(reader)
-            .await
-            .map_err(db("reading watched tasks"))?;
+    let rows: Vec<ChangedRow> = sqlx::query_as(WATCH_POLL)
+        .bind(known)
+        .fetch_all(reader)
+        .await
+        .map_err(db("reading watched tasks"))?;
     let mut watchers = lock(shared);
     for (id, status, progress, version) in rows {
         let id = row::task_id(&id)?;
@@ -365,7 +367,7 @@ async fn poll_once(shared: &Shared, reader: &SqlitePool) -> Result<()> {
         if status != seen.status {
             events.push(TaskEvent::Status { status });
         }
-        if watched.send(version, events) {
+        if watched.send(version, &events) {
             watchers.remove(&id);
         }
     }
