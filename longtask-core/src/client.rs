@@ -2,7 +2,7 @@
 //!
 //! ```
 //! # #[tokio::main(flavor = "current_thread")] async fn main() -> longtask_core::Result<()> {
-//! use std::time::Duration;
+//! use std::{sync::Arc, time::Duration};
 //! use longtask_core::{Client, Job, JobError, MemoryBackend, SubmitOptions, TaskContext, TaskStatus};
 //!
 //! struct Email;
@@ -27,7 +27,7 @@
 //! # Ok(()) }
 //! ```
 
-use std::time::Duration;
+use std::{sync::Arc, time::Duration};
 
 use chrono::{DateTime, Utc};
 use futures::{stream::BoxStream, StreamExt};
@@ -36,9 +36,9 @@ use crate::{
     backend::Backend,
     error::{Error, Result},
     job::{Job, JobOptions},
-    progress::TaskEvent,
     store::CancelOutcome,
     task::{Inserted, NewTask, RunAt, TaskId, TaskQuery, TaskRecord, TaskStatus},
+    watch::WatchHub,
 };
 
 /// Longest accepted idempotency key or owner, in bytes.
@@ -131,6 +131,8 @@ impl SubmitOptions {
 #[derive(Clone, Debug)]
 pub struct Client {
     backend: Backend,
+    /// The followers of watched tasks, shared by clones.
+    watchers: Arc<WatchHub>,
 }
 
 impl Client {
@@ -142,6 +144,7 @@ impl Client {
     pub fn new(backend: impl Into<Backend>) -> Self {
         Self {
             backend: backend.into(),
+            watchers: Arc::default(),
         }
     }
 
@@ -228,44 +231,20 @@ impl Client {
     }
 
     /// A live stream of the task's record: the current one first, then one per change (progress
-    /// or status), ending after a final status. Falls back to polling once a second when the
-    /// progress sink cannot report status changes.
+    /// or status), ending after a final status.
+    ///
+    /// Every stream of one task opened through this client (or its clones) shares one
+    /// subscription to the backend, which reads the record once per status change of the task,
+    /// however many streams are open (see [`ProgressSink::watch`](crate::ProgressSink::watch) for
+    /// what the backend pays per change). A stream that is read slowly skips the records it fell
+    /// behind on and goes on from the latest; the final record always arrives. When the backend's
+    /// progress sink is not its task store (see [`Backend::with_progress`]), status changes are
+    /// read once a second per watched task.
+    ///
+    /// Cancel-safe: dropping the returned future or stream leaves nothing behind; the last stream
+    /// of a task to go stops its subscription.
     pub async fn watch(&self, id: TaskId) -> Result<BoxStream<'static, Result<TaskRecord>>> {
-        let first = self.status(id).await?;
-        let events = self.backend.progress().watch(id).await?;
-        let store = self.backend.store().clone();
-        let state = (Some(first), events, store, false);
-        Ok(
-            futures::stream::unfold(state, move |(first, mut events, store, done)| async move {
-                if done {
-                    return None;
-                }
-                if let Some(first) = first {
-                    let finished = first.status.is_final();
-                    return Some((Ok(first), (None, events, store, finished)));
-                }
-                loop {
-                    let changed = tokio::time::timeout(Duration::from_secs(1), events.next()).await;
-                    if let Ok(None) = changed {
-                        // The sink's stream ended: the task has finished (or the sink closed);
-                        // poll until the store shows the final state.
-                        events = futures::stream::pending::<TaskEvent>().boxed();
-                    }
-                    let record = match store.get(id).await {
-                        Ok(Some(record)) => record,
-                        Ok(None) => {
-                            return Some((Err(Error::NotFound(id)), (None, events, store, true)))
-                        }
-                        Err(err) => return Some((Err(err), (None, events, store, true))),
-                    };
-                    let finished = record.status.is_final();
-                    if changed.is_ok() || finished {
-                        return Some((Ok(record), (None, events, store, finished)));
-                    }
-                }
-            })
-            .boxed(),
-        )
+        self.watchers.watch(&self.backend, id).await
     }
 
     /// Waits until the task reaches a final status, for at most `timeout`; returns its record.

@@ -62,6 +62,7 @@ mod queue;
 mod registry;
 mod store;
 mod task;
+mod watch;
 mod worker;
 
 #[cfg(feature = "testing")]

@@ -12,7 +12,10 @@ use std::{
     collections::HashMap,
     fmt,
     str::FromStr,
-    sync::{Arc, Mutex, MutexGuard, PoisonError},
+    sync::{
+        atomic::{AtomicBool, AtomicU64, Ordering},
+        Arc, Mutex, MutexGuard, PoisonError,
+    },
     time::Duration,
 };
 
@@ -22,7 +25,32 @@ use sqlx::{
     sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous},
     Sqlite, SqlitePool, Transaction,
 };
-use tokio::sync::{mpsc, watch};
+use tokio::{
+    sync::{mpsc, watch},
+    task::AbortHandle,
+};
+
+impl Watched {
+    /// Sends one commit's events to the task's streams and notes what they changed; `true` when
+    /// the task has reached a final status (its streams are done).
+    fn send(&mut self, version: i64, events: &[TaskEvent]) -> bool {
+        let last = events
+            .iter()
+            .any(|e| matches!(e, TaskEvent::Status { status } if status.is_final()));
+        if let Some(seen) = self.seen.as_mut().filter(|seen| seen.version < version) {
+            seen.version = version;
+            for event in events {
+                match event {
+                    TaskEvent::Status { status } => seen.status = *status,
+                    TaskEvent::Progress(progress) => seen.progress = Some(progress.clone()),
+                }
+            }
+        }
+        self.senders
+            .retain(|tx| tx.send((version, events.to_vec())).is_ok());
+        last
+    }
+}
 
 /// How long a connection waits for another process's write lock before failing.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
@@ -37,7 +65,16 @@ const WATCH_INTERVAL: Duration = Duration::from_secs(1);
 
 /// One commit's events for one task, with the task's change counter after the commit.
 pub(crate) type Batch = (i64, Vec<TaskEvent>);
-type Watchers = HashMap<TaskId, Vec<mpsc::UnboundedSender<Batch>>>;
+type Watchers = HashMap<TaskId, Watched>;
+
+/// The watch streams of one task, and what the backend last knew of it.
+#[derive(Default)]
+pub(crate) struct Watched {
+    senders: Vec<mpsc::UnboundedSender<Batch>>,
+    /// The task as of its latest change seen (a commit through this backend, a watch's first
+    /// read, or a poll); `None` until the first stream has read it.
+    seen: Option<progress::Seen>,
+}
 
 /// Every longtask backend trait ([`TaskStore`](longtask_core::TaskStore),
 /// [`Queue`](longtask_core::Queue), [`ProgressSink`](longtask_core::ProgressSink)) over one SQLite
@@ -69,10 +106,16 @@ type Watchers = HashMap<TaskId, Vec<mpsc::UnboundedSender<Batch>>>;
 ///   file find new work at their poll interval
 ///   ([`WorkerBuilder::poll_interval`](longtask_core::WorkerBuilder::poll_interval), 1 s by default).
 /// - **Watching.** [`watch`](longtask_core::ProgressSink::watch) streams the progress and status
-///   changes made through this backend (and its clones) as they commit; changes made by other
-///   processes are picked up by reading the task's row every
-///   [`with_watch_interval`](SqliteBackend::with_watch_interval) (1 s by default). A change counter
-///   stored with each task keeps the two sources in order and free of duplicates.
+///   changes made through this backend (and its clones) as they commit. Changes made by other
+///   processes sharing the file are found by one poller per backend (shared by its clones), every
+///   [`with_watch_interval`](SqliteBackend::with_watch_interval) (1 s by default): it asks
+///   SQLite whether any other connection has committed since its last look (`PRAGMA
+///   data_version` on the writer connection, a read of no table), and only then reads the change
+///   counters of all watched tasks in one statement, and the rows of those that changed. So the
+///   cost of watching is one statement per interval at most, plus one per watched task that
+///   changed, however many tasks are watched; with no other process writing it is nothing at
+///   all. A change counter stored with each task keeps the two sources in order and free of
+///   duplicates.
 /// - **Time.** Every time is read from the backend's [`Clock`] and stored as integer milliseconds
 ///   since the epoch; SQLite's own clock is never used.
 /// - **Schema.** [`SqliteBackend::migrate`] applies the embedded, versioned migrations of
@@ -103,6 +146,25 @@ pub struct SqliteBackend {
 struct Shared {
     signal: watch::Sender<()>,
     watchers: Mutex<Watchers>,
+    /// Statements run by the watch machinery (see [`SqliteBackend::watch_reads`]).
+    watch_reads: AtomicU64,
+    /// A watch started since the last poll: the next poll reads the watched tasks even if no
+    /// other process committed.
+    watch_started: AtomicBool,
+    /// The task that polls for other processes' changes, once someone watches.
+    poller: Mutex<Option<AbortHandle>>,
+}
+
+impl Drop for Shared {
+    fn drop(&mut self) {
+        let poller = self
+            .poller
+            .get_mut()
+            .unwrap_or_else(PoisonError::into_inner);
+        if let Some(poller) = poller.take() {
+            poller.abort();
+        }
+    }
 }
 
 impl SqliteBackend {
@@ -181,6 +243,9 @@ impl SqliteBackend {
             shared: Arc::new(Shared {
                 signal: watch::Sender::new(()),
                 watchers: Mutex::new(HashMap::new()),
+                watch_reads: AtomicU64::new(0),
+                watch_started: AtomicBool::new(false),
+                poller: Mutex::new(None),
             }),
             watch_interval: WATCH_INTERVAL,
         }
@@ -215,9 +280,10 @@ impl SqliteBackend {
         self
     }
 
-    /// How often a [`watch`](longtask_core::ProgressSink::watch) stream reads its task's row to
-    /// see changes made by other processes (default 1 s). Changes made through this backend reach
-    /// watchers at once, whatever the interval.
+    /// How often this backend looks for changes that other processes made to watched tasks
+    /// (default 1 s; see *Watching* above). Changes made through this backend reach watchers at
+    /// once, whatever the interval. Set it before the first watch: the poller, shared by every
+    /// clone, keeps the interval it started with.
     ///
     /// ```no_run
     /// # #[tokio::main(flavor = "current_thread")] async fn main() -> longtask_core::Result<()> {
@@ -276,6 +342,17 @@ impl SqliteBackend {
         &self.reader
     }
 
+    /// How many statements the watch machinery of this backend (and its clones) has run so far:
+    /// the first read of each watched task and the reads that look for changes made by other
+    /// processes. A diagnostic: it grows with the tasks that change, not with the streams open.
+    pub fn watch_reads(&self) -> u64 {
+        self.shared.watch_reads.load(Ordering::Relaxed)
+    }
+
+    fn count_watch_read(&self) {
+        self.shared.watch_reads.fetch_add(1, Ordering::Relaxed);
+    }
+
     fn now(&self) -> DateTime<Utc> {
         self.clock.now()
     }
@@ -306,17 +383,10 @@ impl SqliteBackend {
             return;
         }
         for (id, version, events) in changes {
-            let last = events
-                .iter()
-                .any(|e| matches!(e, TaskEvent::Status { status } if status.is_final()));
-            if last {
-                if let Some(senders) = watchers.remove(&id) {
-                    for tx in senders {
-                        let _ = tx.send((version, events.clone()));
-                    }
+            if let Some(watched) = watchers.get_mut(&id) {
+                if watched.send(version, &events) {
+                    watchers.remove(&id);
                 }
-            } else if let Some(senders) = watchers.get_mut(&id) {
-                senders.retain(|tx| tx.send((version, events.clone())).is_ok());
             }
         }
     }
