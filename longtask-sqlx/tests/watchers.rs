@@ -26,8 +26,8 @@ use futures::StreamExt;
 use hyper::server::conn::http1;
 use hyper_util::{rt::TokioIo, service::TowerToHyperService};
 use longtask_core::{
-    Backend, CancelOutcome, Client, Inserted, Job, JobError, NewTask, Progress, ProgressSink,
-    TaskContext, TaskEvent, TaskId, TaskQuery, TaskRecord, TaskStore, Worker,
+    Backend, CancelOutcome, Client, Inserted, Job, JobError, Lease, NewTask, Progress,
+    ProgressSink, TaskContext, TaskEvent, TaskId, TaskQuery, TaskRecord, TaskStore, Worker,
 };
 use longtask_tower::JobService;
 use tokio::{
@@ -102,7 +102,7 @@ impl TaskStore for Counting {
 
 #[async_trait]
 impl ProgressSink for Counting {
-    async fn report(&self, updates: &[(TaskId, Progress)]) -> longtask_core::Result<()> {
+    async fn report(&self, updates: &[(Lease, Progress)]) -> longtask_core::Result<()> {
         self.inner.progress().report(updates).await
     }
 
