@@ -31,7 +31,10 @@
 use std::{
     collections::{BTreeMap, HashMap},
     fmt,
-    sync::atomic::{AtomicUsize, Ordering},
+    sync::{
+        atomic::{AtomicUsize, Ordering},
+        Mutex, PoisonError,
+    },
     task::Poll,
     time::{Duration, Instant},
 };
@@ -54,7 +57,7 @@ use crate::{
 /// Sequences run per backend (each against fresh job names on the case's backend).
 const SEQUENCES: u32 = 24;
 /// Operations per sequence, at most.
-const MAX_OPS: usize = 32;
+const MAX_OPS: usize = 40;
 /// How long a dropped operation may take to land before the model accepts that it never will.
 const SETTLE: Duration = Duration::from_secs(10);
 
@@ -186,8 +189,7 @@ fn task_pick() -> impl Strategy<Value = TaskPick> {
 fn end() -> impl Strategy<Value = End> {
     prop_oneof![
         Just(End::Succeed),
-        select(vec![0_u64, 1, 10])
-            .prop_map(|s| End::Retry(Duration::from_secs(s))),
+        select(vec![0_u64, 1, 10]).prop_map(|s| End::Retry(Duration::from_secs(s))),
         Just(End::Fail),
         Just(End::Cancel),
     ]
@@ -222,18 +224,18 @@ fn op() -> impl Strategy<Value = Op> {
         6 => prop::collection::vec(spec(), 1..=3).prop_map(Op::Insert),
         1 => (prop::collection::vec(spec(), 1..=3), any::<Index>())
             .prop_map(|(specs, bad)| Op::InsertInvalid(specs, bad)),
-        6 => (select(vec![Jobs::A, Jobs::B, Jobs::Both]), 1..=3_usize, 0..2_u8)
+        10 => (select(vec![Jobs::A, Jobs::B, Jobs::Both]), 1..=3_usize, 0..2_u8)
             .prop_map(|(jobs, limit, worker)| Op::Claim(jobs, limit, worker)),
         2 => (prop::collection::vec(lease_pick(), 1..=3), select(vec![10_u64, 30, 60]))
             .prop_map(|(l, s)| Op::Heartbeat(l, Duration::from_secs(s))),
-        6 => prop::collection::vec((lease_pick(), end(), any::<bool>()), 1..=3)
+        8 => prop::collection::vec((lease_pick(), end(), any::<bool>()), 1..=2)
             .prop_map(Op::Finish),
         1 => prop::collection::vec(lease_pick(), 1..=2).prop_map(Op::Release),
         2 => prop::collection::vec((lease_pick(), 0..1000_u64), 1..=3).prop_map(Op::Report),
         2 => task_pick().prop_map(Op::Cancel),
-        2 => select(vec![1_usize, 2, 1000]).prop_map(Op::Recover),
-        2 => select(vec![1_usize, 2, 1000]).prop_map(Op::Purge),
-        5 => advance,
+        3 => select(vec![1_usize, 2, 1000]).prop_map(Op::Recover),
+        3 => select(vec![1_usize, 2, 1000]).prop_map(Op::Purge),
+        6 => advance,
         1 => task_pick().prop_map(Op::Get),
         1 => task_pick().prop_map(Op::Latest),
         1 => task_pick().prop_map(Op::Watch),
@@ -296,7 +298,9 @@ fn start(backend: &Backend, call: &Call) -> BoxFuture<'static, Answer> {
     let (store, queue) = (backend.store().clone(), backend.queue().clone());
     let progress = backend.progress().clone();
     match call.clone() {
-        Call::Insert(tasks, _) => async move { Answer::Inserted(store.insert(tasks).await) }.boxed(),
+        Call::Insert(tasks, _) => {
+            async move { Answer::Inserted(store.insert(tasks).await) }.boxed()
+        }
         Call::Claim(jobs, limit, worker) => async move {
             let request = ClaimRequest {
                 jobs: &jobs,
@@ -412,6 +416,36 @@ struct Model {
     keys: HashMap<(String, Option<String>, String), TaskId>,
     /// Numbers params, outputs and messages.
     serial: u64,
+    stats: Stats,
+}
+
+/// What the sequences exercised, printed at the end so that a reader sees the model was not
+/// idle.
+#[derive(Debug, Clone, Copy, Default)]
+struct Stats {
+    operations: u64,
+    created: u64,
+    claimed: u64,
+    applied: u64,
+    stale: u64,
+    recovered: u64,
+    purged: u64,
+    dropped_done: u64,
+    dropped_not_done: u64,
+}
+
+impl Stats {
+    fn add(&mut self, o: &Self) {
+        self.operations += o.operations;
+        self.created += o.created;
+        self.claimed += o.claimed;
+        self.applied += o.applied;
+        self.stale += o.stale;
+        self.recovered += o.recovered;
+        self.purged += o.purged;
+        self.dropped_done += o.dropped_done;
+        self.dropped_not_done += o.dropped_not_done;
+    }
 }
 
 fn json_eq(a: &str, b: &str) -> bool {
@@ -448,6 +482,7 @@ impl Model {
             leases: Vec::new(),
             keys: HashMap::new(),
             serial: 0,
+            stats: Stats::default(),
         }
     }
 
@@ -510,7 +545,9 @@ impl Model {
     /// The concrete call an operation stands for now.
     fn resolve(&mut self, op: &Op) -> Call {
         match op {
-            Op::Insert(specs) => Call::Insert(specs.iter().map(|s| self.new_task(s)).collect(), true),
+            Op::Insert(specs) => {
+                Call::Insert(specs.iter().map(|s| self.new_task(s)).collect(), true)
+            }
             Op::InsertInvalid(specs, bad) => {
                 let mut tasks: Vec<NewTask> = specs.iter().map(|s| self.new_task(s)).collect();
                 let i = bad.index(tasks.len());
@@ -563,12 +600,17 @@ impl Model {
                     .collect(),
             ),
             Op::Release(picks) => Call::Release(picks.iter().map(|p| self.lease(*p)).collect()),
-            Op::Report(picks) => Call::Report(
-                picks
-                    .iter()
-                    .map(|(p, step)| (self.lease(*p), self.progress(*step)))
-                    .collect(),
-            ),
+            Op::Report(picks) => {
+                // One entry per task, as the contract asks of a batch.
+                let mut updates: Vec<(Lease, Progress)> = Vec::new();
+                for (pick, step) in picks {
+                    let lease = self.lease(*pick);
+                    if updates.iter().all(|(l, _)| l.task != lease.task) {
+                        updates.push((lease, self.progress(*step)));
+                    }
+                }
+                Call::Report(updates)
+            }
             Op::Cancel(pick) => Call::Cancel(self.task(*pick)),
             Op::Recover(limit) => Call::Recover(*limit),
             Op::Purge(limit) => Call::Purge(*limit),
@@ -648,11 +690,17 @@ impl Model {
             (a, b) => a == b,
         };
         if !output_same {
-            out.push(format!("output: expected {:?}, got {:?}", e.output, got.output));
+            out.push(format!(
+                "output: expected {:?}, got {:?}",
+                e.output, got.output
+            ));
         }
         let allowed = self.allowed(task);
         if !allowed.contains(&got.status) {
-            out.push(format!("status: expected one of {allowed:?}, got {:?}", got.status));
+            out.push(format!(
+                "status: expected one of {allowed:?}, got {:?}",
+                got.status
+            ));
         }
         let error_same = match (&e.last_error, &got.last_error) {
             (Some(a), Some(b)) if task.lost => {
@@ -664,7 +712,11 @@ impl Model {
             out.push(format!(
                 "last_error: expected {:?}{}, got {:?}",
                 e.last_error,
-                if task.lost { " (any message saying lost)" } else { "" },
+                if task.lost {
+                    " (any message saying lost)"
+                } else {
+                    ""
+                },
                 got.last_error
             ));
         }
@@ -745,7 +797,11 @@ impl Model {
         }
     }
 
-    fn insert(&mut self, tasks: &[NewTask], answer: Option<&Result<Vec<Inserted>>>) -> Result<(), String> {
+    fn insert(
+        &mut self,
+        tasks: &[NewTask],
+        answer: Option<&Result<Vec<Inserted>>>,
+    ) -> Result<(), String> {
         let mut expected = Vec::new();
         for t in tasks {
             self.known.push(t.id);
@@ -801,6 +857,7 @@ impl Model {
                 lost: false,
             };
             self.tasks.insert(t.id, task);
+            self.stats.created += 1;
             expected.push(Inserted {
                 id: t.id,
                 created: true,
@@ -813,7 +870,13 @@ impl Model {
         }
     }
 
-    fn claim(&mut self, jobs: &[String], limit: usize, worker: &str, answer: &Result<Vec<ClaimedTask>>) -> Result<(), String> {
+    fn claim(
+        &mut self,
+        jobs: &[String],
+        limit: usize,
+        worker: &str,
+        answer: &Result<Vec<ClaimedTask>>,
+    ) -> Result<(), String> {
         let mut due: Vec<&Task> = self
             .tasks
             .values()
@@ -825,9 +888,17 @@ impl Model {
                     && t.record.run_at <= self.now
             })
             .collect();
-        due.sort_by_key(|t| (std::cmp::Reverse(t.record.priority), t.record.run_at, t.record.id));
+        due.sort_by_key(|t| {
+            (
+                std::cmp::Reverse(t.record.priority),
+                t.record.run_at,
+                t.record.id,
+            )
+        });
         let picked: Vec<TaskId> = due.iter().take(limit).map(|t| t.record.id).collect();
-        let got = answer.as_ref().map_err(|e| format!("claim failed: {e:?}"))?;
+        let got = answer
+            .as_ref()
+            .map_err(|e| format!("claim failed: {e:?}"))?;
         let got_ids: Vec<TaskId> = got.iter().map(|c| c.lease.task).collect();
         same("claimed tasks (in claim order)", &picked, &got_ids)?;
         let (now, expires) = (self.now, saturating_add(self.now, LEASE));
@@ -836,7 +907,11 @@ impl Model {
                 format!("claim reused an earlier lease token: {:?}", claimed.lease)
             })?;
             self.leases.push(claimed.lease);
-            let task = self.tasks.get_mut(&claimed.lease.task).expect("picked above");
+            self.stats.claimed += 1;
+            let task = self
+                .tasks
+                .get_mut(&claimed.lease.task)
+                .expect("picked above");
             let r = &mut task.record;
             r.attempt += 1;
             r.status = TaskStatus::Running;
@@ -847,10 +922,17 @@ impl Model {
             task.lease = Some(claimed.lease);
             same("claimed job", &r.job, &claimed.job)?;
             check(json_eq(&r.params, &claimed.params), || {
-                format!("claimed params: expected {}, got {}", r.params, claimed.params)
+                format!(
+                    "claimed params: expected {}, got {}",
+                    r.params, claimed.params
+                )
             })?;
             same("claimed attempt", &r.attempt, &claimed.attempt)?;
-            same("claimed max_attempts", &r.max_attempts, &claimed.max_attempts)?;
+            same(
+                "claimed max_attempts",
+                &r.max_attempts,
+                &claimed.max_attempts,
+            )?;
         }
         Ok(())
     }
@@ -860,9 +942,11 @@ impl Model {
         for c in completions {
             if !self.live(c.lease) {
                 acks.push(Ack::Stale);
+                self.stats.stale += 1;
                 continue;
             }
             acks.push(Ack::Applied);
+            self.stats.applied += 1;
             let id = c.lease.task;
             let now = self.now;
             let task = self.tasks.get_mut(&id).expect("live");
@@ -932,7 +1016,13 @@ impl Model {
 
     /// Recovery or purge: `candidates` may go, at most `limit` of them, and exactly that many
     /// when there are enough; `gone` tells which ones the backend took.
-    fn pick_some(what: &str, candidates: &[TaskId], limit: usize, gone: impl Fn(TaskId) -> bool, count: Option<u64>) -> Result<Vec<TaskId>, String> {
+    fn pick_some(
+        what: &str,
+        candidates: &[TaskId],
+        limit: usize,
+        gone: impl Fn(TaskId) -> bool,
+        count: Option<u64>,
+    ) -> Result<Vec<TaskId>, String> {
         let taken: Vec<TaskId> = candidates.iter().copied().filter(|id| gone(*id)).collect();
         let expected = candidates.len().min(limit);
         check(taken.len() == expected, || {
@@ -954,8 +1044,12 @@ impl Model {
             })
             .map(|t| t.record.id)
             .collect();
-        let gone = |id| seen.get(&id).is_none_or(|r| r.status != TaskStatus::Running);
+        let gone = |id| {
+            seen.get(&id)
+                .is_none_or(|r| r.status != TaskStatus::Running)
+        };
         for id in Self::pick_some("recovery", &expired, limit, gone, count)? {
+            self.stats.recovered += 1;
             let attempt = self.tasks[&id].record.attempt;
             let message = format!("attempt {attempt} was lost");
             self.fail(id, message, Some(Duration::ZERO), true);
@@ -975,6 +1069,7 @@ impl Model {
             .map(|t| t.record.id)
             .collect();
         for id in Self::pick_some("purge", &due, limit, |id| !seen.contains_key(&id), count)? {
+            self.stats.purged += 1;
             self.tasks.remove(&id);
             self.keys.retain(|_, holder| *holder != id);
         }
@@ -987,7 +1082,10 @@ impl Model {
             .filter(|t| {
                 let r = &t.record;
                 query.job.as_ref().is_none_or(|j| *j == r.job)
-                    && query.owner.as_ref().is_none_or(|o| Some(o) == r.owner.as_ref())
+                    && query
+                        .owner
+                        .as_ref()
+                        .is_none_or(|o| Some(o) == r.owner.as_ref())
                     && query.after.is_none_or(|after| r.id > after)
                     && (query.statuses.is_empty()
                         || seen
@@ -1003,7 +1101,9 @@ impl Model {
     /// before it answered); `seen` says which candidates a recovery or purge took.
     fn apply(&mut self, call: &Call, answer: Option<&Answer>, seen: &Seen) -> Result<(), String> {
         match (call, answer) {
-            (Call::Insert(tasks, true), Some(Answer::Inserted(got))) => self.insert(tasks, Some(got)),
+            (Call::Insert(tasks, true), Some(Answer::Inserted(got))) => {
+                self.insert(tasks, Some(got))
+            }
             (Call::Insert(tasks, true), None) => self.insert(tasks, None),
             (Call::Insert(tasks, false), Some(Answer::Inserted(got))) => {
                 self.known.extend(tasks.iter().map(|t| t.id));
@@ -1077,7 +1177,9 @@ impl Model {
                     other => Err(format!("cancel: unexpected answer {other:?}")),
                 }
             }
-            (Call::Recover(limit), Some(Answer::Count(Ok(n)))) => self.recover(*limit, seen, Some(*n)),
+            (Call::Recover(limit), Some(Answer::Count(Ok(n)))) => {
+                self.recover(*limit, seen, Some(*n))
+            }
             (Call::Recover(limit), None) => self.recover(*limit, seen, None),
             (Call::Purge(limit), Some(Answer::Count(Ok(n)))) => self.purge(*limit, seen, Some(*n)),
             (Call::Purge(limit), None) => self.purge(*limit, seen, None),
@@ -1097,18 +1199,18 @@ impl Model {
                 let expected = self.tasks.get(id).and_then(|t| t.record.progress.clone());
                 same("latest progress", &expected, got)
             }
-            (Call::Watch(id, _), Some(Answer::Watch(got))) => {
-                match (self.tasks.get(id), got) {
-                    (None, Err(Error::NotFound(_))) => Ok(()),
-                    (Some(t), Ok(Watched::Ended(events))) if t.phase == Phase::Finished => same(
-                        "watching a finished task",
-                        &vec![TaskEvent::Status { status: t.record.status }],
-                        events,
-                    ),
-                    (Some(t), Ok(Watched::Opened)) if t.phase != Phase::Finished => Ok(()),
-                    (task, got) => Err(format!("watch {id}: the model has {task:?}, got {got:?}")),
-                }
-            }
+            (Call::Watch(id, _), Some(Answer::Watch(got))) => match (self.tasks.get(id), got) {
+                (None, Err(Error::NotFound(_))) => Ok(()),
+                (Some(t), Ok(Watched::Ended(events))) if t.phase == Phase::Finished => same(
+                    "watching a finished task",
+                    &vec![TaskEvent::Status {
+                        status: t.record.status,
+                    }],
+                    events,
+                ),
+                (Some(t), Ok(Watched::Opened)) if t.phase != Phase::Finished => Ok(()),
+                (task, got) => Err(format!("watch {id}: the model has {task:?}, got {got:?}")),
+            },
             (Call::List(query), Some(Answer::Records(Ok(got)))) => {
                 let expected = self.list(query, seen);
                 let got_ids: Vec<TaskId> = got.iter().map(|r| r.id).collect();
@@ -1150,9 +1252,24 @@ async fn observe(backend: &Backend, jobs: &[String; 2]) -> Result<Seen, String> 
     Ok(seen)
 }
 
-async fn run_sequence(h: &Harness, prefix: &str, ops: &[Op]) -> Result<(), String> {
+async fn run_sequence(
+    h: &Harness,
+    prefix: &str,
+    ops: &[Op],
+    total: &Mutex<Stats>,
+) -> Result<(), String> {
     let mut model = Model::new(prefix, h.now());
+    let ran = run_steps(h, &mut model, ops).await;
+    total
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .add(&model.stats);
+    ran
+}
+
+async fn run_steps(h: &Harness, model: &mut Model, ops: &[Op]) -> Result<(), String> {
     for (step, op) in ops.iter().enumerate() {
+        model.stats.operations += 1;
         let call = model.resolve(op);
         let context = |problem: String| format!("step {step}: {op:?}\n  as {call:?}\n{problem}");
         if let Call::Advance(by) = call {
@@ -1169,31 +1286,48 @@ async fn run_sequence(h: &Harness, prefix: &str, ops: &[Op]) -> Result<(), Strin
                 model.apply(&call, Some(&answer), &seen).map_err(context)?;
                 model.diff(&seen).map_err(context)?;
             }
-            None => model = settle(h, model, &call).await.map_err(context)?,
+            None => {
+                let (settled, done) = settle(h, model, &call).await.map_err(context)?;
+                *model = settled;
+                if done {
+                    model.stats.dropped_done += 1;
+                } else {
+                    model.stats.dropped_not_done += 1;
+                }
+            }
         }
     }
     Ok(())
 }
 
 /// After a dropped operation: waits until the records show it done entirely (the model after
-/// it), or, once [`SETTLE`] has passed, not at all (the model before it).
-async fn settle(h: &Harness, model: Model, call: &Call) -> Result<Model, String> {
+/// it), or, once [`SETTLE`] has passed, not at all (the model before it). Records that match
+/// neither twice in a row (one reading may straddle the operation landing, as the two jobs are
+/// listed one after the other) show it half done.
+async fn settle(h: &Harness, model: &Model, call: &Call) -> Result<(Model, bool), String> {
     let started = Instant::now();
+    let mut neither = 0;
     loop {
         let seen = observe(&h.backend, &model.jobs).await?;
         let mut after = model.clone();
-        let done = after.apply(call, None, &seen).and_then(|()| after.diff(&seen));
-        match done {
-            Ok(()) => return Ok(after),
-            Err(_) if started.elapsed() > SETTLE && model.diff(&seen).is_ok() => return Ok(model),
-            Err(problem) if started.elapsed() > SETTLE * 2 => {
-                let before = model.diff(&seen).err().unwrap_or_default();
-                return Err(format!(
-                    "a dropped operation was half done: against the state after it:\n{problem}\nagainst the state before it:\n{before}"
-                ));
+        let done = after
+            .apply(call, None, &seen)
+            .and_then(|()| after.diff(&seen));
+        let before = model.diff(&seen);
+        match (done, before) {
+            (Ok(()), _) => return Ok((after, true)),
+            (Err(_), Ok(())) if started.elapsed() > SETTLE => return Ok((model.clone(), false)),
+            (Err(_), Ok(())) => neither = 0,
+            (Err(after), Err(before)) => {
+                neither += 1;
+                if neither == 2 {
+                    return Err(format!(
+                        "a dropped operation was half done: against the state after it:\n{after}\nagainst the state before it:\n{before}"
+                    ));
+                }
             }
-            Err(_) => tokio::time::sleep(Duration::from_millis(2)).await,
         }
+        tokio::time::sleep(Duration::from_millis(2)).await;
     }
 }
 
@@ -1224,7 +1358,9 @@ async fn clean_up(h: &Harness, prefix: &str) -> Result<(), String> {
         > 0
     {}
     let left = observe(&h.backend, &jobs).await?;
-    check(left.is_empty(), || format!("clean-up left tasks behind: {left:?}"))
+    check(left.is_empty(), || {
+        format!("clean-up left tasks behind: {left:?}")
+    })
 }
 
 /// Random sequences of every backend operation, dropped futures and clock advances agree with
@@ -1236,32 +1372,39 @@ pub async fn random_operations_match_the_model(h: Harness) {
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or_else(rand::random);
-    eprintln!("random_operations_match_the_model: seed {seed} (replay with LONGTASK_MODEL_SEED={seed})");
+    eprintln!(
+        "random_operations_match_the_model: seed {seed} (replay with LONGTASK_MODEL_SEED={seed})"
+    );
     let mut bytes = [0_u8; 32];
     for chunk in bytes.chunks_mut(8) {
         chunk.copy_from_slice(&seed.to_le_bytes());
     }
     let config = Config {
         cases: SEQUENCES,
-        max_shrink_iters: 500,
+        max_shrink_iters: 1000,
+        max_shrink_time: 120_000,
         failure_persistence: None,
         ..Config::default()
     };
-    let mut runner = TestRunner::new_with_rng(config, TestRng::from_seed(RngAlgorithm::ChaCha, &bytes));
+    let mut runner =
+        TestRunner::new_with_rng(config, TestRng::from_seed(RngAlgorithm::ChaCha, &bytes));
     let runtime = tokio::runtime::Handle::current();
     let sequences = AtomicUsize::new(0);
+    let stats = Mutex::new(Stats::default());
     let strategy = prop::collection::vec(op(), 1..=MAX_OPS);
     let result = tokio::task::block_in_place(|| {
         runner.run(&strategy, |ops| {
             let n = sequences.fetch_add(1, Ordering::Relaxed);
             let prefix = format!("model-{n}");
             runtime.block_on(async {
-                let ran = run_sequence(&h, &prefix, &ops).await;
+                let ran = run_sequence(&h, &prefix, &ops, &stats).await;
                 let cleaned = clean_up(&h, &prefix).await;
                 ran.and(cleaned).map_err(TestCaseError::fail)
             })
         })
     });
+    let stats = *stats.lock().unwrap_or_else(PoisonError::into_inner);
+    eprintln!("random_operations_match_the_model: {stats:?}");
     match result {
         Ok(()) => {}
         Err(TestError::Fail(reason, ops)) => panic!(
