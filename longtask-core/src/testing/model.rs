@@ -55,9 +55,9 @@ use crate::{
 };
 
 /// Sequences run per backend (each against fresh job names on the case's backend).
-const SEQUENCES: u32 = 24;
+const SEQUENCES: u32 = 48;
 /// Operations per sequence, at most.
-const MAX_OPS: usize = 40;
+const MAX_OPS: usize = 48;
 /// How long a dropped operation may take to land before the model accepts that it never will.
 const SETTLE: Duration = Duration::from_secs(10);
 
@@ -286,7 +286,7 @@ enum Answer {
     Unit(Result<()>),
     Cancel(Result<CancelOutcome>),
     Count(Result<u64>),
-    Record(Result<Option<TaskRecord>>),
+    Record(Result<Option<Box<TaskRecord>>>),
     Progress(Result<Option<Progress>>),
     Watch(Result<Watched>),
     Records(Result<Vec<TaskRecord>>),
@@ -327,7 +327,9 @@ fn start(backend: &Backend, call: &Call) -> BoxFuture<'static, Answer> {
         }
         Call::Purge(limit) => async move { Answer::Count(store.purge(limit).await) }.boxed(),
         Call::Advance(_) => async { Answer::Moved }.boxed(),
-        Call::Get(id) => async move { Answer::Record(store.get(id).await) }.boxed(),
+        Call::Get(id) => {
+            async move { Answer::Record(store.get(id).await.map(|r| r.map(Box::new))) }.boxed()
+        }
         Call::Latest(id) => async move { Answer::Progress(progress.latest(id).await) }.boxed(),
         Call::Watch(id, collect) => async move {
             let watched = match progress.watch(id).await {
@@ -1187,14 +1189,16 @@ impl Model {
                 self.now = saturating_add(self.now, *by);
                 Ok(())
             }
-            (Call::Get(id), Some(Answer::Record(Ok(got)))) => match (self.tasks.get(id), got) {
-                (None, None) => Ok(()),
-                (Some(task), Some(got)) => {
-                    let diff = self.diff_task(task, got);
-                    check(diff.is_empty(), || format!("get {id}: {}", diff.join("; ")))
+            (Call::Get(id), Some(Answer::Record(Ok(got)))) => {
+                match (self.tasks.get(id), got.as_deref()) {
+                    (None, None) => Ok(()),
+                    (Some(task), Some(got)) => {
+                        let diff = self.diff_task(task, got);
+                        check(diff.is_empty(), || format!("get {id}: {}", diff.join("; ")))
+                    }
+                    (task, got) => Err(format!("get {id}: expected {task:?}, got {got:?}")),
                 }
-                (task, got) => Err(format!("get {id}: expected {task:?}, got {got:?}")),
-            },
+            }
             (Call::Latest(id), Some(Answer::Progress(Ok(got)))) => {
                 let expected = self.tasks.get(id).and_then(|t| t.record.progress.clone());
                 same("latest progress", &expected, got)
