@@ -47,6 +47,7 @@ pub mod cancel_safety;
 pub mod claim;
 pub mod idempotency;
 pub mod lease;
+pub mod model;
 pub mod progress;
 pub mod race;
 pub mod retention;
@@ -408,6 +409,7 @@ macro_rules! conformance_suite {
             idempotency::idempotency_key_and_owner_are_checked,
             idempotency::concurrent_idempotent_submits_create_one_task,
             race::racing_instances_finish_each_task_once,
+            model::random_operations_match_the_model,
             worker::worker_runs_tasks_end_to_end,
             worker::worker_retries_then_succeeds,
             worker::worker_wakes_promptly_without_busy_polling,
