@@ -344,3 +344,39 @@ pub async fn cancelled_tasks_do_not_shorten_claims(h: Harness) {
         .collect();
     assert_eq!(claimed, ids[3..]);
 }
+
+/// A claim over several jobs keeps claim order after earlier claims of each job: a lower
+/// priority task of one job that sorts before another job's task is claimed first, even when
+/// the other job alone could fill the claim (found by the model-based case on Postgres, whose
+/// claim cursors skipped the lower priorities of a job).
+pub async fn claim_over_several_jobs_keeps_order_after_earlier_claims(h: Harness) {
+    let b_low = h.insert(vec![NewTask::new("order-b", "{}")]).await[0];
+    let a_first = h.insert(vec![NewTask::new("order-a", "{}")]).await[0];
+    let b_high = h
+        .insert(vec![NewTask {
+            priority: 7,
+            ..NewTask::new("order-b", "{}")
+        }])
+        .await[0];
+    assert_eq!(h.claim_one("order-b").await.lease.task, b_high);
+    assert_eq!(h.claim_one("order-a").await.lease.task, a_first);
+    let a_later = h.insert(vec![NewTask::new("order-a", "{}")]).await[0];
+    let both: Vec<TaskId> = h
+        .claim(&["order-a", "order-b"], 1)
+        .await
+        .iter()
+        .map(|c| c.lease.task)
+        .collect();
+    assert_eq!(
+        both,
+        vec![b_low],
+        "the earlier task of the lower-priority job comes first"
+    );
+    let next: Vec<TaskId> = h
+        .claim(&["order-a", "order-b"], 1)
+        .await
+        .iter()
+        .map(|c| c.lease.task)
+        .collect();
+    assert_eq!(next, vec![a_later]);
+}

@@ -361,6 +361,7 @@ macro_rules! conformance_suite {
             submit::list_filters_and_pages,
             claim::claim_marks_running,
             claim::claim_respects_priority,
+            claim::claim_over_several_jobs_keeps_order_after_earlier_claims,
             claim::cancelled_tasks_do_not_shorten_claims,
             claim::claim_orders_by_run_at_then_submission,
             claim::claim_orders_priority_before_run_at,

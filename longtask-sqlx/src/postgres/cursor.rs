@@ -20,8 +20,10 @@
 //!   lease, recovered expired leases, or scheduled a retry: the cursors are dropped then, so
 //!   within one process claim order is exact.
 //!
-//! Tasks of a higher priority than the cursor's are always found at once (the higher-priority
-//! part of the index is scanned on every claim).
+//! Tasks of a higher or lower priority than the cursor's are always found at once (the
+//! higher-priority part of the index, and the head of the lower-priority part, are scanned on
+//! every claim), so a claim over several jobs never takes one job's task before another job's
+//! task of a higher priority, or of the same priority but earlier in claim order.
 
 use std::{
     cmp::{Ordering, Reverse},
