@@ -36,8 +36,14 @@ use super::{
     sql::Queries,
 };
 
-/// How often watched tasks' statuses are re-read.
+/// How often the statuses of tasks whose watch started lately are re-read (a change that
+/// committed while the watch was starting may have found no watcher to notify).
 const RESYNC_EVERY: Duration = Duration::from_millis(500);
+/// How long after its last stream started a task counts as lately watched.
+const RESYNC_NEW_FOR: Duration = Duration::from_secs(2);
+/// How often every watched task's status is re-read anyway (a safety net: status changes are
+/// notified, and a lost LISTEN connection triggers a full re-read at once).
+const RESYNC_ALL_EVERY: Duration = Duration::from_secs(30);
 
 /// How long `watch` waits for the listener to be subscribed before it reads the task.
 const READY_WAIT: Duration = Duration::from_secs(5);
@@ -61,6 +67,8 @@ struct Hub {
     ready: watch::Sender<bool>,
     watched: Mutex<HashMap<TaskId, Watched>>,
     next_key: AtomicU64,
+    /// Signalled when notifications may have been lost (the LISTEN connection was re-made).
+    lost: tokio::sync::Notify,
 }
 
 /// The local watch streams of one task.
@@ -70,6 +78,8 @@ struct Watched {
     /// Bumped on every status change applied, so that a re-read that raced with a
     /// notification is not applied over it.
     seq: u64,
+    /// When the task's latest stream started.
+    started: tokio::time::Instant,
     senders: Vec<(u64, mpsc::UnboundedSender<TaskEvent>)>,
 }
 
@@ -97,6 +107,7 @@ impl Notifier {
                 ready: watch::Sender::new(false),
                 watched: Mutex::new(HashMap::new()),
                 next_key: AtomicU64::new(0),
+                lost: tokio::sync::Notify::new(),
             }),
             tasks: Mutex::new(Vec::new()),
         }
@@ -148,16 +159,17 @@ impl Notifier {
     pub(crate) fn subscribe(&self, id: TaskId) -> WatchStream {
         let key = self.hub.next_key.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = mpsc::unbounded();
-        self.hub
-            .lock()
-            .entry(id)
-            .or_insert_with(|| Watched {
-                last: None,
-                seq: 0,
-                senders: Vec::new(),
-            })
-            .senders
-            .push((key, tx));
+        let now = tokio::time::Instant::now();
+        let mut watched = self.hub.lock();
+        let entry = watched.entry(id).or_insert_with(|| Watched {
+            last: None,
+            seq: 0,
+            started: now,
+            senders: Vec::new(),
+        });
+        entry.started = now;
+        entry.senders.push((key, tx));
+        drop(watched);
         WatchStream {
             rx,
             guard: WatchGuard {
@@ -303,13 +315,16 @@ impl Hub {
         }
     }
 
-    /// Re-reads the statuses of watched tasks and applies what notifications missed.
-    async fn resync_once(&self) -> Result<(), sqlx::Error> {
+    /// Re-reads the statuses of watched tasks (all of them, or only those whose latest stream
+    /// started less than [`RESYNC_NEW_FOR`] ago) and applies what notifications missed.
+    async fn resync_once(&self, all: bool) -> Result<(), sqlx::Error> {
+        let lately = tokio::time::Instant::now().checked_sub(RESYNC_NEW_FOR);
         // Streams still starting (no status read yet) are left to their own first read.
         let seqs: HashMap<TaskId, u64> = self
             .lock()
             .iter()
             .filter(|(_, w)| w.last.is_some())
+            .filter(|(_, w)| all || lately.is_none_or(|since| w.started >= since))
             .map(|(id, w)| (*id, w.seq))
             .collect();
         if seqs.is_empty() {
@@ -362,6 +377,8 @@ async fn listen(hub: Arc<Hub>) {
         };
         backoff = Duration::from_millis(100);
         hub.ready.send_replace(true);
+        // Changes made while nobody listened were not heard: re-read every watched task.
+        hub.lost.notify_one();
         // Work may have been submitted while nobody listened.
         hub.work.send_replace(());
         loop {
@@ -370,6 +387,7 @@ async fn listen(hub: Arc<Hub>) {
                 // The connection was lost and re-established: notifications may be lost.
                 Ok(None) => {
                     hub.work.send_replace(());
+                    hub.lost.notify_one();
                 }
                 Err(sqlx::Error::PoolClosed) => return,
                 Err(err) => {
@@ -383,13 +401,23 @@ async fn listen(hub: Arc<Hub>) {
     }
 }
 
-/// The re-reader task.
+/// The re-reader task: every [`RESYNC_EVERY`], the tasks whose watch started lately; at once
+/// when notifications may have been lost, and every [`RESYNC_ALL_EVERY`] anyway, all of them.
+/// Otherwise watching costs the database nothing but the notifications of changed tasks.
 async fn resync(hub: Arc<Hub>) {
     let mut every = tokio::time::interval(RESYNC_EVERY);
     every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut last_full = tokio::time::Instant::now();
     loop {
-        every.tick().await;
-        if let Err(err) = hub.resync_once().await {
+        let lost = tokio::select! {
+            _ = every.tick() => false,
+            () = hub.lost.notified() => true,
+        };
+        let all = lost || last_full.elapsed() >= RESYNC_ALL_EVERY;
+        if all {
+            last_full = tokio::time::Instant::now();
+        }
+        if let Err(err) = hub.resync_once(all).await {
             if matches!(err, sqlx::Error::PoolClosed) {
                 return;
             }
