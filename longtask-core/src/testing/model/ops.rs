@@ -150,6 +150,12 @@ pub(super) fn end() -> impl Strategy<Value = End> {
 }
 
 /// Operations whose future may be dropped, and whose effect the model can recognise.
+///
+/// A dropped operation goes on running in the background (cancel-safety), concurrently with the
+/// operations after it; the model waits until its effect shows. A purge is left out: when it has
+/// nothing to delete yet, "not run yet" and "done" look alike, and if it then runs after a task
+/// with no retention finished at the same instant, it rightly deletes that task, which the model
+/// cannot tell from a divergence. (Found on Postgres; the `cancel_safety` case drops purges.)
 pub(super) fn droppable() -> impl Strategy<Value = Op> {
     prop_oneof![
         prop::collection::vec(spec(), 1..=3).prop_map(Op::Insert),
@@ -163,7 +169,6 @@ pub(super) fn droppable() -> impl Strategy<Value = Op> {
             .prop_map(|(l, s)| Op::Heartbeat(l, Duration::from_secs(s))),
         prop::collection::vec((lease_pick(), 0..1000_u64), 1..=2).prop_map(Op::Report),
         Just(Op::Recover(1000)),
-        Just(Op::Purge(1000)),
         task_pick().prop_map(Op::Get),
     ]
 }
