@@ -182,6 +182,9 @@ pub struct JobOptions {
     /// How long a running task may take to stop after cancellation is asked for before the
     /// worker stops it (default 10 s).
     pub cancel_grace: Duration,
+    /// The largest [checkpoint](crate::TaskContext::checkpoint) state accepted, in bytes of
+    /// JSON (default 1 MiB).
+    pub max_checkpoint_size: usize,
 }
 
 impl Default for JobOptions {
@@ -193,6 +196,7 @@ impl Default for JobOptions {
             priority: 0,
             retention: Duration::from_secs(7 * 24 * 3600),
             cancel_grace: Duration::from_secs(10),
+            max_checkpoint_size: 1 << 20,
         }
     }
 }
@@ -237,6 +241,13 @@ impl JobOptions {
     #[must_use]
     pub fn cancel_grace(mut self, grace: Duration) -> Self {
         self.cancel_grace = grace;
+        self
+    }
+
+    /// Sets the largest checkpoint state accepted, in bytes of JSON.
+    #[must_use]
+    pub fn max_checkpoint_size(mut self, bytes: usize) -> Self {
+        self.max_checkpoint_size = bytes;
         self
     }
 }

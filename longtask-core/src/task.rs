@@ -26,6 +26,8 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
+use crate::queue::CheckpointInfo;
+
 /// A task's id: a UUIDv7, so ids sort by submission time (good index locality) while carrying 74
 /// random bits (unguessable, safe to put in a URL).
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -328,9 +330,22 @@ pub struct TaskRecord {
     pub owner: Option<String>,
     /// The idempotency key it was submitted with.
     pub idempotency_key: Option<String>,
+    /// The task's last checkpoint, if a job saved one ([`TaskContext::checkpoint`]).
+    ///
+    /// [`TaskContext::checkpoint`]: crate::TaskContext::checkpoint
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub checkpoint: Option<CheckpointInfo>,
 }
 
 impl TaskRecord {
+    /// The checkpoint the latest attempt resumed from: the last checkpoint, when an earlier
+    /// attempt saved it (the latest attempt started after it was saved). A status page says
+    /// "resumed after an interruption at …" with its progress.
+    pub fn resumed_from(&self) -> Option<&CheckpointInfo> {
+        let started = self.started_at?;
+        self.checkpoint.as_ref().filter(|c| c.at < started)
+    }
+
     /// The time left, estimated from the progress reports, while the task runs.
     pub fn eta(&self, now: DateTime<Utc>) -> Option<Duration> {
         if self.status != TaskStatus::Running {
@@ -375,6 +390,7 @@ impl TaskRecord {
             retention: task.retention,
             owner: task.owner,
             idempotency_key: task.idempotency_key,
+            checkpoint: None,
         }
     }
 }

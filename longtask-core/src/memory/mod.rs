@@ -32,7 +32,8 @@ use crate::{
     error::{Error, Result},
     progress::{ProgressSink, TaskEvent},
     queue::{
-        Ack, ClaimRequest, ClaimedTask, Completion, Lease, LeaseState, Outcome, Queue, WorkSignal,
+        Ack, Checkpoint, CheckpointInfo, ClaimRequest, ClaimedTask, Completion, Lease, LeaseState,
+        Outcome, Queue, WorkSignal,
     },
     store::{CancelOutcome, TaskStore},
     task::{Inserted, NewTask, Progress, TaskError, TaskId, TaskQuery, TaskRecord, TaskStatus},
@@ -141,6 +142,7 @@ impl TaskStore for MemoryBackend {
                     record: TaskRecord::new(task, now),
                     token: 0,
                     place: Place::Elsewhere,
+                    checkpoint: None,
                 }))
             })
             .collect::<Result<_>>()?;
@@ -449,6 +451,30 @@ impl Queue for MemoryBackend {
             self.wake();
         }
         Ok(expired.len() as u64)
+    }
+
+    async fn save_checkpoint(&self, checkpoint: Checkpoint) -> Result<Ack> {
+        let now = self.now();
+        let mut state = self.lock();
+        let lease = checkpoint.lease;
+        let Some(slot) = state.leased(lease).and_then(|idx| state.tasks.at_mut(idx)) else {
+            return Ok(Ack::Stale);
+        };
+        slot.record.checkpoint = Some(CheckpointInfo::new(&checkpoint, now));
+        slot.checkpoint = Some(checkpoint.state);
+        if let Some(progress) = checkpoint.progress {
+            slot.record.progress = Some(progress.clone());
+            state.emit(lease.task, &TaskEvent::Progress(progress));
+        }
+        Ok(Ack::Applied)
+    }
+
+    async fn load_checkpoint(&self, task: TaskId) -> Result<Option<String>> {
+        Ok(self
+            .lock()
+            .tasks
+            .get(task)
+            .and_then(|slot| slot.checkpoint.clone()))
     }
 
     fn work_signal(&self) -> WorkSignal {

@@ -43,6 +43,8 @@ pub(super) struct Slot {
     /// half, so that a lease leads straight to its slot.
     pub(super) token: u64,
     pub(super) place: Place,
+    /// The last checkpoint's state (JSON); what the record shows of it is in the record.
+    pub(super) checkpoint: Option<String>,
 }
 
 /// Task records in a slab (indexed by slot number, so that claims and outcomes reach a record

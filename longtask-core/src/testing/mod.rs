@@ -44,6 +44,7 @@ use crate::{
 
 pub mod cancel;
 pub mod cancel_safety;
+pub mod checkpoint;
 pub mod claim;
 pub mod idempotency;
 pub mod lease;
@@ -398,6 +399,12 @@ macro_rules! conformance_suite {
             progress::watch_unknown_task_is_not_found,
             progress::completion_stores_progress,
             progress::stale_lease_progress_changes_nothing,
+            checkpoint::checkpoint_survives_lease_expiry_and_reclaim,
+            checkpoint::stale_lease_checkpoint_changes_nothing,
+            checkpoint::last_checkpoint_wins_within_a_lease,
+            checkpoint::checkpoint_survives_retry_and_release_until_purge,
+            checkpoint::large_checkpoint_round_trips,
+            checkpoint::worker_resumes_from_last_checkpoint,
             retention::purge_removes_only_expired_finished_tasks,
             retention::purge_respects_limit,
             retention::purge_spans_many_retention_periods,

@@ -142,6 +142,7 @@ impl Coordinator {
         let now = Instant::now();
         let shared = Arc::new(Shared {
             registry: worker.registry,
+            backend_queue: Arc::clone(worker.backend.queue()),
             queue: Mutex::new(VecDeque::new()),
             unconfirmed: Mutex::new(Vec::new()),
             margin: worker.config.lease / 3,

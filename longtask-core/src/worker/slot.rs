@@ -17,10 +17,10 @@ use tokio::{sync::Notify, time::Instant};
 use tracing::Instrument;
 
 use crate::{
-    context::{ContextInner, TaskContext},
+    context::{Checkpoints, ContextInner, TaskContext},
     job::ErrorKind,
     metrics::{Ended, WorkerMetrics},
-    queue::{ClaimedTask, Completion, Lease, Outcome},
+    queue::{ClaimedTask, Completion, Lease, Outcome, Queue},
     registry::{ErasedJob, Registry},
 };
 
@@ -77,6 +77,8 @@ pub(super) struct Slot {
 /// What the coordinator and its slots share.
 pub(super) struct Shared {
     pub(super) registry: Registry,
+    /// The backend's queue, for the checkpoints jobs save.
+    pub(super) backend_queue: Arc<dyn Queue>,
     /// Claimed tasks waiting for a free slot.
     pub(super) queue: Mutex<VecDeque<Buffered>>,
     /// Buffered tasks a slot would have started, but whose leases may have expired (the worker
@@ -205,7 +207,18 @@ pub(super) async fn run_task(shared: &Shared, slot: &Slot, buffered: Buffered) -
         return Some(Ended::Failed);
     };
     let options = job.options();
-    let cx = TaskContext::new(lease.task, name, task.attempt, task.max_attempts);
+    let checkpoints = Checkpoints::Backend {
+        queue: Arc::clone(&shared.backend_queue),
+        lease,
+        limit: options.max_checkpoint_size,
+    };
+    let cx = TaskContext::new(
+        lease.task,
+        name,
+        task.attempt,
+        task.max_attempts,
+        checkpoints,
+    );
     let inner = Arc::clone(cx.inner());
     *lock(&slot.current) = Some(Current {
         lease,
