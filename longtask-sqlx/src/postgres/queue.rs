@@ -9,8 +9,8 @@ use std::{
 
 use chrono::{DateTime, Utc};
 use longtask_core::{
-    saturating_add, Ack, ClaimRequest, ClaimedTask, Completion, Error, Lease, LeaseState, Outcome,
-    Result, TaskId, WorkSignal,
+    saturating_add, Ack, Checkpoint, CheckpointInfo, ClaimRequest, ClaimedTask, Completion, Error,
+    Lease, LeaseState, Outcome, Result, TaskId, WorkSignal,
 };
 use uuid::Uuid;
 
@@ -309,6 +309,35 @@ impl PostgresBackend {
             self.cursors.reset();
         }
         Ok(u64::try_from(recovered).unwrap_or(0))
+    }
+
+    pub(super) async fn direct_save_checkpoint(&self, checkpoint: Checkpoint) -> Result<Ack> {
+        let info = CheckpointInfo::new(&checkpoint, self.now()).to_json();
+        let progress = checkpoint
+            .progress
+            .as_ref()
+            .map(encode_progress)
+            .transpose()?;
+        let (saved, _notified): (i64, i64) = sqlx::query_as(&self.sql.save_checkpoint)
+            .bind(checkpoint.lease.task.as_uuid())
+            .bind(token(&checkpoint.lease))
+            .bind(&checkpoint.state)
+            .bind(info)
+            .bind(progress)
+            .bind(self.notifier.channel())
+            .fetch_one(&self.pool)
+            .await
+            .map_err(|e| Error::backend("saving a checkpoint", e))?;
+        Ok(if saved == 1 { Ack::Applied } else { Ack::Stale })
+    }
+
+    pub(super) async fn direct_load_checkpoint(&self, task: TaskId) -> Result<Option<String>> {
+        let state: Option<Option<String>> = sqlx::query_scalar(&self.sql.load_checkpoint)
+            .bind(task.as_uuid())
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(|e| Error::backend(format!("loading the checkpoint of task {task}"), e))?;
+        Ok(state.flatten())
     }
 
     pub(super) fn direct_work_signal(&self) -> WorkSignal {

@@ -13,8 +13,8 @@ use std::{
 
 use chrono::{DateTime, Utc};
 use longtask_core::{
-    saturating_add, Ack, ClaimRequest, ClaimedTask, Completion, Error, Lease, LeaseState, Outcome,
-    Result, TaskEvent, TaskId, TaskStatus, WorkSignal,
+    saturating_add, Ack, Checkpoint, CheckpointInfo, ClaimRequest, ClaimedTask, Completion, Error,
+    Lease, LeaseState, Outcome, Result, TaskEvent, TaskId, TaskStatus, WorkSignal,
 };
 use serde::Serialize;
 use sqlx::{Sqlite, Transaction};
@@ -35,6 +35,8 @@ const LOAD_EXPIRED: &str = include_str!("sql/load_expired.sql");
 const SETTLE: &str = include_str!("sql/settle.sql");
 const HEARTBEAT: &str = include_str!("sql/heartbeat.sql");
 const RELEASE: &str = include_str!("sql/release.sql");
+const SAVE_CHECKPOINT: &str = include_str!("sql/save_checkpoint.sql");
+const LOAD_CHECKPOINT: &str = include_str!("sql/load_checkpoint.sql");
 
 /// A task's new state, as `settle.sql` reads it; `None` keeps the stored value.
 #[derive(Debug, Serialize)]
@@ -480,6 +482,53 @@ impl SqliteBackend {
             self.wake();
         }
         Ok(rows.len() as u64)
+    }
+
+    pub(super) async fn direct_save_checkpoint(&self, checkpoint: Checkpoint) -> Result<Ack> {
+        let Checkpoint {
+            lease,
+            ref state,
+            ref progress,
+            ..
+        } = checkpoint;
+        let Ok(token) = i64::try_from(lease.token) else {
+            return Ok(Ack::Stale);
+        };
+        let info = CheckpointInfo::new(&checkpoint, self.now()).to_json();
+        let progress_text = progress.as_ref().map(row::progress_json).transpose()?;
+        let mut tx = self.begin("starting to save a checkpoint").await?;
+        let version: Option<i64> = sqlx::query_scalar(SAVE_CHECKPOINT)
+            .bind(lease.task.as_uuid())
+            .bind(token)
+            .bind(state)
+            .bind(info)
+            .bind(progress_text)
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(db("saving a checkpoint"))?;
+        let Some(version) = version else {
+            return Ok(Ack::Stale);
+        };
+        tx.commit().await.map_err(db("committing a checkpoint"))?;
+        if let Some(progress) = checkpoint.progress {
+            if self.watched() {
+                self.emit(vec![(
+                    lease.task,
+                    version,
+                    vec![TaskEvent::Progress(progress)],
+                )]);
+            }
+        }
+        Ok(Ack::Applied)
+    }
+
+    pub(super) async fn direct_load_checkpoint(&self, task: TaskId) -> Result<Option<String>> {
+        let stored: Option<Option<String>> = sqlx::query_scalar(LOAD_CHECKPOINT)
+            .bind(task.as_uuid())
+            .fetch_optional(&self.reader)
+            .await
+            .map_err(db("loading a checkpoint"))?;
+        Ok(stored.flatten())
     }
 
     pub(super) fn direct_work_signal(&self) -> WorkSignal {
