@@ -295,10 +295,9 @@ impl TaskContext {
                     ))
                 })?
             }
-            Checkpoints::Local(saved) => saved
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .clone(),
+            Checkpoints::Local(saved) => {
+                saved.lock().unwrap_or_else(PoisonError::into_inner).clone()
+            }
         };
         saved
             .map(|json| {

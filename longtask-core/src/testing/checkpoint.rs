@@ -68,11 +68,22 @@ pub async fn checkpoint_survives_lease_expiry_and_reclaim(h: Harness) {
     let ack = save(&h, first.lease, 1, r#"{"day":17}"#, Some(at_day_17.clone())).await;
     assert_eq!(ack, Ack::Applied);
     let record = h.get(id).await;
-    assert_eq!(record.progress.as_ref(), Some(&at_day_17), "one write: the page shows it");
-    let info = record.checkpoint.clone().expect("the record shows the checkpoint");
+    assert_eq!(
+        record.progress.as_ref(),
+        Some(&at_day_17),
+        "one write: the page shows it"
+    );
+    let info = record
+        .checkpoint
+        .clone()
+        .expect("the record shows the checkpoint");
     assert_eq!((info.attempt, info.at), (1, saved_at));
     assert_eq!(info.progress.as_ref(), Some(&at_day_17));
-    assert_eq!(record.resumed_from(), None, "the attempt that saved it did not resume");
+    assert_eq!(
+        record.resumed_from(),
+        None,
+        "the attempt that saved it did not resume"
+    );
 
     // The worker dies: its lease expires and the task is recovered for a retry.
     h.advance(PAST_LEASE);
@@ -95,7 +106,9 @@ pub async fn checkpoint_survives_lease_expiry_and_reclaim(h: Harness) {
     assert_eq!((second.lease.task, second.attempt), (id, 2));
     let loaded = other.queue().load_checkpoint(id).await.unwrap();
     super::assert_json_eq(
-        loaded.as_deref().expect("the next attempt finds the checkpoint"),
+        loaded
+            .as_deref()
+            .expect("the next attempt finds the checkpoint"),
         r#"{"day":17}"#,
     );
     let record = h.get(id).await;
@@ -104,7 +117,11 @@ pub async fn checkpoint_survives_lease_expiry_and_reclaim(h: Harness) {
         .expect("the record says the running attempt resumed");
     assert_eq!((resumed.attempt, resumed.at), (1, saved_at));
     assert_eq!(resumed.progress.as_ref(), Some(&at_day_17));
-    assert_eq!(record.progress.as_ref(), Some(&at_day_17), "the bar does not go back to 0");
+    assert_eq!(
+        record.progress.as_ref(),
+        Some(&at_day_17),
+        "the bar does not go back to 0"
+    );
 }
 
 /// A checkpoint under a stale lease (expired and claimed again) changes nothing: not the state,
@@ -175,7 +192,10 @@ pub async fn last_checkpoint_wins_within_a_lease(h: Harness) {
     let ack = save(&h, claimed.lease, 1, r#"{"day":5,"rows":[]}"#, None).await;
     assert_eq!(ack, Ack::Applied);
     let record = h.get(id).await;
-    assert_eq!(record.progress, last, "a checkpoint without progress keeps the progress");
+    assert_eq!(
+        record.progress, last,
+        "a checkpoint without progress keeps the progress"
+    );
     let info = record.checkpoint.unwrap();
     assert_eq!((info.at, info.progress), (h.now(), None));
     super::assert_json_eq(
@@ -222,7 +242,11 @@ pub async fn checkpoint_survives_retry_and_release_until_purge(h: Harness) {
     let retention = done.retention;
     h.advance(retention + Duration::from_secs(1));
     assert_eq!(h.backend.store().purge(100).await.unwrap(), 1);
-    assert_eq!(load(&h, id).await, None, "the checkpoint is purged with its task");
+    assert_eq!(
+        load(&h, id).await,
+        None,
+        "the checkpoint is purged with its task"
+    );
 
     // A new task under the same id space starts clean: a checkpoint never leaks across tasks.
     let fresh = h.submit("long", "{}").await;
@@ -323,7 +347,9 @@ pub async fn worker_resumes_from_last_checkpoint(h: Harness) {
     assert_eq!(steps.done_by, [1, 1, 1, 1, 2, 2, 2, 2, 2, 2]);
     let progress = task.progress.unwrap();
     assert_eq!((progress.step, progress.total), (10, Some(10)));
-    let checkpoint = task.checkpoint.expect("the record shows the last checkpoint");
+    let checkpoint = task
+        .checkpoint
+        .expect("the record shows the last checkpoint");
     assert_eq!(checkpoint.attempt, 2);
     assert_eq!(checkpoint.progress.map(|p| p.step), Some(10));
 

@@ -13,9 +13,9 @@ use tokio::sync::Notify;
 
 use super::{Harness, WakeUps};
 use crate::{
-    Ack, Backend, Backoff, Checkpoint, ClaimRequest, ClaimedTask, Client, Completion, Job, JobError,
-    JobOptions, Lease, LeaseState, Queue, TaskContext, TaskId, TaskQuery, TaskRecord, TaskStatus,
-    WorkSignal, Worker,
+    Ack, Backend, Backoff, Checkpoint, ClaimRequest, ClaimedTask, Client, Completion, Job,
+    JobError, JobOptions, Lease, LeaseState, Queue, TaskContext, TaskId, TaskQuery, TaskRecord,
+    TaskStatus, WorkSignal, Worker,
 };
 
 /// Echoes its parameters, reporting progress on the way.
