@@ -249,6 +249,7 @@ macro_rules! cancel_safe_backend {
                 let jobs = request.jobs.to_vec();
                 let worker = request.worker.to_owned();
                 let (limit, lease) = (request.limit, request.lease);
+                let limits = request.limits.to_vec();
                 $crate::to_completion_or(
                     "claiming tasks",
                     async move {
@@ -257,6 +258,7 @@ macro_rules! cancel_safe_backend {
                             worker: &worker,
                             limit,
                             lease,
+                            limits: &limits,
                         };
                         this.direct_claim(request).await
                     },

@@ -81,8 +81,8 @@ pub use crate::{
     metrics::{MetricsSnapshot, WorkerMetrics, RUN_TIME_BUCKETS},
     progress::{ProgressSink, TaskEvent},
     queue::{
-        Ack, Checkpoint, CheckpointInfo, ClaimRequest, ClaimedTask, Completion, Lease, LeaseState,
-        Outcome, Queue, WorkSignal,
+        Ack, Checkpoint, CheckpointInfo, ClaimRequest, ClaimedTask, Completion, JobLimits, Lease,
+        LeaseState, Outcome, Queue, WorkSignal,
     },
     store::{CancelOutcome, TaskStore},
     task::{

@@ -15,7 +15,13 @@
 //! backend.insert(vec![NewTask::new("report", "{}")]).await?;
 //! let jobs = ["report".to_owned()];
 //! let claimed = backend
-//!     .claim(ClaimRequest { jobs: &jobs, worker: "w1", limit: 10, lease: Duration::from_secs(30) })
+//!     .claim(ClaimRequest {
+//!         jobs: &jobs,
+//!         worker: "w1",
+//!         limit: 10,
+//!         lease: Duration::from_secs(30),
+//!         limits: &[],
+//!     })
 //!     .await?;
 //! let done = Completion::new(claimed[0].lease, Outcome::Succeeded { output: "42".into() });
 //! assert_eq!(backend.finish(vec![done]).await?, vec![Ack::Applied]);
@@ -55,6 +61,37 @@ pub struct ClaimRequest<'a> {
     pub limit: usize,
     /// How long the lease lasts unless extended.
     pub lease: Duration,
+    /// Concurrency limits of some of the jobs (none: `&[]`), which the claim enforces across
+    /// every worker: it never takes a task that would make more tasks run at once than a limit
+    /// allows.
+    pub limits: &'a [JobLimits],
+}
+
+/// A job's concurrency limits ([`JobOptions::max_running`](crate::JobOptions::max_running),
+/// [`JobOptions::max_running_per_key`](crate::JobOptions::max_running_per_key)), as a claim
+/// enforces them.
+///
+/// Tasks count as running from their claim until their attempt ends (finished, failed, given
+/// back, or recovered after its lease expired). A claim skips tasks over a limit and takes the
+/// next ones in claim order that are not: the tasks of a busy concurrency key wait while tasks of
+/// other keys run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JobLimits {
+    /// The job limited.
+    pub job: String,
+    /// At most this many tasks of the job run at once.
+    pub max_running: Option<u32>,
+    /// At most this many tasks of the job with the same
+    /// [concurrency key](crate::SubmitOptions::concurrency_key) run at once (tasks without a
+    /// key are not limited by it).
+    pub max_running_per_key: Option<u32>,
+}
+
+impl JobLimits {
+    /// Whether any limit is set.
+    pub fn is_limited(&self) -> bool {
+        self.max_running.is_some() || self.max_running_per_key.is_some()
+    }
 }
 
 /// One claimed task: what a worker needs to run it.
@@ -227,6 +264,8 @@ pub trait Queue: Send + Sync {
     /// Claims up to `limit` due tasks of the given jobs: higher priority first, then earlier
     /// `run_at`, then earlier submission. Each becomes `running` under a new lease with its
     /// attempt counted. Concurrent claimers never receive the same task while its lease lives.
+    /// Tasks that would exceed one of the request's [`limits`](ClaimRequest::limits) are
+    /// skipped, atomically with respect to every other claim.
     async fn claim(&self, request: ClaimRequest<'_>) -> Result<Vec<ClaimedTask>>;
 
     /// Extends live leases by `extend` from now; reports, per lease in order, whether it is still

@@ -330,6 +330,9 @@ pub struct TaskRecord {
     pub owner: Option<String>,
     /// The idempotency key it was submitted with.
     pub idempotency_key: Option<String>,
+    /// The concurrency key it was submitted with.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub concurrency_key: Option<String>,
     /// The task's last checkpoint, if a job saved one ([`TaskContext::checkpoint`]).
     ///
     /// [`TaskContext::checkpoint`]: crate::TaskContext::checkpoint
@@ -390,6 +393,7 @@ impl TaskRecord {
             retention: task.retention,
             owner: task.owner,
             idempotency_key: task.idempotency_key,
+            concurrency_key: task.concurrency_key,
             checkpoint: None,
         }
     }
@@ -439,6 +443,9 @@ pub struct NewTask {
     pub owner: Option<String>,
     /// A key unique per job: submitting again with it returns the first task's id.
     pub idempotency_key: Option<String>,
+    /// The concurrency key: tasks of a job with the same key are limited together by
+    /// [`JobOptions::max_running_per_key`](crate::JobOptions::max_running_per_key).
+    pub concurrency_key: Option<String>,
 }
 
 impl NewTask {
@@ -461,6 +468,7 @@ impl NewTask {
             retention: defaults.retention,
             owner: None,
             idempotency_key: None,
+            concurrency_key: None,
         }
     }
 }
@@ -503,6 +511,7 @@ impl NewTask {
         }
         check("idempotency key", self.idempotency_key.as_deref())?;
         check("owner", self.owner.as_deref())?;
+        check("concurrency key", self.concurrency_key.as_deref())?;
         if self.max_attempts == 0 {
             return Err(crate::Error::InvalidInput(
                 "max_attempts is 0; a task needs at least one attempt".to_owned(),

@@ -760,6 +760,7 @@ async fn a_buffered_task_whose_lease_lapsed_is_not_started() {
             worker: "another worker",
             limit: 10,
             lease: Duration::from_secs(60),
+            limits: &[],
         })
         .await
         .unwrap();

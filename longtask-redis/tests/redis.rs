@@ -70,6 +70,7 @@ async fn drain(backend: &RedisBackend, job: &str) -> (usize, Duration) {
                 worker: "drain",
                 limit: 500,
                 lease: Duration::from_secs(30),
+                limits: &[],
             })
             .await
             .expect("claim failed");
@@ -201,6 +202,7 @@ async fn pubsub_reconnects_after_the_connection_is_killed() {
             worker: "w",
             limit: 1,
             lease: Duration::from_secs(30),
+            limits: &[],
         })
         .await
         .unwrap();
@@ -545,6 +547,7 @@ async fn claim_order(
                 worker: "w",
                 limit,
                 lease: Duration::from_secs(30),
+                limits: &[],
             })
             .await
             .unwrap();
@@ -691,6 +694,7 @@ async fn record_reads_leave_the_checkpoint_state_unread() {
             worker: "w",
             limit: 1,
             lease: Duration::from_secs(30),
+            limits: &[],
         })
         .await
         .unwrap()

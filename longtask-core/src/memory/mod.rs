@@ -16,7 +16,7 @@
 //! # Ok(()) }
 //! ```
 use std::{
-    collections::{BTreeSet, HashSet},
+    collections::{BTreeSet, HashMap, HashSet},
     fmt,
     sync::{Arc, Mutex, MutexGuard, PoisonError},
     time::Duration,
@@ -32,8 +32,8 @@ use crate::{
     error::{Error, Result},
     progress::{ProgressSink, TaskEvent},
     queue::{
-        Ack, Checkpoint, CheckpointInfo, ClaimRequest, ClaimedTask, Completion, Lease, LeaseState,
-        Outcome, Queue, WorkSignal,
+        Ack, Checkpoint, CheckpointInfo, ClaimRequest, ClaimedTask, Completion, JobLimits, Lease,
+        LeaseState, Outcome, Queue, WorkSignal,
     },
     store::{CancelOutcome, TaskStore},
     task::{Inserted, NewTask, Progress, TaskError, TaskId, TaskQuery, TaskRecord, TaskStatus},
@@ -249,6 +249,91 @@ impl TaskStore for MemoryBackend {
     }
 }
 
+impl MemoryBackend {
+    /// Picks tasks in claim order from the jobs' ready sets, skipping those over a concurrency
+    /// limit: a job at its limit is passed over, and so is a task whose key is at its limit
+    /// (it stays ready, in its place, for a later claim).
+    fn pick_limited(
+        state: &State,
+        sets: &mut [(String, BTreeSet<ReadyKey>)],
+        request: ClaimRequest<'_>,
+        picked: &mut Vec<(TaskId, u32)>,
+    ) {
+        let limits_of = |job: &str| request.limits.iter().find(|l| l.job == job);
+        let mut per_job: HashMap<&str, u32> = HashMap::new();
+        let mut per_key: HashMap<(&str, &str), u32> = HashMap::new();
+        for &idx in &state.running {
+            let Some(slot) = state.tasks.at(idx) else {
+                continue;
+            };
+            let record = &slot.record;
+            if limits_of(&record.job).is_none() {
+                continue;
+            }
+            *per_job.entry(record.job.as_str()).or_default() += 1;
+            if let Some(key) = &record.concurrency_key {
+                *per_key
+                    .entry((record.job.as_str(), key.as_str()))
+                    .or_default() += 1;
+            }
+        }
+        // Each set is walked in order from its head; `skipped` holds how far.
+        let mut cursor: Vec<Option<ReadyKey>> = vec![None; sets.len()];
+        let mut done: Vec<bool> = vec![false; sets.len()];
+        let mut taken: Vec<Vec<ReadyKey>> = vec![Vec::new(); sets.len()];
+        while picked.len() < request.limit {
+            let best = sets
+                .iter()
+                .enumerate()
+                .filter(|(i, _)| !done[*i])
+                .filter_map(|(i, (_, set))| {
+                    let next = match cursor[i] {
+                        None => set.first(),
+                        Some(after) => set
+                            .range((std::ops::Bound::Excluded(after), std::ops::Bound::Unbounded))
+                            .next(),
+                    };
+                    next.map(|head| (i, *head))
+                })
+                .min_by_key(|(_, head)| *head);
+            let Some((i, key)) = best else {
+                break;
+            };
+            cursor[i] = Some(key);
+            let job = sets[i].0.as_str();
+            let Some(limits) = limits_of(job) else {
+                taken[i].push(key);
+                picked.push((key.2, key.3));
+                continue;
+            };
+            let running = per_job.get(job).copied().unwrap_or(0);
+            if limits.max_running.is_some_and(|max| running >= max) {
+                done[i] = true;
+                continue;
+            }
+            let task_key = state
+                .tasks
+                .at(key.3)
+                .and_then(|slot| slot.record.concurrency_key.as_deref());
+            if let (Some(max), Some(task_key)) = (limits.max_running_per_key, task_key) {
+                let count = per_key.entry((job, task_key)).or_default();
+                if *count >= max {
+                    continue;
+                }
+                *count += 1;
+            }
+            *per_job.entry(job).or_default() += 1;
+            taken[i].push(key);
+            picked.push((key.2, key.3));
+        }
+        for ((_, set), taken) in sets.iter_mut().zip(taken) {
+            for key in taken {
+                set.remove(&key);
+            }
+        }
+    }
+}
+
 #[async_trait]
 impl Queue for MemoryBackend {
     async fn claim(&self, request: ClaimRequest<'_>) -> Result<Vec<ClaimedTask>> {
@@ -265,17 +350,21 @@ impl Queue for MemoryBackend {
             .filter_map(|job| state.ready.remove_entry(job.as_str()))
             .collect();
         let mut picked: Vec<(TaskId, u32)> = Vec::with_capacity(request.limit.min(4096));
-        while picked.len() < request.limit {
-            let best = sets
-                .iter()
-                .enumerate()
-                .filter_map(|(i, (_, set))| set.first().map(|head| (i, *head)))
-                .min_by_key(|(_, head)| *head);
-            let Some((i, key)) = best else {
-                break;
-            };
-            sets[i].1.pop_first();
-            picked.push((key.2, key.3));
+        if request.limits.iter().any(JobLimits::is_limited) {
+            Self::pick_limited(state, &mut sets, request, &mut picked);
+        } else {
+            while picked.len() < request.limit {
+                let best = sets
+                    .iter()
+                    .enumerate()
+                    .filter_map(|(i, (_, set))| set.first().map(|head| (i, *head)))
+                    .min_by_key(|(_, head)| *head);
+                let Some((i, key)) = best else {
+                    break;
+                };
+                sets[i].1.pop_first();
+                picked.push((key.2, key.3));
+            }
         }
         state.ready.extend(sets);
 

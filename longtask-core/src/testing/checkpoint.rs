@@ -99,6 +99,7 @@ pub async fn checkpoint_survives_lease_expiry_and_reclaim(h: Harness) {
             worker: "w2",
             limit: 1,
             lease: LEASE,
+            limits: &[],
         })
         .await
         .unwrap()

@@ -48,6 +48,7 @@ pub mod checkpoint;
 pub mod claim;
 pub mod idempotency;
 pub mod lease;
+pub mod limits;
 pub mod model;
 pub mod progress;
 pub mod race;
@@ -228,6 +229,7 @@ impl Harness {
                 worker,
                 limit,
                 lease: LEASE,
+                limits: &[],
             })
             .await
             .expect("claim failed")
@@ -399,6 +401,10 @@ macro_rules! conformance_suite {
             progress::watch_unknown_task_is_not_found,
             progress::completion_stores_progress,
             progress::stale_lease_progress_changes_nothing,
+            limits::claim_respects_max_running,
+            limits::claim_respects_per_key_limit_without_head_of_line_blocking,
+            limits::concurrent_claimers_never_exceed_limits,
+            limits::workers_respect_limits,
             checkpoint::checkpoint_survives_lease_expiry_and_reclaim,
             checkpoint::stale_lease_checkpoint_changes_nothing,
             checkpoint::last_checkpoint_wins_within_a_lease,

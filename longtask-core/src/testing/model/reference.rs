@@ -345,6 +345,7 @@ impl Model {
                 retention: t.retention,
                 owner: t.owner.clone(),
                 idempotency_key: t.idempotency_key.clone(),
+                concurrency_key: t.concurrency_key.clone(),
                 checkpoint: None,
             };
             let task = Task {
