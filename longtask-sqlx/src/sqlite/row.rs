@@ -58,6 +58,7 @@ pub(crate) struct TaskRow {
     owner: Option<String>,
     idempotency_key: Option<String>,
     checkpoint_info: Option<String>,
+    concurrency_key: Option<String>,
 }
 
 impl TaskRow {
@@ -96,6 +97,7 @@ impl TaskRow {
             retention: retention(self.retention_ms),
             owner: self.owner,
             idempotency_key: self.idempotency_key,
+            concurrency_key: self.concurrency_key,
             checkpoint: self
                 .checkpoint_info
                 .as_deref()
