@@ -303,6 +303,7 @@ fn task_with<J: Job>(
         owner: options.owner,
         idempotency_key: options.idempotency_key,
         concurrency_key: options.concurrency_key,
+        group: None,
     };
     validate(&task)?;
     Ok(task)

@@ -30,9 +30,13 @@ use serde::{de::DeserializeOwned, Serialize};
 use tokio::sync::Notify;
 
 use crate::{
+    backend::Backend,
+    client::{Client, SubmitOptions},
     eta::EtaEstimator,
+    job::Job,
     job::JobError,
-    queue::{Ack, Checkpoint, Lease, Queue},
+    queue::{Ack, Checkpoint, Lease},
+    task::{GroupRole, TaskRecord},
     task::{Progress, TaskId},
 };
 
@@ -56,7 +60,7 @@ pub(crate) struct ContextInner {
 pub(crate) enum Checkpoints {
     /// In the backend, under the attempt's lease.
     Backend {
-        queue: Arc<dyn Queue>,
+        backend: Backend,
         lease: Lease,
         /// The largest state accepted, in bytes of JSON.
         limit: usize,
@@ -219,10 +223,10 @@ impl TaskContext {
         })?;
         let (queue, lease, limit) = match &self.inner.checkpoints {
             Checkpoints::Backend {
-                queue,
+                backend,
                 lease,
                 limit,
-            } => (queue, *lease, *limit),
+            } => (backend.queue(), *lease, *limit),
             Checkpoints::Local(saved) => {
                 *saved.lock().unwrap_or_else(PoisonError::into_inner) = Some(state);
                 return Ok(());
@@ -287,14 +291,16 @@ impl TaskContext {
     /// - a retryable error if the backend failed.
     pub async fn resume<S: DeserializeOwned>(&self) -> Result<Option<S>, JobError> {
         let saved = match &self.inner.checkpoints {
-            Checkpoints::Backend { queue, .. } => {
-                queue.load_checkpoint(self.inner.id).await.map_err(|err| {
+            Checkpoints::Backend { backend, .. } => backend
+                .queue()
+                .load_checkpoint(self.inner.id)
+                .await
+                .map_err(|err| {
                     JobError::retryable(format!(
                         "the checkpoint of task {} could not be loaded: {err}",
                         self.inner.id
                     ))
-                })?
-            }
+                })?,
             Checkpoints::Local(saved) => {
                 saved.lock().unwrap_or_else(PoisonError::into_inner).clone()
             }
@@ -310,6 +316,84 @@ impl TaskContext {
                 })
             })
             .transpose()
+    }
+
+    /// The group this task is a member of, if any (read from the backend).
+    ///
+    /// # Errors
+    /// A retryable error if the backend failed.
+    pub async fn group(&self) -> Result<Option<TaskId>, JobError> {
+        let Checkpoints::Backend { backend, .. } = &self.inner.checkpoints else {
+            return Ok(None);
+        };
+        let record =
+            backend.store().get(self.inner.id).await.map_err(|err| {
+                JobError::retryable(format!("reading task {}: {err}", self.inner.id))
+            })?;
+        Ok(record.and_then(|r| r.group))
+    }
+
+    /// Adds a task of job `J` to this task's group (fan-out found at run time): the group's
+    /// total grows, and its completion job waits for the new member too. The group is still
+    /// open, since this task (a member) has not finished.
+    ///
+    /// # Errors
+    /// A fatal error if this task is not a member of a group or the parameters cannot be
+    /// encoded; a retryable one if the backend failed.
+    pub async fn submit_to_group<J: Job>(&self, params: &J::Params) -> Result<TaskId, JobError> {
+        self.submit_to_group_with::<J>(params, SubmitOptions::new())
+            .await
+    }
+
+    /// [`submit_to_group`](Self::submit_to_group) with options.
+    ///
+    /// # Errors
+    /// As [`submit_to_group`](Self::submit_to_group).
+    pub async fn submit_to_group_with<J: Job>(
+        &self,
+        params: &J::Params,
+        options: SubmitOptions,
+    ) -> Result<TaskId, JobError> {
+        let Some(group) = self.group().await? else {
+            return Err(JobError::fatal(format!(
+                "task {} is not a member of a group: it cannot add members to one",
+                self.inner.id
+            )));
+        };
+        let Checkpoints::Backend { backend, .. } = &self.inner.checkpoints else {
+            return Err(JobError::fatal("a detached context has no backend"));
+        };
+        let mut task = options
+            .into_task::<J>(params)
+            .map_err(|err| JobError::fatal(err.to_string()))?;
+        task.group = Some(GroupRole::Member(group));
+        let id = task.id;
+        Client::new(backend.clone())
+            .submit_raw(vec![task])
+            .await
+            .map_err(|err| JobError::retryable(format!("adding a task to group {group}: {err}")))?;
+        Ok(id)
+    }
+
+    /// The members of the group whose root this task is, with their outcomes: what a group's
+    /// completion job (see [`NewGroup::on_complete`](crate::NewGroup::on_complete)) reads.
+    /// Empty for a task that is not a group's root.
+    ///
+    /// # Errors
+    /// A retryable error if the backend failed.
+    pub async fn group_members(&self) -> Result<Vec<TaskRecord>, JobError> {
+        let Checkpoints::Backend { backend, .. } = &self.inner.checkpoints else {
+            return Ok(Vec::new());
+        };
+        Client::new(backend.clone())
+            .group_members(self.inner.id)
+            .await
+            .map_err(|err| {
+                JobError::retryable(format!(
+                    "reading the members of group {}: {err}",
+                    self.inner.id
+                ))
+            })
     }
 
     /// The task's id.

@@ -155,9 +155,28 @@ impl TaskStore for MemoryBackend {
                     taken.record.id
                 )));
             }
+            // Members join open groups only: of this batch, or waiting in the backend.
+            for slot in &slots {
+                let Some(root) = slot.record.group else {
+                    continue;
+                };
+                let in_batch = slots
+                    .iter()
+                    .take_while(|s| s.record.id != slot.record.id)
+                    .any(|s| s.record.id == root && s.record.open_members.is_some());
+                let open = state.tasks.get(root).is_some_and(|r| {
+                    r.record.open_members.is_some() && r.record.status == TaskStatus::Scheduled
+                });
+                if !in_batch && !open {
+                    return Err(Error::InvalidInput(format!(
+                        "group {root} does not exist or has finished: no member can join it"
+                    )));
+                }
+            }
             let mut inserted = Vec::with_capacity(slots.len());
             for slot in slots {
                 let id = slot.record.id;
+                let group = slot.record.group;
                 if let Some(key) = &slot.record.idempotency_key {
                     let key = (
                         slot.record.job.clone(),
@@ -176,6 +195,9 @@ impl TaskStore for MemoryBackend {
                 any_due |= slot.record.status == TaskStatus::Queued;
                 let idx = state.tasks.insert(slot);
                 state.enqueue(idx, now_ms);
+                if let Some(root) = group {
+                    state.join_group(root);
+                }
                 inserted.push(Inserted { id, created: true });
             }
             inserted
@@ -219,6 +241,10 @@ impl TaskStore for MemoryBackend {
             _ => {
                 state.dequeue(idx);
                 state.finalize(idx, TaskStatus::Cancelled, now);
+                if std::mem::take(&mut state.fired) {
+                    drop(state);
+                    self.wake();
+                }
                 CancelOutcome::Cancelled
             }
         })
@@ -469,6 +495,7 @@ impl Queue for MemoryBackend {
                 }
                 acks.push(Ack::Applied);
             }
+            retried |= std::mem::take(&mut state.fired);
             acks
         };
         if retried {
@@ -535,6 +562,7 @@ impl Queue for MemoryBackend {
             );
             retried |= state.fail_attempt(idx, error, Some(Duration::ZERO), now);
         }
+        retried |= std::mem::take(&mut state.fired);
         drop(state);
         if retried {
             self.wake();

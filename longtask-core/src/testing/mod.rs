@@ -46,6 +46,7 @@ pub mod cancel;
 pub mod cancel_safety;
 pub mod checkpoint;
 pub mod claim;
+pub mod group;
 pub mod idempotency;
 pub mod lease;
 pub mod limits;
@@ -401,6 +402,10 @@ macro_rules! conformance_suite {
             progress::watch_unknown_task_is_not_found,
             progress::completion_stores_progress,
             progress::stale_lease_progress_changes_nothing,
+            group::group_root_succeeds_when_the_last_member_ends,
+            group::completion_becomes_due_once_and_closes_the_group,
+            group::racing_last_members_fire_each_root_once,
+            group::workers_run_a_group_and_its_completion_once,
             limits::claim_respects_max_running,
             limits::claim_respects_per_key_limit_without_head_of_line_blocking,
             limits::concurrent_claimers_never_exceed_limits,

@@ -145,7 +145,7 @@ impl Coordinator {
         let limits = worker.registry.limits();
         let shared = Arc::new(Shared {
             registry: worker.registry,
-            backend_queue: Arc::clone(worker.backend.queue()),
+            backend: worker.backend.clone(),
             queue: Mutex::new(VecDeque::new()),
             unconfirmed: Mutex::new(Vec::new()),
             margin: worker.config.lease / 3,
@@ -298,12 +298,15 @@ impl Coordinator {
             }
         };
         let (claimed, finished) = tokio::join!(queue.claim(request), finish);
+        // Outcomes just written may have freed places under a concurrency limit that the claim
+        // beside them could not see yet: claim once more instead of waiting for the next poll.
+        let freed = !self.limits.is_empty() && finished.as_ref().is_some_and(Result::is_ok);
         if let Some(finished) = finished {
             self.outcomes_written(batch, finished);
         }
         match claimed {
             Ok(claimed) => {
-                self.exhausted = claimed.len() < limit;
+                self.exhausted = claimed.len() < limit && !freed;
                 if !claimed.is_empty() {
                     self.shared.metrics.claimed(claimed.len());
                     let valid_until = sent + self.config.lease;

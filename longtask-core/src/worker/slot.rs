@@ -17,10 +17,11 @@ use tokio::{sync::Notify, time::Instant};
 use tracing::Instrument;
 
 use crate::{
+    backend::Backend,
     context::{Checkpoints, ContextInner, TaskContext},
     job::ErrorKind,
     metrics::{Ended, WorkerMetrics},
-    queue::{ClaimedTask, Completion, Lease, Outcome, Queue},
+    queue::{ClaimedTask, Completion, Lease, Outcome},
     registry::{ErasedJob, Registry},
 };
 
@@ -77,8 +78,8 @@ pub(super) struct Slot {
 /// What the coordinator and its slots share.
 pub(super) struct Shared {
     pub(super) registry: Registry,
-    /// The backend's queue, for the checkpoints jobs save.
-    pub(super) backend_queue: Arc<dyn Queue>,
+    /// The backend, for what jobs do through their context (checkpoints, group members).
+    pub(super) backend: Backend,
     /// Claimed tasks waiting for a free slot.
     pub(super) queue: Mutex<VecDeque<Buffered>>,
     /// Buffered tasks a slot would have started, but whose leases may have expired (the worker
@@ -208,7 +209,7 @@ pub(super) async fn run_task(shared: &Shared, slot: &Slot, buffered: Buffered) -
     };
     let options = job.options();
     let checkpoints = Checkpoints::Backend {
-        queue: Arc::clone(&shared.backend_queue),
+        backend: shared.backend.clone(),
         lease,
         limit: options.max_checkpoint_size,
     };

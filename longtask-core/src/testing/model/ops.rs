@@ -388,6 +388,7 @@ impl Model {
             owner: spec.owner.map(|o| format!("u{o}")),
             idempotency_key: spec.key.map(|k| format!("k{k}")),
             concurrency_key: spec.owner.map(|o| format!("customer {o} ✓")),
+            group: None,
         }
     }
 
@@ -480,6 +481,7 @@ impl Model {
                 owner: owner.map(|o| format!("u{o}")),
                 after: after.map(|p| self.task(p)),
                 limit: *limit,
+                group: None,
             }),
             Op::Dropped(op, _) => self.resolve(op),
         }

@@ -346,6 +346,8 @@ impl Model {
                 owner: t.owner.clone(),
                 idempotency_key: t.idempotency_key.clone(),
                 concurrency_key: t.concurrency_key.clone(),
+                group: None,
+                open_members: None,
                 checkpoint: None,
             };
             let task = Task {
