@@ -510,32 +510,32 @@ async fn lease_statements_join_by_key_whatever_the_statistics() {
     let statements = [
         (
             "finish",
-            include_str!("../src/postgres/sql/finish.sql"),
+            "finish",
             10,
             None,
         ),
         (
             "heartbeat",
-            include_str!("../src/postgres/sql/heartbeat.sql"),
+            "heartbeat",
             3,
             None,
         ),
         (
             "release",
-            include_str!("../src/postgres/sql/release.sql"),
+            "release",
             4,
             None,
         ),
         // Recovery finds expired leases through their own index, not by reading every task.
         (
             "recover",
-            include_str!("../src/postgres/sql/recover.sql"),
+            "recover",
             4,
             Some("tasks_leased"),
         ),
     ];
-    for (name, text, params, index) in statements {
-        let text = text.replace("{schema}", &format!("\"{schema}\""));
+    for (name, statement, params, index) in statements {
+        let text = backend.statement(statement).expect("a statement of the backend");
         sqlx::raw_sql(&format!("PREPARE {name} AS {text}"))
             .execute(&mut *conn)
             .await

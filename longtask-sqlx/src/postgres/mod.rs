@@ -279,6 +279,19 @@ impl PostgresBackend {
         &self.schema
     }
 
+    /// The text of one of the backend's statements as it runs it (schema and shared fragments
+    /// in place), for tests that check their plans: `finish`, `heartbeat`, `release`, `recover`.
+    #[doc(hidden)]
+    pub fn statement(&self, name: &str) -> Option<&str> {
+        Some(match name {
+            "finish" => &self.sql.finish,
+            "heartbeat" => &self.sql.heartbeat,
+            "release" => &self.sql.release,
+            "recover" => &self.sql.recover,
+            _ => return None,
+        })
+    }
+
     fn now(&self) -> DateTime<Utc> {
         self.clock.now()
     }

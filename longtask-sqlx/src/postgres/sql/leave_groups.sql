@@ -13,7 +13,7 @@ left_groups AS (
     GROUP BY x.group_id
 ),
 locked_roots AS (
-    SELECT r.id
+    SELECT r.id AS locked
     FROM {schema}.tasks AS r
     WHERE r.id IN (SELECT root FROM left_groups) AND r.open_members IS NOT NULL
     ORDER BY r.id
@@ -47,8 +47,10 @@ counted AS (
                  AND r.job = 'longtask.group' THEN {now} + LEAST(r.retention_ms, {max} - {now})
             ELSE r.expires_at
         END
-    FROM left_groups AS l, locked_roots AS k
-    WHERE r.id = l.root AND r.id = k.id
+    FROM (
+        SELECT g.root, g.n FROM left_groups AS g JOIN locked_roots AS k ON k.locked = g.root
+    ) AS l
+    WHERE r.id = l.root
     RETURNING r.id, r.status, r.open_members
 ),
 fired AS (
