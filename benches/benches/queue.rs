@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use longtask_benches::{
-    backend_from_env, claim_complete, end_to_end, enqueue_batch, enqueue_single, runtime, EndToEnd,
-    Parked,
+    backend_from_env, checkpoints, claim_complete, claim_complete_limited, end_to_end,
+    enqueue_batch, enqueue_single, runtime, EndToEnd, Parked,
 };
 use longtask_core::Client;
 
@@ -44,6 +44,19 @@ fn queue(c: &mut Criterion) {
     group.bench_function(BenchmarkId::new("batch", batch), |b| {
         b.to_async(&rt)
             .iter_custom(|iters| claim_complete(&backend, iters * batch as u64, batch));
+    });
+    group.bench_function(BenchmarkId::new("limited_batch", batch), |b| {
+        b.to_async(&rt)
+            .iter_custom(|iters| claim_complete_limited(&backend, iters * batch as u64, batch));
+    });
+    group.finish();
+
+    let (_, backend) = rt.block_on(backend_from_env());
+    let mut group = c.benchmark_group(format!("{scheme}/checkpoint"));
+    group.throughput(Throughput::Elements(1));
+    group.bench_function("save_200_bytes_with_progress", |b| {
+        b.to_async(&rt)
+            .iter_custom(|iters| checkpoints(&backend, iters));
     });
     group.finish();
 

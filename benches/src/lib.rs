@@ -127,6 +127,44 @@ pub async fn enqueue_batch<J: Job<Params = ()>>(client: &Client, n: u64, batch: 
 pub async fn claim_complete(backend: &Backend, n: u64, batch: usize) -> Duration {
     let client = Client::new(backend.clone());
     enqueue_batch::<Noop>(&client, n, 1000).await;
+    claim_and_complete(backend, n, batch, &[]).await
+}
+
+/// [`claim_complete`] under concurrency limits that every claim must check but that never hold
+/// a task back (the job's tasks spread over 100 concurrency keys; at most `batch` running in all
+/// and 1,000 per key): what the limited claim path costs by itself.
+pub async fn claim_complete_limited(backend: &Backend, n: u64, batch: usize) -> Duration {
+    let client = Client::new(backend.clone());
+    let mut left = n;
+    let mut i = 0_u64;
+    while left > 0 {
+        let size = left.min(1000);
+        let tasks = (0..size)
+            .map(|_| {
+                i += 1;
+                NewTask {
+                    concurrency_key: Some(format!("customer-{}", i % 100)),
+                    ..noop_task()
+                }
+            })
+            .collect();
+        client.submit_raw(tasks).await.expect("batch submit failed");
+        left -= size;
+    }
+    let limits = [longtask_core::JobLimits {
+        job: Noop::NAME.to_owned(),
+        max_running: Some(u32::try_from(batch).unwrap_or(u32::MAX)),
+        max_running_per_key: Some(1000),
+    }];
+    claim_and_complete(backend, n, batch, &limits).await
+}
+
+async fn claim_and_complete(
+    backend: &Backend,
+    n: u64,
+    batch: usize,
+    limits: &[longtask_core::JobLimits],
+) -> Duration {
     let jobs = [Noop::NAME.to_owned()];
     let start = Instant::now();
     let mut left = n;
@@ -138,7 +176,7 @@ pub async fn claim_complete(backend: &Backend, n: u64, batch: usize) -> Duration
                 worker: "bench",
                 limit: batch,
                 lease: Duration::from_secs(60),
-                limits: &[],
+                limits,
             })
             .await
             .expect("claim failed");
