@@ -36,7 +36,8 @@ use crate::{
     backend::Backend,
     error::{Error, Result},
     job::{Job, JobOptions},
-    store::CancelOutcome,
+    queue::WorkerInfo,
+    store::{CancelOutcome, DeleteOutcome, RetryOutcome},
     task::{Inserted, NewTask, RunAt, TaskId, TaskQuery, TaskRecord, TaskStatus},
     watch::WatchHub,
 };
@@ -241,6 +242,73 @@ impl Client {
     /// Lists tasks.
     pub async fn list(&self, query: &TaskQuery) -> Result<Vec<TaskRecord>> {
         self.backend.store().list(query).await
+    }
+
+    /// An operator's retry of a failed or cancelled task: queued again now, with a fresh
+    /// attempt budget (see [`TaskStore::retry`](crate::TaskStore::retry)).
+    ///
+    /// # Errors
+    /// The backend failed.
+    pub async fn retry(&self, id: TaskId) -> Result<RetryOutcome> {
+        let outcome = self.backend.store().retry(&[id]).await?;
+        Ok(outcome.into_iter().next().unwrap_or(RetryOutcome::NotFound))
+    }
+
+    /// Retries every failed task of `job`, `batch` at a time (at most 10,000 per call to the
+    /// backend), and returns how many were retried.
+    ///
+    /// # Errors
+    /// The backend failed (the tasks retried before stay retried).
+    pub async fn retry_failed(&self, job: &str, batch: usize) -> Result<u64> {
+        let batch = batch.clamp(1, 10_000);
+        let mut retried = 0;
+        let mut after = None;
+        loop {
+            let failed = self
+                .list(&TaskQuery {
+                    job: Some(job.to_owned()),
+                    statuses: vec![TaskStatus::Failed],
+                    after,
+                    limit: batch,
+                    ..TaskQuery::default()
+                })
+                .await?;
+            let Some(last) = failed.last() else {
+                return Ok(retried);
+            };
+            after = Some(last.id);
+            let ids: Vec<TaskId> = failed.iter().map(|t| t.id).collect();
+            let outcomes = self.backend.store().retry(&ids).await?;
+            retried += outcomes
+                .iter()
+                .filter(|o| **o == RetryOutcome::Retried)
+                .count() as u64;
+            if ids.len() < batch {
+                return Ok(retried);
+            }
+        }
+    }
+
+    /// An operator's delete of a finished task (see
+    /// [`TaskStore::delete`](crate::TaskStore::delete)).
+    ///
+    /// # Errors
+    /// The backend failed.
+    pub async fn delete(&self, id: TaskId) -> Result<DeleteOutcome> {
+        let outcome = self.backend.store().delete(&[id]).await?;
+        Ok(outcome
+            .into_iter()
+            .next()
+            .unwrap_or(DeleteOutcome::NotFound))
+    }
+
+    /// The live workers, from the backend's registry (see
+    /// [`Queue::workers`](crate::Queue::workers)).
+    ///
+    /// # Errors
+    /// The backend failed.
+    pub async fn workers(&self) -> Result<Vec<WorkerInfo>> {
+        self.backend.queue().workers().await
     }
 
     /// A live stream of the task's record: the current one first, then one per change (progress

@@ -169,7 +169,8 @@ impl<T: Send + 'static> Drop for Detached<T> {
 /// signatures (`direct_insert`, `direct_get`, `direct_list`, `direct_cancel`, `direct_purge`,
 /// `direct_claim`, `direct_heartbeat`, `direct_finish`, `direct_release`,
 /// `direct_recover_expired`, `direct_save_checkpoint`, `direct_load_checkpoint`,
-/// `direct_work_signal`, `direct_report`, `direct_latest`,
+/// `direct_retry`, `direct_delete`, `direct_register_worker`, `direct_unregister_worker`,
+/// `direct_workers`, `direct_work_signal`, `direct_report`, `direct_latest`,
 /// `direct_watch`). Borrowed arguments are copied into the detached operation. A claim whose
 /// caller has stopped waiting gives its tasks back with `direct_release` (their attempt is not
 /// counted) instead of leaving them leased to nobody.
@@ -233,6 +234,28 @@ macro_rules! cancel_safe_backend {
                 let this = self.clone();
                 $crate::to_completion("purging finished tasks", async move {
                     this.direct_purge(limit).await
+                })
+                .await
+            }
+
+            async fn retry(
+                &self,
+                ids: &[$crate::TaskId],
+            ) -> $crate::Result<::std::vec::Vec<$crate::RetryOutcome>> {
+                let this = self.clone();
+                let ids = ids.to_vec();
+                $crate::to_completion("retrying tasks", async move { this.direct_retry(&ids).await })
+                    .await
+            }
+
+            async fn delete(
+                &self,
+                ids: &[$crate::TaskId],
+            ) -> $crate::Result<::std::vec::Vec<$crate::DeleteOutcome>> {
+                let this = self.clone();
+                let ids = ids.to_vec();
+                $crate::to_completion("deleting tasks", async move {
+                    this.direct_delete(&ids).await
                 })
                 .await
             }
@@ -345,6 +368,34 @@ macro_rules! cancel_safe_backend {
                     this.direct_load_checkpoint(task).await
                 })
                 .await
+            }
+
+            async fn register_worker(
+                &self,
+                info: &$crate::WorkerInfo,
+                ttl: ::std::time::Duration,
+            ) -> $crate::Result<()> {
+                let this = self.clone();
+                let info = info.clone();
+                $crate::to_completion("registering a worker", async move {
+                    this.direct_register_worker(&info, ttl).await
+                })
+                .await
+            }
+
+            async fn unregister_worker(&self, id: &str) -> $crate::Result<()> {
+                let this = self.clone();
+                let id = id.to_owned();
+                $crate::to_completion("unregistering a worker", async move {
+                    this.direct_unregister_worker(&id).await
+                })
+                .await
+            }
+
+            async fn workers(&self) -> $crate::Result<::std::vec::Vec<$crate::WorkerInfo>> {
+                let this = self.clone();
+                $crate::to_completion("listing workers", async move { this.direct_workers().await })
+                    .await
             }
 
             fn work_signal(&self) -> $crate::WorkSignal {

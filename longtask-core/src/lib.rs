@@ -84,9 +84,9 @@ pub use crate::{
     progress::{ProgressSink, TaskEvent},
     queue::{
         Ack, Checkpoint, CheckpointInfo, ClaimRequest, ClaimedTask, Completion, JobLimits, Lease,
-        LeaseState, Outcome, Queue, WorkSignal,
+        LeaseState, Outcome, Queue, WorkSignal, WorkerInfo,
     },
-    store::{CancelOutcome, TaskStore},
+    store::{CancelOutcome, DeleteOutcome, RetryOutcome, TaskStore},
     task::{
         group_root_run_at, GroupRole, Inserted, NewTask, ParseStatusError, ParseTaskIdError,
         Progress, RunAt, TaskError, TaskId, TaskQuery, TaskRecord, TaskStatus, GROUP_JOB,

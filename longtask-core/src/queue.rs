@@ -210,6 +210,28 @@ impl CheckpointInfo {
     }
 }
 
+/// A running [`Worker`](crate::Worker) as the backend's registry shows it to operators
+/// ([`Queue::workers`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WorkerInfo {
+    /// The worker's id (unique per worker, stored as the lease owner of its tasks).
+    pub id: String,
+    /// The machine it runs on.
+    pub host: String,
+    /// Its process id.
+    pub pid: u32,
+    /// The jobs it runs.
+    pub jobs: Vec<String>,
+    /// Tasks it runs at once at most.
+    pub concurrency: u32,
+    /// Tasks it was running at its last report.
+    pub busy: u32,
+    /// When it started.
+    pub started_at: DateTime<Utc>,
+    /// When it last reported (the backend's clock).
+    pub last_seen: DateTime<Utc>,
+}
+
 /// Whether a lease-fenced change was made.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Ack {
@@ -294,6 +316,17 @@ pub trait Queue: Send + Sync {
 
     /// The state of the task's last committed checkpoint (JSON), if any.
     async fn load_checkpoint(&self, task: TaskId) -> Result<Option<String>>;
+
+    /// Registers a worker, or refreshes its entry: `info` replaces what was stored, its
+    /// `last_seen` set to the backend's now; the entry lives for `ttl` unless refreshed again.
+    async fn register_worker(&self, info: &WorkerInfo, ttl: Duration) -> Result<()>;
+
+    /// Removes a worker's entry (a worker stopping).
+    async fn unregister_worker(&self, id: &str) -> Result<()>;
+
+    /// The workers whose entries live, by id; entries past their `ttl` (a worker that died) are
+    /// never listed, and are removed.
+    async fn workers(&self) -> Result<Vec<WorkerInfo>>;
 
     /// A signal that changes when work may have become available.
     fn work_signal(&self) -> WorkSignal;

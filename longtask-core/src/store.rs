@@ -34,6 +34,33 @@ pub enum CancelOutcome {
     AlreadyFinished(TaskStatus),
 }
 
+/// What [`TaskStore::retry`] did with one task.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RetryOutcome {
+    /// The task was failed or cancelled and is queued again, due now, with a fresh attempt
+    /// budget (its attempts count from zero; its last error is kept until the next attempt ends).
+    Retried,
+    /// The task is waiting, running or succeeded: there is nothing to retry.
+    NotRetryable(TaskStatus),
+    /// The task is a member of a group (or a group's root): a group's count of open members is
+    /// not reopened by an operator, so such a task is not retried.
+    InGroup,
+    /// No task has this id.
+    NotFound,
+}
+
+/// What [`TaskStore::delete`] did with one task.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeleteOutcome {
+    /// The finished task is gone (with its output, progress and checkpoint; its idempotency key
+    /// is free again), as if its retention had ended.
+    Deleted,
+    /// The task has not finished: cancel it first.
+    NotFinished(TaskStatus),
+    /// No task has this id.
+    NotFound,
+}
+
 /// Stores tasks. Object-safe: applications and workers hold an `Arc<dyn TaskStore>`.
 #[async_trait]
 pub trait TaskStore: Send + Sync {
@@ -57,4 +84,13 @@ pub trait TaskStore: Send + Sync {
     /// ≤ now), with their outputs and progress; returns how many were deleted. Nothing else is
     /// touched.
     async fn purge(&self, limit: usize) -> Result<u64>;
+
+    /// An operator's retry: each failed or cancelled task among `ids` goes back to `queued`, due
+    /// now, with a fresh attempt budget; one [`RetryOutcome`] per id, in order. A lease from an
+    /// earlier attempt stays stale: the next claim issues a new one.
+    async fn retry(&self, ids: &[TaskId]) -> Result<Vec<RetryOutcome>>;
+
+    /// An operator's delete: each finished task among `ids` is removed now, as purge would
+    /// after its retention; one [`DeleteOutcome`] per id, in order.
+    async fn delete(&self, ids: &[TaskId]) -> Result<Vec<DeleteOutcome>>;
 }

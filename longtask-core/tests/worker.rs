@@ -663,6 +663,22 @@ impl Queue for FaultyQueue {
         self.faults.check("loading a checkpoint", None)?;
         self.inner.load_checkpoint(task).await
     }
+
+    async fn register_worker(
+        &self,
+        info: &longtask_core::WorkerInfo,
+        ttl: Duration,
+    ) -> longtask_core::Result<()> {
+        self.inner.register_worker(info, ttl).await
+    }
+
+    async fn unregister_worker(&self, id: &str) -> longtask_core::Result<()> {
+        self.inner.unregister_worker(id).await
+    }
+
+    async fn workers(&self) -> longtask_core::Result<Vec<longtask_core::WorkerInfo>> {
+        self.inner.workers().await
+    }
     fn work_signal(&self) -> WorkSignal {
         self.inner.work_signal()
     }

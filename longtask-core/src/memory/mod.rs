@@ -33,9 +33,9 @@ use crate::{
     progress::{ProgressSink, TaskEvent},
     queue::{
         Ack, Checkpoint, CheckpointInfo, ClaimRequest, ClaimedTask, Completion, JobLimits, Lease,
-        LeaseState, Outcome, Queue, WorkSignal,
+        LeaseState, Outcome, Queue, WorkSignal, WorkerInfo,
     },
-    store::{CancelOutcome, TaskStore},
+    store::{CancelOutcome, DeleteOutcome, RetryOutcome, TaskStore},
     task::{Inserted, NewTask, Progress, TaskError, TaskId, TaskQuery, TaskRecord, TaskStatus},
 };
 
@@ -273,9 +273,95 @@ impl TaskStore for MemoryBackend {
         }
         Ok(purged as u64)
     }
+
+    async fn retry(&self, ids: &[TaskId]) -> Result<Vec<RetryOutcome>> {
+        let now = self.now();
+        let outcomes: Vec<RetryOutcome> = {
+            let mut state = self.lock();
+            ids.iter()
+                .map(|id| Self::retry_one(&mut state, *id, now))
+                .collect()
+        };
+        if outcomes.contains(&RetryOutcome::Retried) {
+            self.wake();
+        }
+        Ok(outcomes)
+    }
+
+    async fn delete(&self, ids: &[TaskId]) -> Result<Vec<DeleteOutcome>> {
+        let mut state = self.lock();
+        Ok(ids
+            .iter()
+            .map(|id| Self::delete_one(&mut state, *id))
+            .collect())
+    }
 }
 
 impl MemoryBackend {
+    fn retry_one(state: &mut State, id: TaskId, now: DateTime<Utc>) -> RetryOutcome {
+        let Some(idx) = state.tasks.idx(id) else {
+            return RetryOutcome::NotFound;
+        };
+        let Some(slot) = state.tasks.at_mut(idx) else {
+            return RetryOutcome::NotFound;
+        };
+        let record = &mut slot.record;
+        if !matches!(record.status, TaskStatus::Failed | TaskStatus::Cancelled) {
+            return RetryOutcome::NotRetryable(record.status);
+        }
+        if record.group.is_some() || record.open_members.is_some() {
+            return RetryOutcome::InGroup;
+        }
+        let expires = record
+            .finished_at
+            .map(|at| millis(saturating_add(at, record.retention)));
+        record.status = TaskStatus::Queued;
+        record.attempt = 0;
+        record.run_at = now;
+        record.cancel_requested = false;
+        record.finished_at = None;
+        record.output = None;
+        record.lease_owner = None;
+        record.lease_expires_at = None;
+        if let Some(expires) = expires {
+            state.expiring.remove(&(expires, id, idx));
+        }
+        state.enqueue(idx, millis(now));
+        state.emit(
+            id,
+            &TaskEvent::Status {
+                status: TaskStatus::Queued,
+            },
+        );
+        RetryOutcome::Retried
+    }
+
+    fn delete_one(state: &mut State, id: TaskId) -> DeleteOutcome {
+        let Some(idx) = state.tasks.idx(id) else {
+            return DeleteOutcome::NotFound;
+        };
+        let Some(slot) = state.tasks.at(idx) else {
+            return DeleteOutcome::NotFound;
+        };
+        let record = &slot.record;
+        if !record.status.is_final() {
+            return DeleteOutcome::NotFinished(record.status);
+        }
+        if let Some(at) = record.finished_at {
+            let expires = millis(saturating_add(at, record.retention));
+            state.expiring.remove(&(expires, id, idx));
+        }
+        if let Some(slot) = state.tasks.remove(idx) {
+            if let Some(key) = slot.record.idempotency_key {
+                state
+                    .keys
+                    .remove(&(slot.record.job, slot.record.owner, key));
+            }
+        }
+        state.watchers.remove(&id);
+        DeleteOutcome::Deleted
+    }
+
     /// Picks tasks in claim order from the jobs' ready sets, skipping those over a concurrency
     /// limit: a job at its limit is passed over, and so is a task whose key is at its limit
     /// (it stays ready, in its place, for a later claim).
@@ -592,6 +678,33 @@ impl Queue for MemoryBackend {
             .tasks
             .get(task)
             .and_then(|slot| slot.checkpoint.clone()))
+    }
+
+    async fn register_worker(&self, info: &WorkerInfo, ttl: Duration) -> Result<()> {
+        let now = self.now();
+        let mut info = info.clone();
+        info.last_seen = now;
+        let until = millis(saturating_add(now, ttl));
+        self.lock().workers.insert(info.id.clone(), (info, until));
+        Ok(())
+    }
+
+    async fn unregister_worker(&self, id: &str) -> Result<()> {
+        self.lock().workers.remove(id);
+        Ok(())
+    }
+
+    async fn workers(&self) -> Result<Vec<WorkerInfo>> {
+        let now = millis(self.now());
+        let mut state = self.lock();
+        state.workers.retain(|_, (_, until)| *until > now);
+        let mut workers: Vec<WorkerInfo> = state
+            .workers
+            .values()
+            .map(|(info, _)| info.clone())
+            .collect();
+        workers.sort_by(|a, b| a.id.cmp(&b.id));
+        Ok(workers)
     }
 
     fn work_signal(&self) -> WorkSignal {

@@ -37,6 +37,8 @@ pub(super) struct State {
     pub(super) claims: u32,
     /// A group root became due since the flag was last taken: wake the workers.
     pub(super) fired: bool,
+    /// Registered workers, with the time (millis) their entries end.
+    pub(super) workers: HashMap<String, (crate::queue::WorkerInfo, i64)>,
 }
 
 pub(super) struct Slot {

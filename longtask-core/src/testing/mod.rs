@@ -42,6 +42,7 @@ use crate::{
     TaskId, TaskRecord,
 };
 
+pub mod admin;
 pub mod cancel;
 pub mod cancel_safety;
 pub mod checkpoint;
@@ -402,6 +403,10 @@ macro_rules! conformance_suite {
             progress::watch_unknown_task_is_not_found,
             progress::completion_stores_progress,
             progress::stale_lease_progress_changes_nothing,
+            admin::retry_puts_failed_and_cancelled_tasks_back,
+            admin::delete_removes_finished_tasks_only,
+            admin::workers_register_refresh_and_age_out,
+            admin::worker_registers_itself,
             group::group_root_succeeds_when_the_last_member_ends,
             group::completion_becomes_due_once_and_closes_the_group,
             group::racing_last_members_fire_each_root_once,

@@ -191,6 +191,18 @@ impl Queue for CountingQueue {
         self.inner.load_checkpoint(task).await
     }
 
+    async fn register_worker(&self, info: &crate::WorkerInfo, ttl: Duration) -> crate::Result<()> {
+        self.inner.register_worker(info, ttl).await
+    }
+
+    async fn unregister_worker(&self, id: &str) -> crate::Result<()> {
+        self.inner.unregister_worker(id).await
+    }
+
+    async fn workers(&self) -> crate::Result<Vec<crate::WorkerInfo>> {
+        self.inner.workers().await
+    }
+
     fn work_signal(&self) -> WorkSignal {
         self.inner.work_signal()
     }

@@ -22,7 +22,7 @@ use tokio::{
 use crate::{
     backend::Backend,
     error::Result,
-    queue::{Ack, ClaimRequest, Completion, JobLimits, Lease, LeaseState, Outcome},
+    queue::{Ack, ClaimRequest, Completion, JobLimits, Lease, LeaseState, Outcome, WorkerInfo},
 };
 
 use super::{
@@ -132,6 +132,10 @@ pub(super) struct Coordinator {
     next_heartbeat: Instant,
     next_sweep: Instant,
     next_poll: Instant,
+    /// When this worker started, as the registry shows it.
+    started_at: chrono::DateTime<chrono::Utc>,
+    /// When the registry entry is next refreshed.
+    next_register: Instant,
 }
 
 impl Coordinator {
@@ -178,11 +182,38 @@ impl Coordinator {
             unreleased: Vec::new(),
             release_retry: Retry::new(),
             confirm_at: now,
+            started_at: chrono::Utc::now(),
+            next_register: now,
+        }
+    }
+
+    /// How long a registry entry lives unless refreshed: three refreshes.
+    fn registry_ttl(&self) -> Duration {
+        (self.heartbeat_every * 3).max(Duration::from_secs(3))
+    }
+
+    /// Registers the worker, or refreshes its entry (best effort: the registry is for operators).
+    async fn register(&mut self) {
+        self.next_register = Instant::now() + self.heartbeat_every;
+        let info = WorkerInfo {
+            id: self.config.id.clone(),
+            host: host_name(),
+            pid: std::process::id(),
+            jobs: self.jobs.clone(),
+            concurrency: u32::try_from(self.config.concurrency).unwrap_or(u32::MAX),
+            busy: u32::try_from(self.shared.busy.load(Ordering::Acquire)).unwrap_or(u32::MAX),
+            started_at: self.started_at,
+            last_seen: chrono::Utc::now(),
+        };
+        let ttl = self.registry_ttl();
+        if let Err(err) = self.backend.queue().register_worker(&info, ttl).await {
+            tracing::debug!(error = %err, "refreshing this worker's registry entry failed");
         }
     }
 
     pub(super) async fn run(mut self, shutdown: impl Future<Output = ()> + Send) -> Result<()> {
         tracing::info!(worker = %self.config.id, jobs = ?self.jobs, "worker started");
+        self.register().await;
         let mut shutdown = pin!(shutdown.fuse());
         let mut signal = self.backend.queue().work_signal();
         let tick_every = self
@@ -241,6 +272,14 @@ impl Coordinator {
                     self.on_tick().await;
                 }
             }
+        }
+        if let Err(err) = self
+            .backend
+            .queue()
+            .unregister_worker(&self.config.id)
+            .await
+        {
+            tracing::debug!(error = %err, "removing this worker's registry entry failed; it ages out");
         }
         tracing::info!(worker = %self.config.id, "worker stopped");
         Ok(())
@@ -452,6 +491,9 @@ impl Coordinator {
         self.enforce_kills(now);
         if now >= self.next_heartbeat {
             self.heartbeat().await;
+        }
+        if now >= self.next_register && self.stopping.is_none() {
+            self.register().await;
         }
         if self.exhausted && now >= self.next_poll {
             self.exhausted = false;
@@ -729,4 +771,14 @@ impl fmt::Debug for Coordinator {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Coordinator").finish_non_exhaustive()
     }
+}
+
+/// This machine's name, for the workers registry: the kernel's host name, else `$HOSTNAME`.
+fn host_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|name| name.trim().to_owned())
+        .filter(|name| !name.is_empty())
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .unwrap_or_else(|| "unknown".to_owned())
 }
