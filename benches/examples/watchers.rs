@@ -91,6 +91,20 @@ impl TaskStore for Counting {
     async fn purge(&self, limit: usize) -> longtask_core::Result<u64> {
         self.inner.store().purge(limit).await
     }
+
+    async fn retry(
+        &self,
+        ids: &[TaskId],
+    ) -> longtask_core::Result<Vec<longtask_core::RetryOutcome>> {
+        self.inner.store().retry(ids).await
+    }
+
+    async fn delete(
+        &self,
+        ids: &[TaskId],
+    ) -> longtask_core::Result<Vec<longtask_core::DeleteOutcome>> {
+        self.inner.store().delete(ids).await
+    }
 }
 
 #[async_trait]

@@ -508,34 +508,16 @@ async fn lease_statements_join_by_key_whatever_the_statistics() {
         .await
         .unwrap();
     let statements = [
-        (
-            "finish",
-            "finish",
-            10,
-            None,
-        ),
-        (
-            "heartbeat",
-            "heartbeat",
-            3,
-            None,
-        ),
-        (
-            "release",
-            "release",
-            4,
-            None,
-        ),
+        ("finish", "finish", 10, None),
+        ("heartbeat", "heartbeat", 3, None),
+        ("release", "release", 4, None),
         // Recovery finds expired leases through their own index, not by reading every task.
-        (
-            "recover",
-            "recover",
-            4,
-            Some("tasks_leased"),
-        ),
+        ("recover", "recover", 4, Some("tasks_leased")),
     ];
     for (name, statement, params, index) in statements {
-        let text = backend.statement(statement).expect("a statement of the backend");
+        let text = backend
+            .statement(statement)
+            .expect("a statement of the backend");
         sqlx::raw_sql(&format!("PREPARE {name} AS {text}"))
             .execute(&mut *conn)
             .await

@@ -777,6 +777,20 @@ impl TaskStore for DownStore {
             std::io::Error::other("connection refused"),
         ))
     }
+
+    async fn retry(&self, _: &[TaskId]) -> Result<Vec<longtask_core::RetryOutcome>> {
+        Err(Error::backend(
+            "retrying",
+            std::io::Error::other("connection refused"),
+        ))
+    }
+
+    async fn delete(&self, _: &[TaskId]) -> Result<Vec<longtask_core::DeleteOutcome>> {
+        Err(Error::backend(
+            "deleting",
+            std::io::Error::other("connection refused"),
+        ))
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -4,8 +4,8 @@
 use std::collections::{HashMap, HashSet};
 
 use longtask_core::{
-    CancelOutcome, Error, GroupRole, Inserted, NewTask, Result, TaskId, TaskQuery, TaskRecord,
-    TaskStatus,
+    CancelOutcome, DeleteOutcome, Error, GroupRole, Inserted, NewTask, Result, RetryOutcome,
+    TaskId, TaskQuery, TaskRecord, TaskStatus, WorkerInfo,
 };
 use sqlx::{Connection, PgConnection};
 use uuid::Uuid;
@@ -343,6 +343,132 @@ impl PostgresBackend {
         };
         tx.commit().await.map_err(|e| Error::backend(what(), e))?;
         Ok(outcome)
+    }
+
+    pub(super) async fn direct_retry(&self, ids: &[TaskId]) -> Result<Vec<RetryOutcome>> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let uuids: Vec<Uuid> = ids.iter().map(|id| id.as_uuid()).collect();
+        let retried: Vec<(Uuid, i64)> = sqlx::query_as(&self.sql.retry)
+            .bind(&uuids)
+            .bind(millis(self.now()))
+            .bind(self.notifier.channel())
+            .fetch_all(&self.pool)
+            .await
+            .map_err(|e| Error::backend("retrying tasks", e))?;
+        let retried: HashSet<Uuid> = retried.into_iter().map(|(id, _)| id).collect();
+        if !retried.is_empty() {
+            self.notifier.wake_local();
+        }
+        let states = self.task_states(&uuids).await?;
+        Ok(uuids
+            .iter()
+            .map(|id| {
+                if retried.contains(id) {
+                    return Ok(RetryOutcome::Retried);
+                }
+                Ok(match states.get(id) {
+                    None => RetryOutcome::NotFound,
+                    Some((status, grouped)) => match parse_status(status)? {
+                        TaskStatus::Failed | TaskStatus::Cancelled if *grouped => {
+                            RetryOutcome::InGroup
+                        }
+                        status => RetryOutcome::NotRetryable(status),
+                    },
+                })
+            })
+            .collect::<Result<_>>()?)
+    }
+
+    pub(super) async fn direct_delete(&self, ids: &[TaskId]) -> Result<Vec<DeleteOutcome>> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let uuids: Vec<Uuid> = ids.iter().map(|id| id.as_uuid()).collect();
+        let deleted: Vec<Uuid> = sqlx::query_scalar(&self.sql.delete)
+            .bind(&uuids)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(|e| Error::backend("deleting tasks", e))?;
+        let deleted: HashSet<Uuid> = deleted.into_iter().collect();
+        let states = self.task_states(&uuids).await?;
+        // An id named twice is deleted once: the second time it is not found.
+        let mut seen = HashSet::new();
+        uuids
+            .iter()
+            .map(|id| {
+                if deleted.contains(id) && seen.insert(*id) {
+                    return Ok(DeleteOutcome::Deleted);
+                }
+                Ok(match states.get(id) {
+                    None => DeleteOutcome::NotFound,
+                    Some((status, _)) => DeleteOutcome::NotFinished(parse_status(status)?),
+                })
+            })
+            .collect()
+    }
+
+    /// The status of each of the tasks that exist, and whether it is in a group.
+    async fn task_states(&self, ids: &[Uuid]) -> Result<HashMap<Uuid, (String, bool)>> {
+        let rows: Vec<(Uuid, String, bool)> = sqlx::query_as(&self.sql.task_states)
+            .bind(ids)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(|e| Error::backend("reading tasks", e))?;
+        Ok(rows
+            .into_iter()
+            .map(|(id, status, grouped)| (id, (status, grouped)))
+            .collect())
+    }
+
+    pub(super) async fn direct_register_worker(
+        &self,
+        info: &WorkerInfo,
+        ttl: std::time::Duration,
+    ) -> Result<()> {
+        let now = self.now();
+        let mut info = info.clone();
+        info.last_seen = now;
+        let json = serde_json::to_string(&info)
+            .map_err(|e| Error::backend("encoding a worker's description", e))?;
+        sqlx::query(&self.sql.register_worker)
+            .bind(&info.id)
+            .bind(json)
+            .bind(millis(longtask_core::saturating_add(now, ttl)))
+            .execute(&self.pool)
+            .await
+            .map_err(|e| Error::backend("registering a worker", e))?;
+        Ok(())
+    }
+
+    pub(super) async fn direct_unregister_worker(&self, id: &str) -> Result<()> {
+        sqlx::query(&self.sql.unregister_worker)
+            .bind(id)
+            .execute(&self.pool)
+            .await
+            .map_err(|e| Error::backend("unregistering a worker", e))?;
+        Ok(())
+    }
+
+    pub(super) async fn direct_workers(&self) -> Result<Vec<WorkerInfo>> {
+        let now = millis(self.now());
+        sqlx::query(&self.sql.expire_workers)
+            .bind(now)
+            .execute(&self.pool)
+            .await
+            .map_err(|e| Error::backend("removing the entries of lost workers", e))?;
+        let rows: Vec<String> = sqlx::query_scalar(&self.sql.workers)
+            .bind(now)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(|e| Error::backend("listing workers", e))?;
+        rows.iter()
+            .map(|json| {
+                serde_json::from_str(json)
+                    .map_err(|e| Error::backend("decoding a worker's description", e))
+            })
+            .collect()
     }
 
     pub(super) async fn direct_purge(&self, limit: usize) -> Result<u64> {

@@ -4,8 +4,8 @@
 use std::collections::{HashMap, HashSet};
 
 use longtask_core::{
-    saturating_add, CancelOutcome, Error, GroupRole, Inserted, NewTask, Result, TaskEvent, TaskId,
-    TaskQuery, TaskRecord, TaskStatus,
+    saturating_add, CancelOutcome, DeleteOutcome, Error, GroupRole, Inserted, NewTask, Result,
+    RetryOutcome, TaskEvent, TaskId, TaskQuery, TaskRecord, TaskStatus, WorkerInfo,
 };
 use serde::Serialize;
 use sqlx::{Sqlite, Transaction};
@@ -21,6 +21,15 @@ const INSERT: &str = include_str!("sql/insert.sql");
 const FIND_KEY: &str = include_str!("sql/find_key.sql");
 const GET: &str = include_str!("sql/get.sql");
 const LIST: &str = include_str!("sql/list.sql");
+const RETRY_TASK: &str = include_str!("sql/retry_task.sql");
+const TASK_STATE: &str = include_str!("sql/task_state.sql");
+const DELETE_TASK: &str = include_str!("sql/delete_task.sql");
+const REGISTER_WORKER: &str =
+    "INSERT INTO longtask_workers (id, info, expires_at) VALUES (?1, ?2, ?3) \
+     ON CONFLICT (id) DO UPDATE SET info = excluded.info, expires_at = excluded.expires_at";
+const UNREGISTER_WORKER: &str = "DELETE FROM longtask_workers WHERE id = ?1";
+const EXPIRE_WORKERS: &str = "DELETE FROM longtask_workers WHERE expires_at <= ?1";
+const WORKERS: &str = "SELECT info FROM longtask_workers WHERE expires_at > ?1 ORDER BY id";
 const LIST_GROUP: &str = include_str!("sql/list_group.sql");
 const OPEN_GROUPS: &str = include_str!("sql/open_groups.sql");
 const JOIN_GROUP: &str = include_str!("sql/join_group.sql");
@@ -296,6 +305,145 @@ impl SqliteBackend {
             }
         }
         Ok(outcome)
+    }
+
+    pub(super) async fn direct_retry(&self, ids: &[TaskId]) -> Result<Vec<RetryOutcome>> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let now = self.now();
+        let mut tx = self.begin("starting to retry tasks").await?;
+        let mut outcomes = Vec::with_capacity(ids.len());
+        let mut events = Vec::new();
+        for id in ids {
+            let version: Option<i64> = sqlx::query_scalar(RETRY_TASK)
+                .bind(id.as_uuid())
+                .bind(millis(now))
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(db("retrying a task"))?;
+            if let Some(version) = version {
+                events.push((
+                    *id,
+                    version,
+                    vec![TaskEvent::Status {
+                        status: TaskStatus::Queued,
+                    }],
+                ));
+                outcomes.push(RetryOutcome::Retried);
+                continue;
+            }
+            let state: Option<(String, bool)> = sqlx::query_as(TASK_STATE)
+                .bind(id.as_uuid())
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(db("reading a task to retry"))?;
+            outcomes.push(match state {
+                None => RetryOutcome::NotFound,
+                Some((status, grouped)) => match row::status(&status)? {
+                    TaskStatus::Failed | TaskStatus::Cancelled if grouped => RetryOutcome::InGroup,
+                    status => RetryOutcome::NotRetryable(status),
+                },
+            });
+        }
+        tx.commit().await.map_err(db("committing retried tasks"))?;
+        if !events.is_empty() {
+            self.emit(events);
+            self.wake();
+        }
+        Ok(outcomes)
+    }
+
+    pub(super) async fn direct_delete(&self, ids: &[TaskId]) -> Result<Vec<DeleteOutcome>> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut tx = self.begin("starting to delete tasks").await?;
+        let mut outcomes = Vec::with_capacity(ids.len());
+        for id in ids {
+            let deleted = sqlx::query(DELETE_TASK)
+                .bind(id.as_uuid())
+                .execute(&mut *tx)
+                .await
+                .map_err(db("deleting a task"))?
+                .rows_affected();
+            if deleted > 0 {
+                outcomes.push(DeleteOutcome::Deleted);
+                continue;
+            }
+            let state: Option<(String, bool)> = sqlx::query_as(TASK_STATE)
+                .bind(id.as_uuid())
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(db("reading a task to delete"))?;
+            outcomes.push(match state {
+                None => DeleteOutcome::NotFound,
+                Some((status, _)) => DeleteOutcome::NotFinished(row::status(&status)?),
+            });
+        }
+        tx.commit().await.map_err(db("committing deleted tasks"))?;
+        Ok(outcomes)
+    }
+
+    pub(super) async fn direct_register_worker(
+        &self,
+        info: &WorkerInfo,
+        ttl: std::time::Duration,
+    ) -> Result<()> {
+        let now = self.now();
+        let mut info = info.clone();
+        info.last_seen = now;
+        let json = serde_json::to_string(&info)
+            .map_err(|err| Error::backend("encoding a worker's description", err))?;
+        let mut tx = self.begin("starting to register a worker").await?;
+        sqlx::query(REGISTER_WORKER)
+            .bind(&info.id)
+            .bind(json)
+            .bind(millis(saturating_add(now, ttl)))
+            .execute(&mut *tx)
+            .await
+            .map_err(db("registering a worker"))?;
+        tx.commit()
+            .await
+            .map_err(db("committing a worker's entry"))?;
+        Ok(())
+    }
+
+    pub(super) async fn direct_unregister_worker(&self, id: &str) -> Result<()> {
+        let mut tx = self.begin("starting to unregister a worker").await?;
+        sqlx::query(UNREGISTER_WORKER)
+            .bind(id)
+            .execute(&mut *tx)
+            .await
+            .map_err(db("unregistering a worker"))?;
+        tx.commit()
+            .await
+            .map_err(db("committing a worker's removal"))?;
+        Ok(())
+    }
+
+    pub(super) async fn direct_workers(&self) -> Result<Vec<WorkerInfo>> {
+        let now = millis(self.now());
+        let mut tx = self.begin("starting to list workers").await?;
+        sqlx::query(EXPIRE_WORKERS)
+            .bind(now)
+            .execute(&mut *tx)
+            .await
+            .map_err(db("removing the entries of lost workers"))?;
+        let rows: Vec<String> = sqlx::query_scalar(WORKERS)
+            .bind(now)
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(db("listing workers"))?;
+        tx.commit()
+            .await
+            .map_err(db("committing the workers list"))?;
+        rows.iter()
+            .map(|json| {
+                serde_json::from_str(json)
+                    .map_err(|err| Error::backend("decoding a worker's description", err))
+            })
+            .collect()
     }
 
     pub(super) async fn direct_purge(&self, limit: usize) -> Result<u64> {
