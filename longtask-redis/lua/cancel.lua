@@ -16,6 +16,16 @@ if status == 'running' then
   return 'requested'
 end
 dequeue(id, h[JOB], h[PRIO])
+local t = redis.call('HMGET', key, 'ckey', 'run_at', 'created')
 finalize(id, h, 'cancelled', now)
+-- A task of a counted job's concurrency key leaves its parked set if it was parked; if it was
+-- not, it may have been the key's next task to run, so the key's next parked task takes its
+-- place (else that one could wait for a task of its key that never runs).
+local ckey = t[1]
+if ckey and is_counted(h[JOB]) then
+  if redis.call('ZREM', k_parked(h[JOB], ckey), park_member(t[2] or t[3], id)) == 0 then
+    unpark(h[JOB], ckey)
+  end
+end
 flush()
 return 'cancelled'

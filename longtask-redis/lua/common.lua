@@ -10,7 +10,8 @@
 --
 -- Task hash fields ("" or absent = none, or zero):
 --   status job prio (absent = 0) run_at (absent = created) max ret created params owner
---   ikey ("+key") token attempt cancel
+--   ikey ("+key") ckey (the concurrency key, absent = none) token attempt cancel
+--   cc ("1" while the task runs and is counted in its job's running counts, see below)
 --   lo (lease owner, "+name") lx (lease expiry): meaningful only while the status is running,
 --   left behind afterwards; started finished output progress (JSON)
 --   em ea et (last error: message, attempt, time)
@@ -75,6 +76,17 @@ local function k_submitted(job, prio) return queue_key('l:', job, prio) end
 local function k_prios(job) return base .. 'qp:' .. esc_job(job) end
 local function k_idem(job, key) return base .. 'i:' .. esc_job(job) .. ':' .. esc(key) end
 local function ch_task(id) return base .. 'ev:' .. id end
+-- Concurrency limits. A job becomes counted when a claim first enforces a limit on it: from then
+-- on its running counts are kept in a hash, {n = running tasks, k<key> = running tasks with
+-- that concurrency key (absent = 0), held = "1" when a claim passed over waiting tasks because
+-- the job was at max_running}. Every claim of a counted job (limited or not) counts the tasks
+-- it leases and marks them (cc = 1); every end of a counted attempt takes them off again.
+-- A task that a claim passed over because its key was at max_running_per_key is parked: taken
+-- out of its ready queue into the parked set of its job and key (score -priority, member its
+-- run key and id, so the set is in claim order), and moved back to its ready set, in its old
+-- place, when a task of that key stops running (or a waiting one is cancelled).
+local function k_counts(job) return base .. 'rn:' .. esc_job(job) end
+local function k_parked(job, key) return base .. 'pk:' .. esc_job(job) .. ':' .. esc(key) end
 local k_delayed = base .. 'delayed'
 local k_running = base .. 'running'
 local k_all = base .. 'all'
@@ -87,6 +99,9 @@ local k_retentions = base .. 'xr'
 local ch_work = base .. 'work'
 
 local function fmt(n) return string.format('%d', n) end
+
+-- Whether a task became due during this script: flush() then wakes idle workers, once.
+local became_due = false
 
 -- Adds members to a sorted set in chunks; `pairs_list` is a flat {score, member, ...} list.
 local function zadd_many(key, pairs_list)
@@ -140,9 +155,6 @@ local function publish_status(id, status)
   publish_task(id, 's' .. status)
 end
 
--- Whether a task became due during this script: flush() then wakes idle workers, once.
-local became_due = false
-
 -- Puts a waiting task where claims find it: its job's ready set if due, the delayed set
 -- otherwise.
 local function enqueue(id, job, prio, run_at, now)
@@ -156,6 +168,72 @@ local function enqueue(id, job, prio, run_at, now)
   end
 end
 
+-- Whether `job`'s running tasks are counted, memoized per script.
+local counted_jobs = {}
+local function is_counted(job)
+  local counted = counted_jobs[job]
+  if counted == nil then
+    counted = redis.call('EXISTS', k_counts(job)) == 1
+    counted_jobs[job] = counted
+  end
+  return counted
+end
+
+-- A parked task's member: its run time as 17 characters that sort like the number (times
+-- before 1970 first), then its id, so members of one priority sort in claim order.
+local function park_member(run_at, id)
+  local n = tonumber(run_at)
+  if n >= 0 then
+    return string.format('p%016d', n) .. id
+  end
+  return string.format('n%016d', 1e16 + n) .. id
+end
+
+-- Moves the first parked task of `job` and `key` that still waits back to its ready set, where
+-- it was before (parked entries of tasks cancelled since are dropped on the way, at most 100).
+local function unpark(job, key)
+  local pk = k_parked(job, key)
+  for _ = 1, 100 do
+    local first = redis.call('ZRANGE', pk, 0, 0, 'WITHSCORES')
+    local member = first[1]
+    if not member then
+      return
+    end
+    redis.call('ZREM', pk, member)
+    local id = string.sub(member, 18)
+    local status = redis.call('HGET', k_task(id), 'status')
+    if status and is_waiting(status) then
+      local run_at = tonumber(string.sub(member, 2, 17))
+      if string.sub(member, 1, 1) == 'n' then run_at = run_at - 1e16 end
+      local prio = fmt(-tonumber(first[2]))
+      redis.call('ZADD', k_ready(job, prio), fmt(run_at), id)
+      redis.call('ZADD', k_prios(job), -tonumber(prio), prio)
+      became_due = true
+      return
+    end
+  end
+end
+
+-- Takes a counted task that stops running off its job's running counts; a task of a key lets
+-- the next parked task of that key back, and a job that held tasks back wakes idle workers.
+local function uncount(id)
+  local key = k_task(id)
+  local r = redis.call('HMGET', key, 'job', 'ckey')
+  redis.call('HDEL', key, 'cc')
+  local ck = k_counts(r[1])
+  redis.call('HINCRBY', ck, 'n', -1)
+  if redis.call('HDEL', ck, 'held') == 1 then
+    became_due = true
+  end
+  if r[2] then
+    local field = 'k' .. r[2]
+    if redis.call('HINCRBY', ck, field, -1) <= 0 then
+      redis.call('HDEL', ck, field)
+    end
+    unpark(r[1], r[2])
+  end
+end
+
 -- Takes a waiting task out of the ready and delayed sets.
 local function dequeue(id, job, prio)
   prio = prio or '0'
@@ -164,14 +242,16 @@ local function dequeue(id, job, prio)
 end
 
 -- The fields every lease-fenced script reads, in this order, and where each stands. The first
--- four are all a success needs: leased() reads only those, complete() the rest when a path needs
+-- five are all a success needs: leased() reads only those, complete() the rest when a path needs
 -- them (every field read costs Redis CPU on the hot path).
-local LEASED_FIELDS = { 'status', 'token', 'ret', 'ikey', 'attempt', 'max', 'cancel', 'job', 'prio' }
-local STATUS, TOKEN, RET, IKEY, ATTEMPT, MAX, CANCEL, JOB, PRIO = 1, 2, 3, 4, 5, 6, 7, 8, 9
+local LEASED_FIELDS = {
+  'status', 'token', 'ret', 'ikey', 'cc', 'attempt', 'max', 'cancel', 'job', 'prio',
+}
+local STATUS, TOKEN, RET, IKEY, CC, ATTEMPT, MAX, CANCEL, JOB, PRIO = 1, 2, 3, 4, 5, 6, 7, 8, 9, 10
 
--- The task's LEASED_FIELDS (the first four) if `token` is the live lease on it, else nil.
+-- The task's LEASED_FIELDS (the first five) if `token` is the live lease on it, else nil.
 local function leased(id, token)
-  local h = redis.call('HMGET', k_task(id), 'status', 'token', 'ret', 'ikey')
+  local h = redis.call('HMGET', k_task(id), 'status', 'token', 'ret', 'ikey', 'cc')
   if h[STATUS] ~= 'running' or h[TOKEN] ~= token then
     return nil
   end
@@ -194,6 +274,14 @@ end
 -- releases tasks calls flush() before it returns.
 local left_running = {} -- ids to remove from the running set
 local newly_finished = {} -- retention period -> ids, in the order they finished
+
+-- Notes that a task (whose LEASED_FIELDS are `h`) stops running: its attempt ended.
+local function stop_running(id, h)
+  left_running[#left_running + 1] = id
+  if h[CC] == '1' then
+    uncount(id)
+  end
+end
 
 local function flush()
   zrem_many(k_running, left_running)
@@ -232,7 +320,7 @@ local function finalize(id, h, status, now, f1, v1, f2, v2, f3, v3)
   else
     redis.call('HSET', key, 'status', status, 'finished', now)
   end
-  left_running[#left_running + 1] = id
+  stop_running(id, h)
   local ret = h[RET] or '0'
   if ret == '' then ret = '0' end
   local ttl = retention_ttl(ret, now)
@@ -260,7 +348,7 @@ local function fail_attempt(id, h, message, retry_at, now)
   if retry_at ~= '' and (tonumber(attempt) < tonumber(h[MAX])) and not cancel then
     redis.call('HSET', k_task(id), 'status', 'retrying', 'run_at', retry_at,
       'em', message, 'ea', attempt, 'et', now)
-    left_running[#left_running + 1] = id
+    stop_running(id, h)
     enqueue(id, h[JOB], h[PRIO], retry_at, now)
     publish_status(id, 'retrying')
     return true

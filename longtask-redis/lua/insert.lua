@@ -1,8 +1,10 @@
 -- insert.lua: inserts a batch of tasks atomically, honouring idempotency keys.
 -- ARGV: now, then per task: id, params, and either "=" (the same job, priority, run_at,
---   max attempts, retention, owner and idempotency key as the task before) or "!" followed by
---   those 7: job, prio, run_at, max, ret, owner, ikey (owner and ikey: "" for none, else "+"
---   followed by the value). A batch of one job's tasks thus sends 3 arguments per task.
+--   max attempts, retention, owner, idempotency key and concurrency key as the task before), or
+--   "~" and a concurrency key (the rest as the task before), or "!" followed by those 8: job,
+--   prio, run_at, max, ret, owner, ikey, ckey (owner, ikey and ckey: "" for none, else "+"
+--   followed by the value). A batch of one job's tasks thus sends 3 arguments per task (4 when
+--   their concurrency keys differ).
 -- Returns {"ok", created, existing...}: `created` has one character per task, "1" created or "0"
 -- already present under its idempotency key, and `existing` lists the ids found for the "0"s, in
 -- order. Or {"dup", id} when an id is already in use (then nothing was written), or {"bad"} when
@@ -19,9 +21,11 @@ local first = true
 while i <= argc do
   local id, spec = ARGV[i], ARGV[i + 2]
   if spec == '!' then
-    i = i + 10
+    i = i + 11
   elseif spec == '=' and not first then
     i = i + 3
+  elseif spec == '~' and not first then
+    i = i + 4
   else
     return { 'bad' }
   end
@@ -101,11 +105,11 @@ end
 local delayed = {}
 local keys = {} -- idempotency key -> id, for repeats inside this batch
 local due = false
--- The current spec (the 7 shared fields), and what follows from it: the task's status, and the
+-- The current spec (the 8 shared fields), and what follows from it: the task's status, and the
 -- HSET arguments of its tasks with the params value left for last. Every field costs (a small
 -- hash is a list Redis scans): only fields with a value are written (absent = none / zero):
 -- priority 0 is left out, and so is a run time equal to the creation time.
-local job, prio, run_at, ikey, status
+local job, prio, run_at, ikey, ckey, status
 local fields
 -- For a queued spec: its run time as a number, whether its tasks may join the submission list,
 -- the lists the batch adds to its ready set and submission list, and that list's last entry.
@@ -117,8 +121,8 @@ while i <= argc do
   if ARGV[i + 2] == '!' then
     local max, ret, owner
     job, prio, run_at, max = ARGV[i + 3], ARGV[i + 4], ARGV[i + 5], ARGV[i + 6]
-    ret, owner, ikey = ARGV[i + 7], ARGV[i + 8], ARGV[i + 9]
-    i = i + 10
+    ret, owner, ikey, ckey = ARGV[i + 7], ARGV[i + 8], ARGV[i + 9], ARGV[i + 10]
+    i = i + 11
     status = 'queued'
     if run_at ~= now and tonumber(run_at) > now_n then status = 'scheduled' end
     fields = { 'status', status, 'job', job, 'max', max, 'ret', ret, 'created', now }
@@ -156,6 +160,9 @@ while i <= argc do
         end
       end
     end
+  elseif ARGV[i + 2] == '~' then
+    ckey = ARGV[i + 3]
+    i = i + 4
   else
     i = i + 3
   end
@@ -178,7 +185,14 @@ while i <= argc do
     not_created[#not_created + 1] = id
   else
     fields[#fields] = params
-    redis.call('HSET', k_task(id), unpack(fields))
+    if ckey ~= '' then
+      local n = #fields
+      fields[n + 1], fields[n + 2] = 'ckey', string.sub(ckey, 2)
+      redis.call('HSET', k_task(id), unpack(fields))
+      fields[n + 1], fields[n + 2] = nil, nil
+    else
+      redis.call('HSET', k_task(id), unpack(fields))
+    end
     if ik then
       redis.call('SET', ik, id)
       keys[ik] = id

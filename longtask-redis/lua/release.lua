@@ -9,7 +9,7 @@ for i = 2, #ARGV, 2 do
     complete(id, h)
     local attempt = math.max((tonumber(h[ATTEMPT]) or 0) - 1, 0)
     redis.call('HSET', k_task(id), 'status', 'queued', 'attempt', fmt(attempt), 'run_at', now)
-    left_running[#left_running + 1] = id
+    stop_running(id, h)
     enqueue(id, h[JOB], h[PRIO], now, now)
     publish_status(id, 'queued')
     out[#out + 1] = 1

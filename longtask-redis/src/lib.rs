@@ -41,6 +41,8 @@
 //! | `{p}:xr` | sorted set | the retention periods that have such a list |
 //! | `{p}:all` | sorted set | every task id, in submission order (for listing) |
 //! | `{p}:i:<job>:<key>` | string | the task holding an idempotency key |
+//! | `{p}:rn:<job>` | hash | running counts of a job some claim limited, in all and per concurrency key |
+//! | `{p}:pk:<job>:<key>` | sorted set | a job's tasks of one concurrency key waiting for it to have room (parked) |
 //!
 //! Channels: `{p}:work` (wakes idle workers) and `{p}:ev:<id>` (one task's events, published
 //! while the key `{p}:watching` shows that someone watches).

@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use longtask_core::{
     saturating_add, Ack, Checkpoint, CheckpointInfo, ClaimRequest, ClaimedTask, Completion, Error,
-    Lease, LeaseState, Outcome, Result, TaskId, WorkSignal,
+    JobLimits, Lease, LeaseState, Outcome, Result, TaskId, WorkSignal,
 };
 
 use crate::{
@@ -56,6 +56,22 @@ impl RedisBackend {
             .arg(request.worker)
             .arg(limit)
             .arg(PROMOTE_CHUNK.max(limit));
+        // The limits of the requested jobs that have any: none takes the claim's fast path.
+        let limits: Vec<&JobLimits> = request
+            .limits
+            .iter()
+            .filter(|l| l.is_limited() && request.jobs.contains(&l.job))
+            .collect();
+        call.arg(limits.len());
+        for l in limits {
+            call.arg(&l.job)
+                .arg(l.max_running.map(|n| n.to_string()).unwrap_or_default())
+                .arg(
+                    l.max_running_per_key
+                        .map(|n| n.to_string())
+                        .unwrap_or_default(),
+                );
+        }
         for job in request.jobs {
             call.arg(job);
         }

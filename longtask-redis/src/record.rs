@@ -40,7 +40,7 @@ pub(crate) fn encode_opt(value: Option<&str>) -> String {
 /// The hash fields a record is made of, read with `HMGET` (see [`decode_fields`]): every field
 /// but the lease token and the checkpoint's state, which may be large and is read only by
 /// `load_checkpoint`.
-pub(crate) const RECORD_FIELDS: [&str; 22] = [
+pub(crate) const RECORD_FIELDS: [&str; 23] = [
     "status",
     "job",
     "prio",
@@ -51,6 +51,7 @@ pub(crate) const RECORD_FIELDS: [&str; 22] = [
     "params",
     "owner",
     "ikey",
+    "ckey",
     "attempt",
     "cancel",
     "lo",
@@ -139,6 +140,10 @@ pub(crate) fn decode(id: TaskId, mut hash: HashMap<String, String>) -> Result<Op
         idempotency_key: fields
             .take("ikey")
             .and_then(|v| v.strip_prefix('+').map(str::to_owned)),
+        concurrency_key: fields.take("ckey"),
+        // Groups are not stored by this backend yet.
+        group: None,
+        open_members: None,
         checkpoint: fields
             .take("checkpoint_info")
             .map(|json| CheckpointInfo::from_json(&json))

@@ -15,7 +15,8 @@ const LIST_SCAN_BUDGET: usize = 5_000;
 /// Tasks purged per script call, at most.
 const PURGE_CHUNK: usize = 1_000;
 
-/// What a task shares with the task before it in an insert batch, when they are alike.
+/// What a task shares with the task before it in an insert batch, when they are alike (the
+/// concurrency key aside: tasks that differ only in it are sent with just their key).
 #[derive(PartialEq)]
 struct Spec<'a> {
     job: &'a str,
@@ -70,9 +71,11 @@ impl RedisBackend {
         let now_ms = millis(now);
         let mut call = self.script(&SCRIPTS.insert);
         call.arg(now_ms);
-        // A task with the same job, priority, run time, attempts, retention, owner and key as
-        // the one before it sends only its id and params (see insert.lua).
+        // A task with the same job, priority, run time, attempts, retention, owner and keys as
+        // the one before it sends only its id and params, and one that differs only in its
+        // concurrency key sends that too (see insert.lua).
         let mut previous: Option<Spec<'_>> = None;
+        let mut previous_key: Option<&str> = None;
         for task in &tasks {
             let spec = Spec {
                 job: &task.job,
@@ -83,9 +86,15 @@ impl RedisBackend {
                 owner: task.owner.as_deref(),
                 idempotency_key: task.idempotency_key.as_deref(),
             };
+            let concurrency_key = task.concurrency_key.as_deref();
             call.arg(task.id.to_string()).arg(&task.params);
             if previous.as_ref() == Some(&spec) {
-                call.arg("=");
+                if previous_key == concurrency_key {
+                    call.arg("=");
+                } else {
+                    call.arg("~").arg(encode_opt(concurrency_key));
+                    previous_key = concurrency_key;
+                }
             } else {
                 call.arg("!")
                     .arg(spec.job)
@@ -94,8 +103,10 @@ impl RedisBackend {
                     .arg(spec.max_attempts)
                     .arg(spec.retention)
                     .arg(encode_opt(spec.owner))
-                    .arg(encode_opt(spec.idempotency_key));
+                    .arg(encode_opt(spec.idempotency_key))
+                    .arg(encode_opt(concurrency_key));
                 previous = Some(spec);
+                previous_key = concurrency_key;
             }
         }
         let out: Vec<String> = self.invoke(&call, "inserting tasks").await?;

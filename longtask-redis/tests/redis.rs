@@ -350,6 +350,7 @@ async fn multi_job_claims_match_the_reference_backend() {
                     worker: "w",
                     limit: 4,
                     lease: Duration::from_secs(30),
+                    limits: &[],
                 })
                 .await
                 .unwrap();
