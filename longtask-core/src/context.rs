@@ -323,19 +323,24 @@ impl TaskContext {
     /// # Errors
     /// A retryable error if the backend failed.
     pub async fn group(&self) -> Result<Option<TaskId>, JobError> {
+        Ok(self.own_record().await?.and_then(|r| r.group))
+    }
+
+    async fn own_record(&self) -> Result<Option<TaskRecord>, JobError> {
         let Checkpoints::Backend { backend, .. } = &self.inner.checkpoints else {
             return Ok(None);
         };
-        let record =
-            backend.store().get(self.inner.id).await.map_err(|err| {
-                JobError::retryable(format!("reading task {}: {err}", self.inner.id))
-            })?;
-        Ok(record.and_then(|r| r.group))
+        backend
+            .store()
+            .get(self.inner.id)
+            .await
+            .map_err(|err| JobError::retryable(format!("reading task {}: {err}", self.inner.id)))
     }
 
     /// Adds a task of job `J` to this task's group (fan-out found at run time): the group's
     /// total grows, and its completion job waits for the new member too. The group is still
-    /// open, since this task (a member) has not finished.
+    /// open, since this task (a member) has not finished. The new task has this task's owner
+    /// unless the options name another.
     ///
     /// # Errors
     /// A fatal error if this task is not a member of a group or the parameters cannot be
@@ -354,7 +359,8 @@ impl TaskContext {
         params: &J::Params,
         options: SubmitOptions,
     ) -> Result<TaskId, JobError> {
-        let Some(group) = self.group().await? else {
+        let own = self.own_record().await?;
+        let Some(group) = own.as_ref().and_then(|r| r.group) else {
             return Err(JobError::fatal(format!(
                 "task {} is not a member of a group: it cannot add members to one",
                 self.inner.id
@@ -367,6 +373,10 @@ impl TaskContext {
             .into_task::<J>(params)
             .map_err(|err| JobError::fatal(err.to_string()))?;
         task.group = Some(GroupRole::Member(group));
+        // A member added at run time belongs to whom the task adding it belongs.
+        if task.owner.is_none() {
+            task.owner = own.and_then(|r| r.owner);
+        }
         let id = task.id;
         Client::new(backend.clone())
             .submit_raw(vec![task])

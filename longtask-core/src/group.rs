@@ -176,9 +176,11 @@ impl GroupStatus {
         self.members.iter().filter(|m| m.status == status).count()
     }
 
-    /// Whether every member has finished and the completion job (if any) too.
+    /// Whether the group has ended: its root (the completion job, if any) and every member are
+    /// final. (After [`Client::cancel_group`] the root is final at once, while running members
+    /// may still be stopping.)
     pub fn is_final(&self) -> bool {
-        self.root.status.is_final()
+        self.root.status.is_final() && self.members.iter().all(|m| m.status.is_final())
     }
 
     /// Whether the group has a completion job.

@@ -362,7 +362,7 @@ impl PostgresBackend {
             self.notifier.wake_local();
         }
         let states = self.task_states(&uuids).await?;
-        Ok(uuids
+        uuids
             .iter()
             .map(|id| {
                 if retried.contains(id) {
@@ -378,7 +378,7 @@ impl PostgresBackend {
                     },
                 })
             })
-            .collect::<Result<_>>()?)
+            .collect()
     }
 
     pub(super) async fn direct_delete(&self, ids: &[TaskId]) -> Result<Vec<DeleteOutcome>> {

@@ -251,7 +251,7 @@ impl SqliteBackend {
             .bind(query.owner.as_deref())
             .bind(after)
             .bind(limit)
-            .bind(query.group.map(|g| g.as_uuid()))
+            .bind(query.group.map(TaskId::as_uuid))
             .fetch_all(&self.reader)
             .await
             .map_err(db("listing tasks"))?
