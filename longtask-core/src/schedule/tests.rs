@@ -457,3 +457,44 @@ async fn count(backend: &MemoryBackend) -> usize {
     };
     backend.list(&query).await.unwrap().len()
 }
+
+/// A job that says when it ran.
+struct Ping(Arc<tokio::sync::Notify>);
+impl Job for Ping {
+    const NAME: &'static str = "ping";
+    type Params = ();
+    type Output = ();
+    async fn run(&self, (): (), _: TaskContext) -> Result<(), JobError> {
+        self.0.notify_one();
+        Ok(())
+    }
+}
+
+/// `WorkerBuilder::schedule` submits the look-back at start, and the worker runs it.
+#[tokio::test]
+async fn worker_runs_its_schedules() {
+    let backend = MemoryBackend::new();
+    let ran = Arc::new(tokio::sync::Notify::new());
+    let yearly = || Schedule::cron("new-year", "0 0 1 1 *").unwrap().job(Ping(Arc::default()), ());
+    let worker = crate::Worker::builder(backend.clone())
+        .register(Ping(ran.clone()))
+        .schedule(yearly())
+        .build()
+        .unwrap()
+        .spawn();
+    tokio::time::timeout(Duration::from_secs(30), ran.notified())
+        .await
+        .expect("the latest new year's task ran");
+    worker.shutdown().await.unwrap();
+    let tick = yearly().cadence.last(Utc::now(), 1)[0];
+    let task = backend.get(yearly().task_id(tick)).await.unwrap().expect("the tick's task");
+    assert_eq!(task.status, TaskStatus::Succeeded);
+
+    let err = crate::Worker::builder(backend)
+        .register(Ping(ran))
+        .schedule(yearly())
+        .schedule(yearly())
+        .build()
+        .expect_err("two schedules of one name");
+    assert!(err.to_string().contains("two schedules are named"), "{err}");
+}
