@@ -342,6 +342,11 @@ fn a_ticks_id_and_key_name_it() {
         other_tick,
         other_name.task_id(tick),
         other_owner.task_id(tick),
+        Schedule::cron("nightly", "0 3 * * *")
+            .unwrap()
+            .owner("u2")
+            .job(Export, String::new())
+            .task_id(tick),
         other_job.task_id(tick),
     ];
     for (i, a) in ids.iter().enumerate() {
@@ -475,7 +480,11 @@ impl Job for Ping {
 async fn worker_runs_its_schedules() {
     let backend = MemoryBackend::new();
     let ran = Arc::new(tokio::sync::Notify::new());
-    let yearly = || Schedule::cron("new-year", "0 0 1 1 *").unwrap().job(Ping(Arc::default()), ());
+    let yearly = || {
+        Schedule::cron("new-year", "0 0 1 1 *")
+            .unwrap()
+            .job(Ping(Arc::default()), ())
+    };
     let worker = crate::Worker::builder(backend.clone())
         .register(Ping(ran.clone()))
         .schedule(yearly())
@@ -487,7 +496,11 @@ async fn worker_runs_its_schedules() {
         .expect("the latest new year's task ran");
     worker.shutdown().await.unwrap();
     let tick = yearly().cadence.last(Utc::now(), 1)[0];
-    let task = backend.get(yearly().task_id(tick)).await.unwrap().expect("the tick's task");
+    let task = backend
+        .get(yearly().task_id(tick))
+        .await
+        .unwrap()
+        .expect("the tick's task");
     assert_eq!(task.status, TaskStatus::Succeeded);
 
     let err = crate::Worker::builder(backend)

@@ -60,7 +60,8 @@ fn start_at(h: &Harness, minute: u32, second: u32) -> DateTime<Utc> {
         .and_then(|t| t.with_nanosecond(0))
         .expect("a whole hour")
         + chrono::Duration::hours(1);
-    let at = hour + chrono::Duration::minutes(minute.into()) + chrono::Duration::seconds(second.into());
+    let at =
+        hour + chrono::Duration::minutes(minute.into()) + chrono::Duration::seconds(second.into());
     h.clock.set(at);
     at
 }
@@ -117,7 +118,11 @@ async fn round(schedulers: &[Scheduler]) -> Vec<Tick> {
         .collect();
     let mut ticks = Vec::new();
     for run in running {
-        ticks.extend(run.await.expect("a round panicked").expect("a round failed"));
+        ticks.extend(
+            run.await
+                .expect("a round panicked")
+                .expect("a round failed"),
+        );
     }
     ticks
 }
@@ -158,10 +163,19 @@ pub async fn three_schedulers_submit_each_tick_once(h: Harness) {
     // CatchUp(2) at start: the hour's :55 of the previous hour and :00.
     let fives = ticks_of(&submitted, "five");
     assert_eq!(fives[0], minute0 - chrono::Duration::minutes(5));
-    assert_eq!(fives, series(fives[0], MINUTE * 5, i32::try_from(fives.len()).unwrap()));
-    assert_eq!(*fives.last().unwrap(), minute0 + chrono::Duration::minutes(minutes / 5 * 5));
+    assert_eq!(
+        fives,
+        series(fives[0], MINUTE * 5, i32::try_from(fives.len()).unwrap())
+    );
+    assert_eq!(
+        *fives.last().unwrap(),
+        minute0 + chrono::Duration::minutes(minutes / 5 * 5)
+    );
     for ((schedule, at), n) in &created {
-        assert_eq!(*n, 1, "{schedule} at {at}: {n} schedulers reported creating its task");
+        assert_eq!(
+            *n, 1,
+            "{schedule} at {at}: {n} schedulers reported creating its task"
+        );
     }
     assert_eq!(
         created.len(),
@@ -184,10 +198,11 @@ pub async fn missed_ticks_follow_the_policy(h: Harness) {
             every("zero", MINUTE, Missed::CatchUp(0)),
         ]
     };
-    let expect = |submitted: &BTreeMap<String, Vec<DateTime<Utc>>>, name: &str, ks: &[i64], when: &str| {
-        let expected: Vec<_> = ks.iter().map(|k| t(*k)).collect();
-        assert_eq!(ticks_of(submitted, name), expected, "{name} {when}");
-    };
+    let expect =
+        |submitted: &BTreeMap<String, Vec<DateTime<Utc>>>, name: &str, ks: &[i64], when: &str| {
+            let expected: Vec<_> = ks.iter().map(|k| t(*k)).collect();
+            assert_eq!(ticks_of(submitted, name), expected, "{name} {when}");
+        };
 
     // Everything was down until now: each policy looks back as far as it says.
     let first = scheduler(&h, h.backend.clone(), schedules());
@@ -224,7 +239,12 @@ pub async fn missed_ticks_follow_the_policy(h: Harness) {
     let s = submitted(&h).await;
     expect(&s, "skip", &[1, 6], "after downtime");
     expect(&s, "once", &[0, 1, 6, 16], "after downtime");
-    expect(&s, "three", &[-2, -1, 0, 1, 4, 5, 6, 14, 15, 16], "after downtime");
+    expect(
+        &s,
+        "three",
+        &[-2, -1, 0, 1, 4, 5, 6, 14, 15, 16],
+        "after downtime",
+    );
     expect(&s, "zero", &[1, 6], "after downtime");
 
     // A restart with no downtime finds every tick's task and creates nothing.
@@ -259,7 +279,10 @@ pub async fn purged_tick_is_never_submitted_again(h: Harness) {
     // to t0): the task must still be there, and be found.
     h.advance(Duration::from_secs(40 * 60));
     let purged = h.backend.store().purge(100).await.unwrap();
-    assert_eq!(purged, 0, "a tick's task is kept while schedulers may look back to its tick");
+    assert_eq!(
+        purged, 0,
+        "a tick's task is kept while schedulers may look back to its tick"
+    );
     let second = scheduler(&h, h.open_instance().await, vec![hourly()]);
     let again = second.submit_due().await.unwrap();
     assert_eq!(again.len(), 1);
@@ -269,11 +292,18 @@ pub async fn purged_tick_is_never_submitted_again(h: Harness) {
     // Once the next tick has passed (and the margin), it is purged, and no look-back finds it.
     h.advance(Duration::from_secs(2 * 3600));
     let purged = h.backend.store().purge(100).await.unwrap();
-    assert_eq!(purged, 1, "kept until the next tick and the margin, then purged");
+    assert_eq!(
+        purged, 1,
+        "kept until the next tick and the margin, then purged"
+    );
     let third = scheduler(&h, h.open_instance().await, vec![hourly()]);
     let latest = third.submit_due().await.unwrap();
     assert_eq!(latest.len(), 1);
-    assert_eq!(latest[0].at, t0 + chrono::Duration::hours(2), "the latest tick, not t0");
+    assert_eq!(
+        latest[0].at,
+        t0 + chrono::Duration::hours(2),
+        "the latest tick, not t0"
+    );
     assert!(h.backend.store().get(ticks[0].id).await.unwrap().is_none());
 }
 
@@ -325,15 +355,29 @@ pub async fn daylight_saving_changes_tick_once(h: Harness) {
                 .filter(|t| *t > from && *t < from + chrono::Duration::hours(24))
                 .collect()
         };
-        assert_eq!(in_day("fixed"), [change + fixed_tick], "the day of the change at {change}");
+        assert_eq!(
+            in_day("fixed"),
+            [change + fixed_tick],
+            "the day of the change at {change}"
+        );
         let local_day: Vec<_> = ticks_of(&submitted, "hourly")
             .into_iter()
-            .filter(|t| t.with_timezone(&Berlin).date_naive() == change.with_timezone(&Berlin).date_naive())
+            .filter(|t| {
+                t.with_timezone(&Berlin).date_naive() == change.with_timezone(&Berlin).date_naive()
+            })
             .collect();
-        assert_eq!(local_day.len(), hours, "hourly ticks on the local day of {change}: {local_day:?}");
+        assert_eq!(
+            local_day.len(),
+            hours,
+            "hourly ticks on the local day of {change}: {local_day:?}"
+        );
         assert_eq!(
             local_day,
-            series(local_day[0], Duration::from_secs(3600), i32::try_from(hours).unwrap()),
+            series(
+                local_day[0],
+                Duration::from_secs(3600),
+                i32::try_from(hours).unwrap()
+            ),
             "one tick per real hour"
         );
     }
@@ -355,10 +399,19 @@ pub async fn schedules_list_next_run_and_last_task(h: Harness) {
 
     let listed = viewer.schedules().await.unwrap();
     assert_eq!(listed.len(), 2);
-    assert_eq!((listed[0].name.as_str(), listed[0].job.as_str()), ("quarterly", Tock::NAME));
-    assert_eq!(listed[0].next_run, Some(hour + chrono::Duration::minutes(15)));
+    assert_eq!(
+        (listed[0].name.as_str(), listed[0].job.as_str()),
+        ("quarterly", Tock::NAME)
+    );
+    assert_eq!(
+        listed[0].next_run,
+        Some(hour + chrono::Duration::minutes(15))
+    );
     assert_eq!(listed[1].next_run, Some(hour + chrono::Duration::hours(1)));
-    assert!(listed.iter().all(|s| s.last.is_none()), "nothing submitted yet");
+    assert!(
+        listed.iter().all(|s| s.last.is_none()),
+        "nothing submitted yet"
+    );
 
     runner.submit_due().await.unwrap();
     let task = h.claim_one(Tock::NAME).await;
@@ -374,5 +427,19 @@ pub async fn schedules_list_next_run_and_last_task(h: Harness) {
     let last = listed[0].last.as_ref().expect("quarterly's latest task");
     assert_eq!(last.tick, hour + chrono::Duration::minutes(15));
     assert_eq!(last.task.status, TaskStatus::Queued);
-    assert_eq!(listed[0].next_run, Some(hour + chrono::Duration::minutes(30)));
+    assert_eq!(
+        listed[0].next_run,
+        Some(hour + chrono::Duration::minutes(30))
+    );
+
+    // With two ticks' tasks there, the later is the last.
+    h.advance(Duration::from_secs(15 * 60));
+    runner.submit_due().await.unwrap();
+    let listed = viewer.schedules().await.unwrap();
+    let last = listed[0].last.as_ref().expect("quarterly's latest task");
+    assert_eq!(last.tick, hour + chrono::Duration::minutes(30));
+    assert_eq!(
+        listed[0].next_run,
+        Some(hour + chrono::Duration::minutes(45))
+    );
 }

@@ -225,7 +225,10 @@ impl WorkerBuilder {
             None
         } else {
             let builder = Scheduler::builder(self.backend.clone());
-            let builder = self.schedules.into_iter().fold(builder, |b, s| b.schedule(s));
+            let builder = self
+                .schedules
+                .into_iter()
+                .fold(builder, |b, s| b.schedule(s));
             Some(builder.build()?)
         };
         Ok(Worker {
