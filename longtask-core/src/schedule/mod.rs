@@ -39,58 +39,7 @@
 //! # Ok(()) }
 //! ```
 //!
-//! # Each tick once
-//!
-//! A tick's identity is its schedule's name and its time: the task of a tick is submitted with
-//! the idempotency key `schedule:<name>:<tick in UTC>` (see [`Schedule::idempotency_key`]), so
-//! however many schedulers submit it, the backend keeps one task. Its id is derived from the
-//! same identity ([`Schedule::task_id`]: a UUIDv7 whose timestamp is the tick), so that anyone
-//! can find a tick's task with a plain `get`, and a scheduler can tell that a task it could not
-//! insert is the one another scheduler inserted first. All schedulers of one schedule name must
-//! agree on its definition: the first to submit a tick decides its parameters.
-//!
-//! These ids can be computed by anyone who knows the schedule's name, job and owner: they are
-//! not secret, unlike the random ids of submitted tasks. When the output of a scheduled job is
-//! served to people over HTTP (`longtask-tower`), give the schedule an
-//! [`owner`](ScheduleBuilder::owner), so that the owner hook hides its tasks from other users.
-//!
-//! # Missed ticks
-//!
-//! Schedulers keep no state in the backend. A scheduler that starts looks back only as far as its
-//! schedule's policy needs: with [`Missed::Skip`] it submits nothing from before it started,
-//! with [`Missed::RunOnce`] (the default) the latest tick at or before now, with
-//! [`Missed::CatchUp(n)`](Missed::CatchUp) the last `n`. A tick that already has its task is
-//! not submitted again. While it runs, a scheduler submits each tick as it comes; a scheduler
-//! that was held up past several ticks (a stalled process, a backend outage) applies the same
-//! policy to the ticks it passed, submitting at least the latest one.
-//!
-//! That look-back must never find a tick whose task ran and was purged, or the tick would run
-//! twice. So a scheduled task is kept (its retention) at least until the tick `m` ticks after
-//! its own, plus an hour ([`RETENTION_MARGIN`]), where `m` is how many ticks the policy looks
-//! back (one for `Skip` and `RunOnce`, `n` for `CatchUp(n)`), or longer if the job's own
-//! retention is longer. A scheduler looks back at most `m` ticks from its clock's now, and the
-//! task of the oldest of those is kept until after the next tick, so it is still there. The
-//! margin covers clocks that disagree between machines and a scheduler delayed between reading
-//! its clock and inserting; a scheduler frozen for longer than that between the two could
-//! submit a purged tick again. A tick with no `m`-th successor (a cron expression that ends) is
-//! kept a century. The cost: a job whose retention is shorter than its schedule's period keeps
-//! about `m` finished tasks of that schedule at a time.
-//!
-//! # Time zones and daylight saving
-//!
-//! Cron expressions are read on the wall clock of the schedule's time zone ([`in_tz`], UTC by
-//! default), with the [croner](https://docs.rs/croner) rules for daylight-saving changes:
-//! - a *fixed-time* expression (one second, minute and hour, such as `30 2 * * *`) whose time
-//!   falls in a skipped hour runs once, at the first instant after the gap (03:00 on the day
-//!   Berlin moves its clocks forward); in a repeated hour it runs once, at the first pass;
-//! - an expression with ranges, lists, steps or wildcards in those fields (`0 * * * *`,
-//!   `*/15 2 * * *`) follows real time: instants that the gap skips do not exist, and the
-//!   repeated hour is two real hours, each with its ticks.
-//!
-//! [`Schedule::every`] counts real time from the Unix epoch (every 15 minutes ticks at :00, :15,
-//! :30 and :45 UTC) and ignores time zones.
-//!
-//! [`in_tz`]: ScheduleBuilder::in_tz
+//! The rules (each tick once, missed ticks, time zones) are told on [`Schedule`].
 
 use std::{fmt, sync::Arc, time::Duration};
 
@@ -119,14 +68,14 @@ pub const MAX_SCHEDULE_NAME_LEN: usize = 200;
 pub const MAX_CATCH_UP: u32 = 1000;
 
 /// How much longer than its policy strictly needs a scheduled task is kept (see
-/// [missed ticks](self#missed-ticks)).
+/// [missed ticks](Schedule#missed-ticks)).
 pub const RETENTION_MARGIN: Duration = Duration::from_secs(3600);
 
 /// The retention of a tick with no later tick to wait for.
 const FOREVER: Duration = Duration::from_secs(100 * 366 * 24 * 3600);
 
 /// What a scheduler does with ticks that passed while no scheduler was running (or while it was
-/// held up): see [missed ticks](self#missed-ticks).
+/// held up): see [missed ticks](Schedule#missed-ticks).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Missed {
     /// Submit nothing from before the scheduler started; a scheduler held up past several ticks
@@ -163,10 +112,63 @@ enum Params {
 }
 
 /// A periodic schedule: a stable name, when it ticks, the job (and its parameters) each tick
-/// submits, and what happens to missed ticks. See the [module docs](self) for the rules.
+/// submits, and what happens to missed ticks. A [`Scheduler`] submits its ticks' tasks.
 ///
 /// Build one with [`Schedule::cron`] or [`Schedule::every`], set options on the
 /// [`ScheduleBuilder`], and finish with [`job`](ScheduleBuilder::job).
+///
+/// # Each tick once
+///
+/// A tick's identity is its schedule's name and its time: the task of a tick is submitted with
+/// the idempotency key `schedule:<name>:<tick in UTC>` (see [`Schedule::idempotency_key`]), so
+/// however many schedulers submit it, the backend keeps one task. Its id is derived from the
+/// same identity ([`Schedule::task_id`]: a UUIDv7 whose timestamp is the tick), so that anyone
+/// can find a tick's task with a plain `get`, and a scheduler can tell that a task it could not
+/// insert is the one another scheduler inserted first. All schedulers of one schedule name must
+/// agree on its definition: the first to submit a tick decides its parameters.
+///
+/// These ids can be computed by anyone who knows the schedule's name, job and owner: they are
+/// not secret, unlike the random ids of submitted tasks. When the output of a scheduled job is
+/// served to people over HTTP (`longtask-tower`), give the schedule an
+/// [`owner`](ScheduleBuilder::owner), so that the owner hook hides its tasks from other users.
+///
+/// # Missed ticks
+///
+/// Schedulers keep no state in the backend. A scheduler that starts looks back only as far as its
+/// schedule's policy needs: with [`Missed::Skip`] it submits nothing from before it started,
+/// with [`Missed::RunOnce`] (the default) the latest tick at or before now, with
+/// [`Missed::CatchUp(n)`](Missed::CatchUp) the last `n`. A tick that already has its task is
+/// not submitted again. While it runs, a scheduler submits each tick as it comes; a scheduler
+/// that was held up past several ticks (a stalled process, a backend outage) applies the same
+/// policy to the ticks it passed, submitting at least the latest one.
+///
+/// That look-back must never find a tick whose task ran and was purged, or the tick would run
+/// twice. So a scheduled task is kept (its retention) at least until the tick `m` ticks after
+/// its own, plus an hour ([`RETENTION_MARGIN`]), where `m` is how many ticks the policy looks
+/// back (one for `Skip` and `RunOnce`, `n` for `CatchUp(n)`), or longer if the job's own
+/// retention is longer. A scheduler looks back at most `m` ticks from its clock's now, and the
+/// task of the oldest of those is kept until after the next tick, so it is still there. The
+/// margin covers clocks that disagree between machines and a scheduler delayed between reading
+/// its clock and inserting; a scheduler frozen for longer than that between the two could
+/// submit a purged tick again. A tick with no `m`-th successor (a cron expression that ends) is
+/// kept a century. The cost: a job whose retention is shorter than its schedule's period keeps
+/// about `m` finished tasks of that schedule at a time.
+///
+/// # Time zones and daylight saving
+///
+/// Cron expressions are read on the wall clock of the schedule's time zone ([`in_tz`], UTC by
+/// default), with the [croner](https://docs.rs/croner) rules for daylight-saving changes:
+/// - a *fixed-time* expression (one second, minute and hour, such as `30 2 * * *`) whose time
+///   falls in a skipped hour runs once, at the first instant after the gap (03:00 on the day
+///   Berlin moves its clocks forward); in a repeated hour it runs once, at the first pass;
+/// - an expression with ranges, lists, steps or wildcards in those fields (`0 * * * *`,
+///   `*/15 2 * * *`) follows real time: instants that the gap skips do not exist, and the
+///   repeated hour is two real hours, each with its ticks.
+///
+/// [`Schedule::every`] counts real time from the Unix epoch (every 15 minutes ticks at :00, :15,
+/// :30 and :45 UTC) and ignores time zones.
+///
+/// [`in_tz`]: ScheduleBuilder::in_tz
 pub struct Schedule {
     name: String,
     cadence: Cadence,
@@ -282,7 +284,7 @@ impl Schedule {
     /// The id of the task of `tick`: a UUIDv7 whose timestamp is the tick and whose other bits
     /// are a hash of the job, the owner, the schedule's name and the tick. Every scheduler
     /// computes the same id, so the task of a tick can be looked up with
-    /// [`Client::status`](crate::Client::status). Not secret (see the [module docs](self)).
+    /// [`Client::status`](crate::Client::status). Not secret (see [each tick once](Schedule#each-tick-once)).
     ///
     /// ```
     /// # use longtask_core::{Job, JobError, Schedule, TaskContext};
@@ -395,7 +397,7 @@ impl ScheduleBuilder {
     }
 
     /// Reads the cron expression on the wall clock of `tz` (default UTC); see
-    /// [daylight saving](self#time-zones-and-daylight-saving). No effect on
+    /// [daylight saving](Schedule#time-zones-and-daylight-saving). No effect on
     /// [`Schedule::every`], which counts real time.
     ///
     /// ```
@@ -447,7 +449,7 @@ impl ScheduleBuilder {
     }
 
     /// How long the tasks are kept after they finish (default: the job's), raised where the
-    /// missed-tick policy needs longer (see [missed ticks](self#missed-ticks)).
+    /// missed-tick policy needs longer (see [missed ticks](Schedule#missed-ticks)).
     pub fn retention(mut self, retention: Duration) -> Self {
         self.retention = Some(retention);
         self

@@ -9,8 +9,8 @@ use chrono::{DateTime, Datelike, NaiveDate, TimeZone, Timelike, Utc, Weekday};
 
 use super::Harness;
 use crate::{
-    chrono_tz::Europe::Berlin, Backend, Job, JobError, Missed, Schedule, Scheduler, TaskContext,
-    TaskQuery, TaskStatus, Tick,
+    chrono_tz::Europe::Berlin, Backend, Job, JobError, Missed, Schedule, Scheduler,
+    SchedulerBuilder, TaskContext, TaskQuery, TaskStatus, Tick,
 };
 
 /// The job the cases' schedules submit.
@@ -45,7 +45,7 @@ fn cron(name: &str, expression: &str, missed: Missed) -> Schedule {
 fn scheduler(h: &Harness, backend: Backend, schedules: Vec<Schedule>) -> Scheduler {
     schedules
         .into_iter()
-        .fold(Scheduler::builder(backend), |b, s| b.schedule(s))
+        .fold(Scheduler::builder(backend), SchedulerBuilder::schedule)
         .with_clock(h.clock.clone())
         .build()
         .expect("a valid scheduler")

@@ -50,7 +50,7 @@ use crate::{
     job::Job,
     metrics::WorkerMetrics,
     registry::Registry,
-    schedule::{Schedule, Scheduler},
+    schedule::{Schedule, Scheduler, SchedulerBuilder},
 };
 
 mod coordinator;
@@ -228,7 +228,7 @@ impl WorkerBuilder {
             let builder = self
                 .schedules
                 .into_iter()
-                .fold(builder, |b, s| b.schedule(s));
+                .fold(builder, SchedulerBuilder::schedule);
             Some(builder.build()?)
         };
         Ok(Worker {
