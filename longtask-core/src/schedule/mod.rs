@@ -146,8 +146,8 @@ enum Params {
 /// twice. So a scheduled task is kept (its retention) at least until the tick `m` ticks after
 /// its own, plus an hour ([`RETENTION_MARGIN`]), where `m` is how many ticks the policy looks
 /// back (one for `Skip` and `RunOnce`, `n` for `CatchUp(n)`), or longer if the job's own
-/// retention is longer. A scheduler looks back at most `m` ticks from its clock's now, and the
-/// task of the oldest of those is kept until after the next tick, so it is still there. The
+/// retention is longer. A scheduler looks back at most `m` ticks from its clock's now, so the
+/// tick `m` after any tick it looks back to is still to come, and that tick's task is kept. The
 /// margin covers clocks that disagree between machines and a scheduler delayed between reading
 /// its clock and inserting; a scheduler frozen for longer than that between the two could
 /// submit a purged tick again. A tick with no `m`-th successor (a cron expression that ends) is

@@ -120,7 +120,8 @@ impl WorkerBuilder {
     /// Runs a [`Scheduler`] for `schedule` next to the worker, on the worker's backend: its ticks'
     /// tasks are submitted while the worker runs (by any worker of the job, as the job's name
     /// decides, not necessarily this one). Every worker may carry the same schedules: each tick
-    /// is still submitted once. The scheduler stops when shutdown begins.
+    /// is still submitted once. The scheduler reads the system clock, and stops when shutdown
+    /// begins; run a [`Scheduler`] of your own for another clock.
     ///
     /// ```
     /// # use longtask_core::{Job, JobError, TaskContext};
