@@ -138,6 +138,7 @@ pub async fn claim_complete(backend: &Backend, n: u64, batch: usize) -> Duration
                 worker: "bench",
                 limit: batch,
                 lease: Duration::from_secs(60),
+                limits: &[],
             })
             .await
             .expect("claim failed");
@@ -161,6 +162,62 @@ pub async fn claim_complete(backend: &Backend, n: u64, batch: usize) -> Duration
             .expect("finish failed");
     }
     start.elapsed()
+}
+
+/// Saves `n` checkpoints, one at a time as a job does (a state of about 200 bytes with its
+/// progress), spread over 100 running tasks; returns the time the saves took.
+pub async fn checkpoints(backend: &Backend, n: u64) -> Duration {
+    let client = Client::new(backend.clone());
+    enqueue_batch::<Noop>(&client, 100, 100).await;
+    let jobs = [Noop::NAME.to_owned()];
+    let claimed = backend
+        .queue()
+        .claim(ClaimRequest {
+            jobs: &jobs,
+            worker: "bench",
+            limit: 100,
+            lease: Duration::from_secs(600),
+            limits: &[],
+        })
+        .await
+        .expect("claim failed");
+    assert_eq!(claimed.len(), 100, "claimed {} of 100 tasks", claimed.len());
+    let rows: Vec<u64> = (0..20).map(|i| 1_000_000 + i * 7919).collect();
+    let start = Instant::now();
+    for i in 0..n {
+        let task = &claimed[(i % 100) as usize];
+        let state = format!(r#"{{"day":{i},"rows":{rows:?},"cursor":"2026-10-17T00:00:00Z"}}"#);
+        let progress = longtask_core::Progress::new(i, Some(n)).with_message(format!("day {i}"));
+        let ack = backend
+            .queue()
+            .save_checkpoint(longtask_core::Checkpoint {
+                lease: task.lease,
+                attempt: task.attempt,
+                state,
+                progress: Some(progress),
+            })
+            .await
+            .expect("save_checkpoint failed");
+        assert_eq!(ack, longtask_core::Ack::Applied);
+    }
+    let elapsed = start.elapsed();
+    let completions = claimed
+        .into_iter()
+        .map(|c| {
+            Completion::new(
+                c.lease,
+                Outcome::Succeeded {
+                    output: "null".to_owned(),
+                },
+            )
+        })
+        .collect();
+    backend
+        .queue()
+        .finish(completions)
+        .await
+        .expect("finish failed");
+    elapsed
 }
 
 /// Settings of an end-to-end run.

@@ -54,6 +54,7 @@ pub struct SubmitOptions {
     retention: Option<Duration>,
     idempotency_key: Option<String>,
     owner: Option<String>,
+    concurrency_key: Option<String>,
 }
 
 impl SubmitOptions {
@@ -102,6 +103,18 @@ impl SubmitOptions {
     /// Stamps the task with its owner (a user or tenant id), for authorization.
     pub fn owner(mut self, owner: impl Into<String>) -> Self {
         self.owner = Some(owner.into());
+        self
+    }
+
+    /// Puts the task under a concurrency key (a customer, an account, a resource): at most
+    /// [`JobOptions::max_running_per_key`] tasks of the job with the same key run at once.
+    /// 1 to [`MAX_KEY_LEN`] bytes of printable text.
+    ///
+    /// ```
+    /// let options = longtask_core::SubmitOptions::new().concurrency_key("customer-42");
+    /// ```
+    pub fn concurrency_key(mut self, key: impl Into<String>) -> Self {
+        self.concurrency_key = Some(key.into());
         self
     }
 
@@ -289,6 +302,8 @@ fn task_with<J: Job>(
         retention: options.retention.unwrap_or(defaults.retention),
         owner: options.owner,
         idempotency_key: options.idempotency_key,
+        concurrency_key: options.concurrency_key,
+        group: None,
     };
     validate(&task)?;
     Ok(task)

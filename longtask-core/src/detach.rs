@@ -168,7 +168,8 @@ impl<T: Send + 'static> Drop for Detached<T> {
 /// inherent methods named after the trait methods with a `direct_` prefix and the same
 /// signatures (`direct_insert`, `direct_get`, `direct_list`, `direct_cancel`, `direct_purge`,
 /// `direct_claim`, `direct_heartbeat`, `direct_finish`, `direct_release`,
-/// `direct_recover_expired`, `direct_work_signal`, `direct_report`, `direct_latest`,
+/// `direct_recover_expired`, `direct_save_checkpoint`, `direct_load_checkpoint`,
+/// `direct_work_signal`, `direct_report`, `direct_latest`,
 /// `direct_watch`). Borrowed arguments are copied into the detached operation. A claim whose
 /// caller has stopped waiting gives its tasks back with `direct_release` (their attempt is not
 /// counted) instead of leaving them leased to nobody.
@@ -248,6 +249,7 @@ macro_rules! cancel_safe_backend {
                 let jobs = request.jobs.to_vec();
                 let worker = request.worker.to_owned();
                 let (limit, lease) = (request.limit, request.lease);
+                let limits = request.limits.to_vec();
                 $crate::to_completion_or(
                     "claiming tasks",
                     async move {
@@ -256,6 +258,7 @@ macro_rules! cancel_safe_backend {
                             worker: &worker,
                             limit,
                             lease,
+                            limits: &limits,
                         };
                         this.direct_claim(request).await
                     },
@@ -318,6 +321,28 @@ macro_rules! cancel_safe_backend {
                 let this = self.clone();
                 $crate::to_completion("recovering expired leases", async move {
                     this.direct_recover_expired(limit).await
+                })
+                .await
+            }
+
+            async fn save_checkpoint(
+                &self,
+                checkpoint: $crate::Checkpoint,
+            ) -> $crate::Result<$crate::Ack> {
+                let this = self.clone();
+                $crate::to_completion("saving a checkpoint", async move {
+                    this.direct_save_checkpoint(checkpoint).await
+                })
+                .await
+            }
+
+            async fn load_checkpoint(
+                &self,
+                task: $crate::TaskId,
+            ) -> $crate::Result<::std::option::Option<::std::string::String>> {
+                let this = self.clone();
+                $crate::to_completion("loading a checkpoint", async move {
+                    this.direct_load_checkpoint(task).await
                 })
                 .await
             }

@@ -182,6 +182,16 @@ pub struct JobOptions {
     /// How long a running task may take to stop after cancellation is asked for before the
     /// worker stops it (default 10 s).
     pub cancel_grace: Duration,
+    /// The largest [checkpoint](crate::TaskContext::checkpoint) state accepted, in bytes of
+    /// JSON (default 1 MiB).
+    pub max_checkpoint_size: usize,
+    /// At most this many tasks of the job run at once, across every worker of every process
+    /// (default: no limit). Enforced by the backend when it hands out tasks.
+    pub max_running: Option<u32>,
+    /// At most this many tasks of the job with the same
+    /// [concurrency key](crate::SubmitOptions::concurrency_key) run at once, across every worker
+    /// (default: no limit). The other tasks of a busy key wait while tasks of other keys run.
+    pub max_running_per_key: Option<u32>,
 }
 
 impl Default for JobOptions {
@@ -193,6 +203,9 @@ impl Default for JobOptions {
             priority: 0,
             retention: Duration::from_secs(7 * 24 * 3600),
             cancel_grace: Duration::from_secs(10),
+            max_checkpoint_size: 1 << 20,
+            max_running: None,
+            max_running_per_key: None,
         }
     }
 }
@@ -237,6 +250,46 @@ impl JobOptions {
     #[must_use]
     pub fn cancel_grace(mut self, grace: Duration) -> Self {
         self.cancel_grace = grace;
+        self
+    }
+
+    /// At most `n` tasks of this job run at once, across every worker of every process (values
+    /// below 1 mean 1). The backend enforces it when it hands out tasks, so it holds however many
+    /// workers run; a worker's own [`concurrency`](crate::WorkerBuilder::concurrency) still caps
+    /// what that worker runs.
+    ///
+    /// ```
+    /// use longtask_core::JobOptions;
+    /// // One export at a time, whatever the number of workers.
+    /// let options = JobOptions::default().max_running(1);
+    /// assert_eq!(options.max_running, Some(1));
+    /// ```
+    #[must_use]
+    pub fn max_running(mut self, n: u32) -> Self {
+        self.max_running = Some(n.max(1));
+        self
+    }
+
+    /// At most `n` tasks of this job with the same
+    /// [concurrency key](crate::SubmitOptions::concurrency_key) run at once (values below 1 mean
+    /// 1): ten exports of one customer run one or two at a time while other customers' exports
+    /// go ahead. Tasks submitted without a key are not limited by it.
+    ///
+    /// ```
+    /// use longtask_core::JobOptions;
+    /// let options = JobOptions::default().max_running(8).max_running_per_key(2);
+    /// assert_eq!(options.max_running_per_key, Some(2));
+    /// ```
+    #[must_use]
+    pub fn max_running_per_key(mut self, n: u32) -> Self {
+        self.max_running_per_key = Some(n.max(1));
+        self
+    }
+
+    /// Sets the largest checkpoint state accepted, in bytes of JSON.
+    #[must_use]
+    pub fn max_checkpoint_size(mut self, bytes: usize) -> Self {
+        self.max_checkpoint_size = bytes;
         self
     }
 }

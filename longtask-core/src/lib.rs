@@ -56,6 +56,7 @@ mod context;
 mod detach;
 mod error;
 mod eta;
+mod group;
 mod job;
 mod memory;
 mod metrics;
@@ -79,12 +80,14 @@ pub use crate::{
     detach::{to_completion, to_completion_or},
     error::{BoxError, Error, Result},
     eta::EtaEstimator,
+    group::{GroupCancelled, GroupStatus, NewGroup},
     job::{Backoff, ErrorKind, Job, JobError, JobOptions, ResultExt},
     memory::MemoryBackend,
     metrics::{MetricsSnapshot, WorkerMetrics, RUN_TIME_BUCKETS},
     progress::{ProgressSink, TaskEvent},
     queue::{
-        Ack, ClaimRequest, ClaimedTask, Completion, Lease, LeaseState, Outcome, Queue, WorkSignal,
+        Ack, Checkpoint, CheckpointInfo, ClaimRequest, ClaimedTask, Completion, JobLimits, Lease,
+        LeaseState, Outcome, Queue, WorkSignal,
     },
     schedule::{
         LastRun, Missed, Schedule, ScheduleBuilder, ScheduleStatus, Scheduler, SchedulerBuilder,
@@ -92,8 +95,9 @@ pub use crate::{
     },
     store::{CancelOutcome, TaskStore},
     task::{
-        Inserted, NewTask, ParseStatusError, ParseTaskIdError, Progress, RunAt, TaskError, TaskId,
-        TaskQuery, TaskRecord, TaskStatus,
+        group_root_run_at, GroupRole, Inserted, NewTask, ParseStatusError, ParseTaskIdError,
+        Progress, RunAt, TaskError, TaskId, TaskQuery, TaskRecord, TaskStatus, GROUP_JOB,
+        GROUP_ROOT_RUN_AT_MS,
     },
     worker::{Worker, WorkerBuilder, WorkerHandle},
 };

@@ -13,7 +13,7 @@
 //! let id = backend.insert(vec![NewTask::new("report", "{}")]).await?[0].id;
 //! let jobs = ["report".to_owned()];
 //! let claimed = backend
-//!     .claim(ClaimRequest { jobs: &jobs, worker: "w1", limit: 1, lease: Duration::from_secs(30) })
+//!     .claim(ClaimRequest { jobs: &jobs, worker: "w1", limit: 1, lease: Duration::from_secs(30), limits: &[] })
 //!     .await?;
 //! backend.report(&[(claimed[0].lease, Progress::new(3, Some(10)))]).await?;
 //! assert_eq!(backend.latest(id).await?.unwrap().step, 3);

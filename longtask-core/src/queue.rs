@@ -15,7 +15,13 @@
 //! backend.insert(vec![NewTask::new("report", "{}")]).await?;
 //! let jobs = ["report".to_owned()];
 //! let claimed = backend
-//!     .claim(ClaimRequest { jobs: &jobs, worker: "w1", limit: 10, lease: Duration::from_secs(30) })
+//!     .claim(ClaimRequest {
+//!         jobs: &jobs,
+//!         worker: "w1",
+//!         limit: 10,
+//!         lease: Duration::from_secs(30),
+//!         limits: &[],
+//!     })
 //!     .await?;
 //! let done = Completion::new(claimed[0].lease, Outcome::Succeeded { output: "42".into() });
 //! assert_eq!(backend.finish(vec![done]).await?, vec![Ack::Applied]);
@@ -25,6 +31,8 @@
 use std::time::Duration;
 
 use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
 use crate::{
@@ -53,6 +61,37 @@ pub struct ClaimRequest<'a> {
     pub limit: usize,
     /// How long the lease lasts unless extended.
     pub lease: Duration,
+    /// Concurrency limits of some of the jobs (none: `&[]`), which the claim enforces across
+    /// every worker: it never takes a task that would make more tasks run at once than a limit
+    /// allows.
+    pub limits: &'a [JobLimits],
+}
+
+/// A job's concurrency limits ([`JobOptions::max_running`](crate::JobOptions::max_running),
+/// [`JobOptions::max_running_per_key`](crate::JobOptions::max_running_per_key)), as a claim
+/// enforces them.
+///
+/// Tasks count as running from their claim until their attempt ends (finished, failed, given
+/// back, or recovered after its lease expired). A claim skips tasks over a limit and takes the
+/// next ones in claim order that are not: the tasks of a busy concurrency key wait while tasks of
+/// other keys run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JobLimits {
+    /// The job limited.
+    pub job: String,
+    /// At most this many tasks of the job run at once.
+    pub max_running: Option<u32>,
+    /// At most this many tasks of the job with the same
+    /// [concurrency key](crate::SubmitOptions::concurrency_key) run at once (tasks without a
+    /// key are not limited by it).
+    pub max_running_per_key: Option<u32>,
+}
+
+impl JobLimits {
+    /// Whether any limit is set.
+    pub fn is_limited(&self) -> bool {
+        self.max_running.is_some() || self.max_running_per_key.is_some()
+    }
 }
 
 /// One claimed task: what a worker needs to run it.
@@ -116,6 +155,61 @@ impl Completion {
     }
 }
 
+/// A job's saved state, written under its lease with [`Queue::save_checkpoint`]: what a later
+/// attempt resumes from after a crash, a timeout, a retry or a graceful release.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Checkpoint {
+    /// The lease of the attempt saving it: a stale lease's checkpoint changes nothing.
+    pub lease: Lease,
+    /// The attempt saving it (1-based), recorded in [`CheckpointInfo::attempt`].
+    pub attempt: u32,
+    /// The state, encoded as JSON.
+    pub state: String,
+    /// The job's progress as of this state, written in the same change as the state (and so
+    /// shown by the status page exactly when the state is committed), when there is one.
+    pub progress: Option<Progress>,
+}
+
+/// What a task's record shows of its last checkpoint ([`TaskRecord::checkpoint`]); the state
+/// itself is given only to the job ([`Queue::load_checkpoint`]).
+///
+/// [`TaskRecord::checkpoint`]: crate::TaskRecord::checkpoint
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CheckpointInfo {
+    /// The attempt that saved it.
+    pub attempt: u32,
+    /// When it was saved (the backend's clock).
+    pub at: DateTime<Utc>,
+    /// The progress saved with it: where a resumed attempt starts from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub progress: Option<Progress>,
+}
+
+impl CheckpointInfo {
+    /// The record a backend stores for `checkpoint`, saved at `at`.
+    pub fn new(checkpoint: &Checkpoint, at: DateTime<Utc>) -> Self {
+        Self {
+            attempt: checkpoint.attempt,
+            at,
+            progress: checkpoint.progress.clone(),
+        }
+    }
+
+    /// As JSON, for backends that store it as text.
+    pub fn to_json(&self) -> String {
+        serde_json::to_string(self).unwrap_or_default()
+    }
+
+    /// From JSON stored by [`to_json`](Self::to_json).
+    ///
+    /// # Errors
+    /// [`Error::Codec`](crate::Error::Codec) if `json` is not a stored checkpoint record.
+    pub fn from_json(json: &str) -> Result<Self> {
+        serde_json::from_str(json)
+            .map_err(|err| crate::Error::codec("decode", "a stored checkpoint record", err))
+    }
+}
+
 /// Whether a lease-fenced change was made.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Ack {
@@ -170,6 +264,8 @@ pub trait Queue: Send + Sync {
     /// Claims up to `limit` due tasks of the given jobs: higher priority first, then earlier
     /// `run_at`, then earlier submission. Each becomes `running` under a new lease with its
     /// attempt counted. Concurrent claimers never receive the same task while its lease lives.
+    /// Tasks that would exceed one of the request's [`limits`](ClaimRequest::limits) are
+    /// skipped, atomically with respect to every other claim.
     async fn claim(&self, request: ClaimRequest<'_>) -> Result<Vec<ClaimedTask>>;
 
     /// Extends live leases by `extend` from now; reports, per lease in order, whether it is still
@@ -187,6 +283,17 @@ pub trait Queue: Send + Sync {
     /// stalled): each is retried at once if attempts remain (its error says the worker was lost),
     /// cancelled if cancellation was requested, and failed otherwise. Returns how many.
     async fn recover_expired(&self, limit: usize) -> Result<u64>;
+
+    /// Saves a running attempt's state under its lease, replacing the task's previous checkpoint
+    /// (and, when the checkpoint carries progress, the task's progress, in the same change, with
+    /// the progress event watchers see). When this returns `Applied`, the state is committed: a
+    /// later attempt of the task ([`load_checkpoint`](Self::load_checkpoint)) gets it, whatever
+    /// happens to this one. Under a stale lease nothing changes and the answer is
+    /// [`Ack::Stale`]. The checkpoint lives as long as the task and is purged with it.
+    async fn save_checkpoint(&self, checkpoint: Checkpoint) -> Result<Ack>;
+
+    /// The state of the task's last committed checkpoint (JSON), if any.
+    async fn load_checkpoint(&self, task: TaskId) -> Result<Option<String>>;
 
     /// A signal that changes when work may have become available.
     fn work_signal(&self) -> WorkSignal;

@@ -7,6 +7,7 @@ use futures::future::BoxFuture;
 use crate::{
     context::TaskContext,
     job::{Job, JobError, JobOptions},
+    queue::JobLimits,
 };
 
 /// A job's output, type-erased until the worker encodes it.
@@ -82,6 +83,22 @@ impl Registry {
 
     pub(crate) fn is_empty(&self) -> bool {
         self.jobs.is_empty()
+    }
+
+    /// The concurrency limits of the jobs that set any.
+    pub(crate) fn limits(&self) -> Vec<JobLimits> {
+        let mut limits: Vec<JobLimits> = self
+            .jobs
+            .iter()
+            .map(|(name, job)| JobLimits {
+                job: (*name).to_owned(),
+                max_running: job.options().max_running,
+                max_running_per_key: job.options().max_running_per_key,
+            })
+            .filter(JobLimits::is_limited)
+            .collect();
+        limits.sort_by(|a, b| a.job.cmp(&b.job));
+        limits
     }
 }
 

@@ -26,6 +26,8 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
+use crate::queue::CheckpointInfo;
+
 /// A task's id: a UUIDv7, so ids sort by submission time (good index locality) while carrying 74
 /// random bits (unguessable, safe to put in a URL).
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -328,9 +330,31 @@ pub struct TaskRecord {
     pub owner: Option<String>,
     /// The idempotency key it was submitted with.
     pub idempotency_key: Option<String>,
+    /// The concurrency key it was submitted with.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub concurrency_key: Option<String>,
+    /// For a member of a group, the group's id (its root's id).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group: Option<TaskId>,
+    /// For a group's root, how many of its members have not reached a final status.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub open_members: Option<u32>,
+    /// The task's last checkpoint, if a job saved one ([`TaskContext::checkpoint`]).
+    ///
+    /// [`TaskContext::checkpoint`]: crate::TaskContext::checkpoint
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub checkpoint: Option<CheckpointInfo>,
 }
 
 impl TaskRecord {
+    /// The checkpoint the latest attempt resumed from: the last checkpoint, when an earlier
+    /// attempt saved it (the latest attempt started after it was saved). A status page says
+    /// "resumed after an interruption at …" with its progress.
+    pub fn resumed_from(&self) -> Option<&CheckpointInfo> {
+        let started = self.started_at?;
+        self.checkpoint.as_ref().filter(|c| c.at < started)
+    }
+
     /// The time left, estimated from the progress reports, while the task runs.
     pub fn eta(&self, now: DateTime<Utc>) -> Option<Duration> {
         if self.status != TaskStatus::Running {
@@ -375,6 +399,13 @@ impl TaskRecord {
             retention: task.retention,
             owner: task.owner,
             idempotency_key: task.idempotency_key,
+            concurrency_key: task.concurrency_key,
+            group: match task.group {
+                Some(GroupRole::Member(root)) => Some(root),
+                _ => None,
+            },
+            open_members: matches!(task.group, Some(GroupRole::Root)).then_some(0),
+            checkpoint: None,
         }
     }
 }
@@ -423,7 +454,44 @@ pub struct NewTask {
     pub owner: Option<String>,
     /// A key unique per job: submitting again with it returns the first task's id.
     pub idempotency_key: Option<String>,
+    /// The concurrency key: tasks of a job with the same key are limited together by
+    /// [`JobOptions::max_running_per_key`](crate::JobOptions::max_running_per_key).
+    pub concurrency_key: Option<String>,
+    /// The task's place in a [group](crate::Client::group), if any.
+    pub group: Option<GroupRole>,
 }
+
+/// A task's place in a group of tasks ([`Client::group`](crate::Client::group)).
+///
+/// A group is a root task and its members. The root is inserted `scheduled` at
+/// [`group_root_run_at`] (it is never claimed while it waits) and counts its members that have
+/// not reached a final status ([`TaskRecord::open_members`]). Inserting a member counts it;
+/// a member reaching a final status (by any path: an outcome, a recovery, a cancellation)
+/// discounts it, atomically with that change. When the count falls to zero, the root is
+/// *fired*, exactly once: a root of job [`GROUP_JOB`] succeeds at once; any other root (the
+/// group's completion job) becomes due and runs like any task. Members can be added only while
+/// the root waits (by a member's job, fanning out); afterwards an insert naming the group is
+/// refused whole.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GroupRole {
+    /// The group's root: its id is the group's id.
+    Root,
+    /// A member of the group whose root has this id.
+    Member(TaskId),
+}
+
+/// The job of a group root without a completion job: it succeeds when its last member ends,
+/// and no worker runs it.
+pub const GROUP_JOB: &str = "longtask.group";
+
+/// When a group root is due while its group has members that have not finished: never (the
+/// largest time every backend stores).
+pub fn group_root_run_at() -> DateTime<Utc> {
+    DateTime::from_timestamp_millis(GROUP_ROOT_RUN_AT_MS).unwrap_or(DateTime::<Utc>::MAX_UTC)
+}
+
+/// [`group_root_run_at`] in milliseconds since the epoch: the year 9999.
+pub const GROUP_ROOT_RUN_AT_MS: i64 = 253_402_300_799_000;
 
 impl NewTask {
     /// A task of `job` with JSON `params` and default options (priority 0, now, 5 attempts,
@@ -445,6 +513,8 @@ impl NewTask {
             retention: defaults.retention,
             owner: None,
             idempotency_key: None,
+            concurrency_key: None,
+            group: None,
         }
     }
 }
@@ -487,6 +557,7 @@ impl NewTask {
         }
         check("idempotency key", self.idempotency_key.as_deref())?;
         check("owner", self.owner.as_deref())?;
+        check("concurrency key", self.concurrency_key.as_deref())?;
         if self.max_attempts == 0 {
             return Err(crate::Error::InvalidInput(
                 "max_attempts is 0; a task needs at least one attempt".to_owned(),
@@ -567,6 +638,8 @@ pub struct TaskQuery {
     pub after: Option<TaskId>,
     /// At most this many (0 means 100).
     pub limit: usize,
+    /// Only the members of this group.
+    pub group: Option<TaskId>,
 }
 
 impl TaskQuery {
@@ -586,5 +659,6 @@ impl TaskQuery {
                 .owner
                 .as_deref()
                 .is_none_or(|owner| task.owner.as_deref() == Some(owner))
+            && self.group.is_none_or(|group| task.group == Some(group))
     }
 }

@@ -652,6 +652,17 @@ impl Queue for FaultyQueue {
         self.faults.check("recovering expired leases", None)?;
         self.inner.recover_expired(limit).await
     }
+    async fn save_checkpoint(
+        &self,
+        checkpoint: longtask_core::Checkpoint,
+    ) -> longtask_core::Result<Ack> {
+        self.faults.check("saving a checkpoint", None)?;
+        self.inner.save_checkpoint(checkpoint).await
+    }
+    async fn load_checkpoint(&self, task: TaskId) -> longtask_core::Result<Option<String>> {
+        self.faults.check("loading a checkpoint", None)?;
+        self.inner.load_checkpoint(task).await
+    }
     fn work_signal(&self) -> WorkSignal {
         self.inner.work_signal()
     }
@@ -749,6 +760,7 @@ async fn a_buffered_task_whose_lease_lapsed_is_not_started() {
             worker: "another worker",
             limit: 10,
             lease: Duration::from_secs(60),
+            limits: &[],
         })
         .await
         .unwrap();

@@ -14,6 +14,8 @@
 --   lo (lease owner, "+name") lx (lease expiry): meaningful only while the status is running,
 --   left behind afterwards; started finished output progress (JSON)
 --   em ea et (last error: message, attempt, time)
+--   checkpoint (the last checkpoint's state, JSON: only load_checkpoint reads it, never a
+--   record read) checkpoint_info (what the record shows of it, JSON)
 
 local base = KEYS[1]
 local MAX_MS = 8210266876799999 -- chrono's DateTime::<Utc>::MAX_UTC in milliseconds

@@ -3,8 +3,8 @@
 use std::time::Duration;
 
 use longtask_core::{
-    saturating_add, Ack, ClaimRequest, ClaimedTask, Completion, Error, Lease, LeaseState, Outcome,
-    Result, WorkSignal,
+    saturating_add, Ack, Checkpoint, CheckpointInfo, ClaimRequest, ClaimedTask, Completion, Error,
+    Lease, LeaseState, Outcome, Result, TaskId, WorkSignal,
 };
 
 use crate::{
@@ -200,6 +200,38 @@ impl RedisBackend {
             left -= chunk;
         }
         Ok(recovered)
+    }
+
+    pub(crate) async fn direct_save_checkpoint(&self, checkpoint: Checkpoint) -> Result<Ack> {
+        const DOING: &str = "saving a checkpoint";
+        let info = CheckpointInfo::new(&checkpoint, self.now()).to_json();
+        let progress = match &checkpoint.progress {
+            Some(p) => {
+                serde_json::to_string(p).map_err(|e| Error::backend("encoding progress", e))?
+            }
+            None => String::new(),
+        };
+        let mut call = self.script(&SCRIPTS.save_checkpoint);
+        call.arg(checkpoint.lease.task.to_string())
+            .arg(checkpoint.lease.token)
+            .arg(&checkpoint.state)
+            .arg(info)
+            .arg(progress);
+        match self.invoke::<i64>(&call, DOING).await? {
+            1 => Ok(Ack::Applied),
+            0 => Ok(Ack::Stale),
+            other => Err(unexpected(DOING, other)),
+        }
+    }
+
+    pub(crate) async fn direct_load_checkpoint(&self, task: TaskId) -> Result<Option<String>> {
+        self.query(
+            redis::cmd("HGET")
+                .arg(self.keys.task(task))
+                .arg("checkpoint"),
+            "loading a checkpoint",
+        )
+        .await
     }
 
     pub(crate) fn direct_work_signal(&self) -> WorkSignal {

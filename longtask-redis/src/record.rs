@@ -9,7 +9,9 @@
 use std::{collections::HashMap, str::FromStr, time::Duration};
 
 use chrono::{DateTime, Utc};
-use longtask_core::{Error, Progress, Result, TaskError, TaskId, TaskRecord, TaskStatus};
+use longtask_core::{
+    CheckpointInfo, Error, Progress, Result, TaskError, TaskId, TaskRecord, TaskStatus,
+};
 
 /// A stored field that cannot be read back.
 #[derive(Debug, thiserror::Error)]
@@ -35,7 +37,46 @@ pub(crate) fn encode_opt(value: Option<&str>) -> String {
     value.map_or_else(String::new, |v| format!("+{v}"))
 }
 
-/// Decodes one task hash (from `HGETALL`); an empty hash is a missing task.
+/// The hash fields a record is made of, read with `HMGET` (see [`decode_fields`]): every field
+/// but the lease token and the checkpoint's state, which may be large and is read only by
+/// `load_checkpoint`.
+pub(crate) const RECORD_FIELDS: [&str; 22] = [
+    "status",
+    "job",
+    "prio",
+    "run_at",
+    "max",
+    "ret",
+    "created",
+    "params",
+    "owner",
+    "ikey",
+    "attempt",
+    "cancel",
+    "lo",
+    "lx",
+    "started",
+    "finished",
+    "output",
+    "progress",
+    "em",
+    "ea",
+    "et",
+    "checkpoint_info",
+];
+
+/// Decodes the values of [`RECORD_FIELDS`] (in that order, from `HMGET`); a task with none of
+/// them is a missing task.
+pub(crate) fn decode_fields(id: TaskId, values: Vec<Option<String>>) -> Result<Option<TaskRecord>> {
+    let hash = RECORD_FIELDS
+        .iter()
+        .zip(values)
+        .filter_map(|(field, value)| Some(((*field).to_owned(), value?)))
+        .collect();
+    decode(id, hash)
+}
+
+/// Decodes one task hash; an empty hash is a missing task.
 pub(crate) fn decode(id: TaskId, mut hash: HashMap<String, String>) -> Result<Option<TaskRecord>> {
     if hash.is_empty() {
         return Ok(None);
@@ -98,6 +139,10 @@ pub(crate) fn decode(id: TaskId, mut hash: HashMap<String, String>) -> Result<Op
         idempotency_key: fields
             .take("ikey")
             .and_then(|v| v.strip_prefix('+').map(str::to_owned)),
+        checkpoint: fields
+            .take("checkpoint_info")
+            .map(|json| CheckpointInfo::from_json(&json))
+            .transpose()?,
     };
     Ok(Some(record))
 }

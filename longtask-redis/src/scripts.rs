@@ -26,6 +26,7 @@ pub(crate) struct Scripts {
     pub(crate) cancel: Script,
     pub(crate) purge: Script,
     pub(crate) report: Script,
+    pub(crate) save_checkpoint: Script,
     pub(crate) list: Script,
 }
 
@@ -39,5 +40,6 @@ pub(crate) static SCRIPTS: LazyLock<Scripts> = LazyLock::new(|| Scripts {
     cancel: script!("cancel.lua"),
     purge: script!("purge.lua"),
     report: script!("report.lua"),
+    save_checkpoint: script!("save_checkpoint.lua"),
     list: script!("list.lua"),
 });

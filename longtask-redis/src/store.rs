@@ -1,7 +1,5 @@
 //! [`TaskStore`] for [`RedisBackend`]: insert, get, list, cancel, purge.
 
-use std::collections::HashMap;
-
 use longtask_core::{
     CancelOutcome, Error, Inserted, NewTask, Result, TaskId, TaskQuery, TaskRecord,
 };
@@ -119,13 +117,15 @@ impl RedisBackend {
     }
 
     pub(crate) async fn direct_get(&self, id: TaskId) -> Result<Option<TaskRecord>> {
-        let hash: HashMap<String, String> = self
+        let values: Vec<Option<String>> = self
             .query(
-                redis::cmd("HGETALL").arg(self.keys.task(id)),
+                redis::cmd("HMGET")
+                    .arg(self.keys.task(id))
+                    .arg(&record::RECORD_FIELDS[..]),
                 "reading a task",
             )
             .await?;
-        record::decode(id, hash)
+        record::decode_fields(id, values)
     }
 
     pub(crate) async fn direct_list(&self, query: &TaskQuery) -> Result<Vec<TaskRecord>> {
@@ -169,17 +169,19 @@ impl RedisBackend {
         }
         let mut pipe = redis::pipe();
         for id in &ids {
-            pipe.cmd("HGETALL").arg(self.keys.task(*id));
+            pipe.cmd("HMGET")
+                .arg(self.keys.task(*id))
+                .arg(&record::RECORD_FIELDS[..]);
         }
         let mut conn = self.conn.clone();
-        let hashes: Vec<HashMap<String, String>> = pipe
+        let hashes: Vec<Vec<Option<String>>> = pipe
             .query_async(&mut conn)
             .await
             .map_err(|e| Error::backend("reading listed tasks", e))?;
         let mut records = Vec::with_capacity(ids.len());
         for (id, hash) in ids.into_iter().zip(hashes) {
             // A task purged between the scan and the read is simply not listed.
-            if let Some(record) = record::decode(id, hash)? {
+            if let Some(record) = record::decode_fields(id, hash)? {
                 records.push(record);
             }
         }

@@ -16,8 +16,8 @@ use common::{redis_url, unique_prefix};
 
 use longtask_core::{
     testing::{Namespace, WakeUps},
-    Backend, ClaimRequest, Clock, Completion, ManualClock, NewTask, Outcome, Queue, RunAt,
-    TaskStatus, TaskStore,
+    Ack, Backend, Checkpoint, ClaimRequest, Clock, Completion, ManualClock, NewTask, Outcome,
+    Queue, RunAt, TaskQuery, TaskStatus, TaskStore,
 };
 use longtask_redis::RedisBackend;
 
@@ -70,6 +70,7 @@ async fn drain(backend: &RedisBackend, job: &str) -> (usize, Duration) {
                 worker: "drain",
                 limit: 500,
                 lease: Duration::from_secs(30),
+                limits: &[],
             })
             .await
             .expect("claim failed");
@@ -201,6 +202,7 @@ async fn pubsub_reconnects_after_the_connection_is_killed() {
             worker: "w",
             limit: 1,
             lease: Duration::from_secs(30),
+            limits: &[],
         })
         .await
         .unwrap();
@@ -545,6 +547,7 @@ async fn claim_order(
                 worker: "w",
                 limit,
                 lease: Duration::from_secs(30),
+                limits: &[],
             })
             .await
             .unwrap();
@@ -673,4 +676,57 @@ async fn mass_cancellation_does_not_stall_workers() {
         assert_eq!(task.status, TaskStatus::Succeeded);
     }
     worker.shutdown().await.unwrap();
+}
+
+/// Reading records (`get`, `list`) never fetches a checkpoint's state, which may be a megabyte
+/// per task (a status page listing 100 tasks would read 100 MiB): only `load_checkpoint` reads
+/// it, while the record still shows what was saved. Probed with a state field that is not text,
+/// which any read of the field fails to decode.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn record_reads_leave_the_checkpoint_state_unread() {
+    let backend = redis_backend(Arc::new(ManualClock::new())).await;
+    let task = NewTask::new("probe", "{}");
+    let id = task.id;
+    backend.insert(vec![task]).await.unwrap();
+    let claimed = backend
+        .claim(ClaimRequest {
+            jobs: &["probe".to_owned()],
+            worker: "w",
+            limit: 1,
+            lease: Duration::from_secs(30),
+            limits: &[],
+        })
+        .await
+        .unwrap()
+        .remove(0);
+    let ack = backend
+        .save_checkpoint(Checkpoint {
+            lease: claimed.lease,
+            attempt: 1,
+            state: "[1]".to_owned(),
+            progress: None,
+        })
+        .await
+        .unwrap();
+    assert_eq!(ack, Ack::Applied);
+
+    let client = ::redis::Client::open(redis_url()).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let () = ::redis::cmd("HSET")
+        .arg(format!("{{{}}}:t:{id}", backend.prefix()))
+        .arg("checkpoint")
+        .arg(&b"\xff\xfe not text"[..])
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert!(
+        backend.load_checkpoint(id).await.is_err(),
+        "the probe is where the state is stored"
+    );
+
+    let record = backend.get(id).await.unwrap().expect("the task is there");
+    assert_eq!(record.checkpoint.map(|c| c.attempt), Some(1));
+    let listed = backend.list(&TaskQuery::default()).await.unwrap();
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0].checkpoint.as_ref().map(|c| c.attempt), Some(1));
 }

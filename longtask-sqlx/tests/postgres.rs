@@ -324,6 +324,7 @@ async fn watchers_in_another_process_see_progress_and_the_end() {
             worker: "w",
             limit: 1,
             lease: Duration::from_secs(30),
+            limits: &[],
         })
         .await
         .unwrap();
@@ -415,6 +416,7 @@ async fn claims_find_tasks_another_process_puts_before_the_cursor() {
             worker: "w",
             limit,
             lease: Duration::from_secs(60),
+            limits: &[],
         })
     };
     claimer
@@ -493,6 +495,7 @@ async fn lease_statements_join_by_key_whatever_the_statistics() {
             worker: "w",
             limit: 500,
             lease: Duration::from_secs(60),
+            limits: &[],
         })
         .await
         .unwrap();

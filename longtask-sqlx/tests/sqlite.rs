@@ -208,6 +208,7 @@ async fn a_second_process_sees_changes_and_never_double_claims() {
         worker: "w",
         limit: 10,
         lease: Duration::from_secs(30),
+        limits: &[],
     };
     let claimed = worker.claim(request).await.unwrap();
     assert_eq!(
@@ -250,6 +251,7 @@ async fn a_second_process_sees_changes_and_never_double_claims() {
                         worker: "w",
                         limit: 7,
                         lease: Duration::from_secs(30),
+                        limits: &[],
                     })
                     .await
                     .unwrap();
@@ -299,6 +301,7 @@ async fn due_scheduled_tasks_show_as_queued_after_a_claim() {
         worker: "w",
         limit: 1,
         lease: Duration::from_secs(30),
+        limits: &[],
     };
     assert!(backend.claim(request).await.unwrap().is_empty());
     assert_eq!(

@@ -221,8 +221,41 @@ impl Page<'_> {
         );
     }
 
+    /// Where the task's last checkpoint had got to, and whether the running attempt carried on
+    /// from it (or the next one will).
+    fn checkpoint(&self, html: &mut String) {
+        let task = self.task;
+        let Some(checkpoint) = &task.checkpoint else {
+            return;
+        };
+        let place = match &checkpoint.progress {
+            Some(p) => match (&p.message, p.percent()) {
+                (Some(message), _) => format!("“{}”", escape(message)),
+                (None, Some(percent)) => format!("{}%", percent.floor()),
+                (None, None) => format!("step {}", p.step),
+            },
+            None => "its last checkpoint".to_owned(),
+        };
+        match task.status {
+            TaskStatus::Running if task.resumed_from().is_some() => {
+                let _ = write!(
+                    html,
+                    "<p class=\"resumed\" id=\"resumed\">Resumed after an interruption, from {place}.</p>"
+                );
+            }
+            TaskStatus::Queued | TaskStatus::Retrying => {
+                let _ = write!(
+                    html,
+                    "<p class=\"resumed\" id=\"resumed\">The next attempt carries on from {place}.</p>"
+                );
+            }
+            _ => {}
+        }
+    }
+
     fn outcome(&self, html: &mut String) {
         let task = self.task;
+        self.checkpoint(html);
         match task.status {
             TaskStatus::Retrying => {
                 if let Some(err) = &task.last_error {

@@ -6,7 +6,7 @@ use std::{
 };
 
 use chrono::{DateTime, SecondsFormat, Utc};
-use longtask_core::{TaskId, TaskRecord, TaskStatus};
+use longtask_core::{Progress, TaskId, TaskRecord, TaskStatus};
 use serde::Serialize;
 
 /// The URLs of one task's routes.
@@ -40,11 +40,32 @@ pub(crate) struct ProgressView<'a> {
     updated_at: String,
 }
 
+impl<'a> ProgressView<'a> {
+    fn new(p: &'a Progress) -> Self {
+        Self {
+            step: p.step,
+            total: p.total,
+            percent: p.percent().map(|v| (v * 10.0).round() / 10.0),
+            message: p.message.as_deref(),
+            updated_at: time(p.updated_at),
+        }
+    }
+}
+
 #[derive(Serialize)]
 pub(crate) struct ErrorView<'a> {
     message: &'a str,
     attempt: u32,
     at: String,
+}
+
+/// The checkpoint the running attempt resumed from.
+#[derive(Serialize)]
+pub(crate) struct ResumedView<'a> {
+    /// The attempt that saved it.
+    attempt: u32,
+    at: String,
+    progress: Option<ProgressView<'a>>,
 }
 
 /// What `GET /{id}` answers with as JSON (and each Server-Sent Event carries).
@@ -65,6 +86,9 @@ pub(crate) struct StatusView<'a> {
     started_at: Option<String>,
     finished_at: Option<String>,
     last_error: Option<ErrorView<'a>>,
+    /// Set when the latest attempt carried on from a checkpoint an earlier attempt saved.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    resumed_from: Option<ResumedView<'a>>,
     links: &'a Links,
 }
 
@@ -94,13 +118,7 @@ impl<'a> StatusView<'a> {
             attempt: task.attempt,
             max_attempts: task.max_attempts,
             cancel_requested: task.cancel_requested,
-            progress: task.progress.as_ref().map(|p| ProgressView {
-                step: p.step,
-                total: p.total,
-                percent: p.percent().map(|v| (v * 10.0).round() / 10.0),
-                message: p.message.as_deref(),
-                updated_at: time(p.updated_at),
-            }),
+            progress: task.progress.as_ref().map(ProgressView::new),
             eta_seconds: task.eta(now).map(ceil_secs),
             next_attempt_in_seconds: next_attempt_in(task, now),
             created_at: time(task.created_at),
@@ -111,6 +129,11 @@ impl<'a> StatusView<'a> {
                 message: &e.message,
                 attempt: e.attempt,
                 at: time(e.at),
+            }),
+            resumed_from: task.resumed_from().map(|c| ResumedView {
+                attempt: c.attempt,
+                at: time(c.at),
+                progress: c.progress.as_ref().map(ProgressView::new),
             }),
             links,
         }

@@ -4,8 +4,6 @@
 //! same service and worker go on without a restart.
 
 mod common;
-#[path = "outage/servers.rs"]
-mod servers;
 
 use std::time::{Duration, Instant};
 
@@ -13,8 +11,8 @@ use common::{id_of, send, Answer, Report, MOUNT};
 use futures::future::join_all;
 use http::{Request, StatusCode};
 use longtask_core::{Backend, Client, TaskId, TaskStatus, Worker, WorkerHandle};
+use longtask_test_servers::{Postgres, Redis};
 use longtask_tower::JobService;
-use servers::{Postgres, Redis};
 
 /// How long any answer may take while the server is down. The backends give up after about
 /// 5 s by default (before, Postgres waited 30 s for a connection, and a frozen Redis 120 s).

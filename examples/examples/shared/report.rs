@@ -72,6 +72,15 @@ pub(crate) struct ReportOutput {
     pub(crate) total: u64,
 }
 
+/// What the report saves after each day: the days done so far.
+#[derive(Debug, Default, Serialize, Deserialize)]
+pub(crate) struct DaysDone {
+    /// One row per day done, in order.
+    pub(crate) rows: Vec<DayRow>,
+    /// Invoices so far.
+    pub(crate) total: u64,
+}
+
 /// The monthly report job.
 pub(crate) struct MonthlyReport {
     /// Milliseconds per day when the submission does not say.
@@ -98,33 +107,41 @@ impl Job for MonthlyReport {
         );
         let days: Vec<NaiveDate> = params.month.days().collect();
         let total_days = days.len() as u64;
-        let mut rows = Vec::with_capacity(days.len());
-        let mut total = 0;
-        cx.progress(0, total_days, "Opening the ledger")?;
-        for (i, date) in days.into_iter().enumerate() {
+        // Where an earlier attempt got to, if it was interrupted (the process killed, a retry):
+        // the days it did are not done again.
+        let mut done: DaysDone = cx.resume().await?.unwrap_or_default();
+        if done.rows.is_empty() {
+            cx.progress(0, total_days, "Opening the ledger")?;
+        }
+        for (i, date) in days.into_iter().enumerate().skip(done.rows.len()) {
             tokio::time::sleep(pause).await;
             let step = i as u64 + 1;
             if params.flaky.is_some() && cx.attempt() == 1 && step == total_days / 2 {
-                return Err(JobError::retryable(
-                    "the invoice service timed out on day 15",
-                ));
+                return Err(JobError::retryable(format!(
+                    "the invoice service timed out on day {step}"
+                )));
             }
             let invoices = invoices_on(date);
-            total += invoices;
-            rows.push(DayRow {
+            done.total += invoices;
+            done.rows.push(DayRow {
                 date: date.to_string(),
                 invoices,
             });
             cx.progress(
                 step,
                 total_days,
-                format!("Handling {date}: {total} invoices so far"),
+                format!(
+                    "Day {step} of {total_days} ({date}): {} invoices so far",
+                    done.total
+                ),
             )?;
+            // Committed with the progress above in one write: a restart carries on from here.
+            cx.checkpoint(&done).await?;
         }
         Ok(ReportOutput {
             month: String::from(params.month),
-            days: rows,
-            total,
+            days: done.rows,
+            total: done.total,
         })
     }
 

@@ -16,7 +16,7 @@
 //! # Ok(()) }
 //! ```
 use std::{
-    collections::{BTreeSet, HashSet},
+    collections::{BTreeSet, HashMap, HashSet},
     fmt,
     sync::{Arc, Mutex, MutexGuard, PoisonError},
     time::Duration,
@@ -32,7 +32,8 @@ use crate::{
     error::{Error, Result},
     progress::{ProgressSink, TaskEvent},
     queue::{
-        Ack, ClaimRequest, ClaimedTask, Completion, Lease, LeaseState, Outcome, Queue, WorkSignal,
+        Ack, Checkpoint, CheckpointInfo, ClaimRequest, ClaimedTask, Completion, JobLimits, Lease,
+        LeaseState, Outcome, Queue, WorkSignal,
     },
     store::{CancelOutcome, TaskStore},
     task::{Inserted, NewTask, Progress, TaskError, TaskId, TaskQuery, TaskRecord, TaskStatus},
@@ -141,6 +142,7 @@ impl TaskStore for MemoryBackend {
                     record: TaskRecord::new(task, now),
                     token: 0,
                     place: Place::Elsewhere,
+                    checkpoint: None,
                 }))
             })
             .collect::<Result<_>>()?;
@@ -153,9 +155,28 @@ impl TaskStore for MemoryBackend {
                     taken.record.id
                 )));
             }
+            // Members join open groups only: of this batch, or waiting in the backend.
+            for slot in &slots {
+                let Some(root) = slot.record.group else {
+                    continue;
+                };
+                let in_batch = slots
+                    .iter()
+                    .take_while(|s| s.record.id != slot.record.id)
+                    .any(|s| s.record.id == root && s.record.open_members.is_some());
+                let open = state.tasks.get(root).is_some_and(|r| {
+                    r.record.open_members.is_some() && r.record.status == TaskStatus::Scheduled
+                });
+                if !in_batch && !open {
+                    return Err(Error::InvalidInput(format!(
+                        "group {root} does not exist or has finished: no member can join it"
+                    )));
+                }
+            }
             let mut inserted = Vec::with_capacity(slots.len());
             for slot in slots {
                 let id = slot.record.id;
+                let group = slot.record.group;
                 if let Some(key) = &slot.record.idempotency_key {
                     let key = (
                         slot.record.job.clone(),
@@ -174,6 +195,9 @@ impl TaskStore for MemoryBackend {
                 any_due |= slot.record.status == TaskStatus::Queued;
                 let idx = state.tasks.insert(slot);
                 state.enqueue(idx, now_ms);
+                if let Some(root) = group {
+                    state.join_group(root);
+                }
                 inserted.push(Inserted { id, created: true });
             }
             inserted
@@ -217,6 +241,10 @@ impl TaskStore for MemoryBackend {
             _ => {
                 state.dequeue(idx);
                 state.finalize(idx, TaskStatus::Cancelled, now);
+                if std::mem::take(&mut state.fired) {
+                    drop(state);
+                    self.wake();
+                }
                 CancelOutcome::Cancelled
             }
         })
@@ -247,6 +275,91 @@ impl TaskStore for MemoryBackend {
     }
 }
 
+impl MemoryBackend {
+    /// Picks tasks in claim order from the jobs' ready sets, skipping those over a concurrency
+    /// limit: a job at its limit is passed over, and so is a task whose key is at its limit
+    /// (it stays ready, in its place, for a later claim).
+    fn pick_limited(
+        state: &State,
+        sets: &mut [(String, BTreeSet<ReadyKey>)],
+        request: ClaimRequest<'_>,
+        picked: &mut Vec<(TaskId, u32)>,
+    ) {
+        let limits_of = |job: &str| request.limits.iter().find(|l| l.job == job);
+        let mut per_job: HashMap<&str, u32> = HashMap::new();
+        let mut per_key: HashMap<(&str, &str), u32> = HashMap::new();
+        for &idx in &state.running {
+            let Some(slot) = state.tasks.at(idx) else {
+                continue;
+            };
+            let record = &slot.record;
+            if limits_of(&record.job).is_none() {
+                continue;
+            }
+            *per_job.entry(record.job.as_str()).or_default() += 1;
+            if let Some(key) = &record.concurrency_key {
+                *per_key
+                    .entry((record.job.as_str(), key.as_str()))
+                    .or_default() += 1;
+            }
+        }
+        // Each set is walked in order from its head; `skipped` holds how far.
+        let mut cursor: Vec<Option<ReadyKey>> = vec![None; sets.len()];
+        let mut done: Vec<bool> = vec![false; sets.len()];
+        let mut taken: Vec<Vec<ReadyKey>> = vec![Vec::new(); sets.len()];
+        while picked.len() < request.limit {
+            let best = sets
+                .iter()
+                .enumerate()
+                .filter(|(i, _)| !done[*i])
+                .filter_map(|(i, (_, set))| {
+                    let next = match cursor[i] {
+                        None => set.first(),
+                        Some(after) => set
+                            .range((std::ops::Bound::Excluded(after), std::ops::Bound::Unbounded))
+                            .next(),
+                    };
+                    next.map(|head| (i, *head))
+                })
+                .min_by_key(|(_, head)| *head);
+            let Some((i, key)) = best else {
+                break;
+            };
+            cursor[i] = Some(key);
+            let job = sets[i].0.as_str();
+            let Some(limits) = limits_of(job) else {
+                taken[i].push(key);
+                picked.push((key.2, key.3));
+                continue;
+            };
+            let running = per_job.get(job).copied().unwrap_or(0);
+            if limits.max_running.is_some_and(|max| running >= max) {
+                done[i] = true;
+                continue;
+            }
+            let task_key = state
+                .tasks
+                .at(key.3)
+                .and_then(|slot| slot.record.concurrency_key.as_deref());
+            if let (Some(max), Some(task_key)) = (limits.max_running_per_key, task_key) {
+                let count = per_key.entry((job, task_key)).or_default();
+                if *count >= max {
+                    continue;
+                }
+                *count += 1;
+            }
+            *per_job.entry(job).or_default() += 1;
+            taken[i].push(key);
+            picked.push((key.2, key.3));
+        }
+        for ((_, set), taken) in sets.iter_mut().zip(taken) {
+            for key in taken {
+                set.remove(&key);
+            }
+        }
+    }
+}
+
 #[async_trait]
 impl Queue for MemoryBackend {
     async fn claim(&self, request: ClaimRequest<'_>) -> Result<Vec<ClaimedTask>> {
@@ -263,17 +376,21 @@ impl Queue for MemoryBackend {
             .filter_map(|job| state.ready.remove_entry(job.as_str()))
             .collect();
         let mut picked: Vec<(TaskId, u32)> = Vec::with_capacity(request.limit.min(4096));
-        while picked.len() < request.limit {
-            let best = sets
-                .iter()
-                .enumerate()
-                .filter_map(|(i, (_, set))| set.first().map(|head| (i, *head)))
-                .min_by_key(|(_, head)| *head);
-            let Some((i, key)) = best else {
-                break;
-            };
-            sets[i].1.pop_first();
-            picked.push((key.2, key.3));
+        if request.limits.iter().any(JobLimits::is_limited) {
+            Self::pick_limited(state, &mut sets, request, &mut picked);
+        } else {
+            while picked.len() < request.limit {
+                let best = sets
+                    .iter()
+                    .enumerate()
+                    .filter_map(|(i, (_, set))| set.first().map(|head| (i, *head)))
+                    .min_by_key(|(_, head)| *head);
+                let Some((i, key)) = best else {
+                    break;
+                };
+                sets[i].1.pop_first();
+                picked.push((key.2, key.3));
+            }
         }
         state.ready.extend(sets);
 
@@ -378,6 +495,7 @@ impl Queue for MemoryBackend {
                 }
                 acks.push(Ack::Applied);
             }
+            retried |= std::mem::take(&mut state.fired);
             acks
         };
         if retried {
@@ -444,11 +562,36 @@ impl Queue for MemoryBackend {
             );
             retried |= state.fail_attempt(idx, error, Some(Duration::ZERO), now);
         }
+        retried |= std::mem::take(&mut state.fired);
         drop(state);
         if retried {
             self.wake();
         }
         Ok(expired.len() as u64)
+    }
+
+    async fn save_checkpoint(&self, checkpoint: Checkpoint) -> Result<Ack> {
+        let now = self.now();
+        let mut state = self.lock();
+        let lease = checkpoint.lease;
+        let Some(slot) = state.leased(lease).and_then(|idx| state.tasks.at_mut(idx)) else {
+            return Ok(Ack::Stale);
+        };
+        slot.record.checkpoint = Some(CheckpointInfo::new(&checkpoint, now));
+        slot.checkpoint = Some(checkpoint.state);
+        if let Some(progress) = checkpoint.progress {
+            slot.record.progress = Some(progress.clone());
+            state.emit(lease.task, &TaskEvent::Progress(progress));
+        }
+        Ok(Ack::Applied)
+    }
+
+    async fn load_checkpoint(&self, task: TaskId) -> Result<Option<String>> {
+        Ok(self
+            .lock()
+            .tasks
+            .get(task)
+            .and_then(|slot| slot.checkpoint.clone()))
     }
 
     fn work_signal(&self) -> WorkSignal {

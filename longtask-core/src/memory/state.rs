@@ -35,6 +35,8 @@ pub(super) struct State {
     pub(super) keys: HashMap<(String, Option<String>, String), TaskId>,
     pub(super) watchers: HashMap<TaskId, Vec<mpsc::UnboundedSender<TaskEvent>>, IdHash>,
     pub(super) claims: u32,
+    /// A group root became due since the flag was last taken: wake the workers.
+    pub(super) fired: bool,
 }
 
 pub(super) struct Slot {
@@ -43,6 +45,8 @@ pub(super) struct Slot {
     /// half, so that a lease leads straight to its slot.
     pub(super) token: u64,
     pub(super) place: Place,
+    /// The last checkpoint's state (JSON); what the record shows of it is in the record.
+    pub(super) checkpoint: Option<String>,
 }
 
 /// Task records in a slab (indexed by slot number, so that claims and outcomes reach a record
@@ -222,8 +226,65 @@ impl State {
         }
     }
 
+    /// Counts a new member of the group whose root is `root`.
+    pub(super) fn join_group(&mut self, root: TaskId) {
+        if let Some(open) = self
+            .tasks
+            .idx(root)
+            .and_then(|idx| self.tasks.at_mut(idx))
+            .and_then(|slot| slot.record.open_members.as_mut())
+        {
+            *open = open.saturating_add(1);
+        }
+    }
+
+    /// Discounts a member of the group whose root is `root` that reached a final status; fires
+    /// the root when it was the last (see [`GroupRole`](crate::GroupRole)).
+    fn leave_group(&mut self, root: TaskId, now: DateTime<Utc>) {
+        let Some(idx) = self.tasks.idx(root) else {
+            return;
+        };
+        let Some(slot) = self.tasks.at_mut(idx) else {
+            return;
+        };
+        let Some(open) = slot.record.open_members.as_mut() else {
+            return;
+        };
+        *open = open.saturating_sub(1);
+        if *open > 0 || slot.record.status != TaskStatus::Scheduled {
+            return;
+        }
+        if slot.record.job == crate::task::GROUP_JOB {
+            slot.record.output = Some("null".to_owned());
+            self.dequeue(idx);
+            self.finalize(idx, TaskStatus::Succeeded, now);
+        } else {
+            self.dequeue(idx);
+            if let Some(slot) = self.tasks.at_mut(idx) {
+                slot.record.status = TaskStatus::Queued;
+                slot.record.run_at = now;
+            }
+            self.enqueue(idx, millis(now));
+            self.emit(
+                root,
+                &TaskEvent::Status {
+                    status: TaskStatus::Queued,
+                },
+            );
+            self.fired = true;
+        }
+    }
+
     /// Moves a task to a final status.
     pub(super) fn finalize(&mut self, idx: u32, status: TaskStatus, now: DateTime<Utc>) {
+        let group = self.tasks.at(idx).and_then(|slot| slot.record.group);
+        self.finalize_alone(idx, status, now);
+        if let Some(root) = group {
+            self.leave_group(root, now);
+        }
+    }
+
+    fn finalize_alone(&mut self, idx: u32, status: TaskStatus, now: DateTime<Utc>) {
         let Some(slot) = self.tasks.at_mut(idx) else {
             return;
         };

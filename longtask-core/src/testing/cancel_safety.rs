@@ -125,6 +125,7 @@ pub async fn dropped_operations_leave_the_backend_consistent(h: Harness) {
             worker: "dropper",
             limit,
             lease: LEASE,
+            limits: &[],
         });
         if let Some(claimed) = ok_or_not_found(cut(&mut rng, claim).await, "claim") {
             held.extend(claimed.into_iter().map(|c| c.lease));
@@ -207,6 +208,7 @@ pub async fn dropped_operations_leave_the_backend_consistent(h: Harness) {
             worker: "after",
             limit: 1,
             lease: LEASE,
+            limits: &[],
         }),
     )
     .await;
@@ -258,6 +260,7 @@ pub async fn dropped_operations_leave_the_backend_consistent(h: Harness) {
                 worker: "closer",
                 limit: 1_000,
                 lease: LEASE,
+                limits: &[],
             }),
         )
         .await;

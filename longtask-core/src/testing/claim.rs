@@ -171,6 +171,7 @@ pub async fn concurrent_claimers_one_winner(h: Harness) {
                         worker: &name,
                         limit: 16,
                         lease: LEASE,
+                        limits: &[],
                     })
                     .await
                     .expect("claim failed");
@@ -276,6 +277,7 @@ pub async fn work_signal_fires_on_submit(h: Harness) {
                 worker: "other",
                 limit: 1,
                 lease: LEASE,
+                limits: &[],
             })
             .await
             .expect("claim failed");

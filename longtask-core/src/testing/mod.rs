@@ -44,9 +44,12 @@ use crate::{
 
 pub mod cancel;
 pub mod cancel_safety;
+pub mod checkpoint;
 pub mod claim;
+pub mod group;
 pub mod idempotency;
 pub mod lease;
+pub mod limits;
 pub mod model;
 pub mod progress;
 pub mod race;
@@ -228,6 +231,7 @@ impl Harness {
                 worker,
                 limit,
                 lease: LEASE,
+                limits: &[],
             })
             .await
             .expect("claim failed")
@@ -399,6 +403,20 @@ macro_rules! conformance_suite {
             progress::watch_unknown_task_is_not_found,
             progress::completion_stores_progress,
             progress::stale_lease_progress_changes_nothing,
+            group::group_root_succeeds_when_the_last_member_ends,
+            group::completion_becomes_due_once_and_closes_the_group,
+            group::racing_last_members_fire_each_root_once,
+            group::workers_run_a_group_and_its_completion_once,
+            limits::claim_respects_max_running,
+            limits::claim_respects_per_key_limit_without_head_of_line_blocking,
+            limits::concurrent_claimers_never_exceed_limits,
+            limits::workers_respect_limits,
+            checkpoint::checkpoint_survives_lease_expiry_and_reclaim,
+            checkpoint::stale_lease_checkpoint_changes_nothing,
+            checkpoint::last_checkpoint_wins_within_a_lease,
+            checkpoint::checkpoint_survives_retry_and_release_until_purge,
+            checkpoint::large_checkpoint_round_trips,
+            checkpoint::worker_resumes_from_last_checkpoint,
             retention::purge_removes_only_expired_finished_tasks,
             retention::purge_respects_limit,
             retention::purge_spans_many_retention_periods,

@@ -91,6 +91,7 @@ async fn claimer(racer: Racer) {
                 worker: &name,
                 limit: 8,
                 lease: LEASE,
+                limits: &[],
             })
             .await
             .expect("claim failed");

@@ -13,9 +13,9 @@ use tokio::sync::Notify;
 
 use super::{Harness, WakeUps};
 use crate::{
-    Ack, Backend, Backoff, ClaimRequest, ClaimedTask, Client, Completion, Job, JobError,
-    JobOptions, Lease, LeaseState, Queue, TaskContext, TaskId, TaskQuery, TaskRecord, TaskStatus,
-    WorkSignal, Worker,
+    Ack, Backend, Backoff, Checkpoint, ClaimRequest, ClaimedTask, Client, Completion, Job,
+    JobError, JobOptions, Lease, LeaseState, Queue, TaskContext, TaskId, TaskQuery, TaskRecord,
+    TaskStatus, WorkSignal, Worker,
 };
 
 /// Echoes its parameters, reporting progress on the way.
@@ -181,6 +181,14 @@ impl Queue for CountingQueue {
 
     async fn recover_expired(&self, limit: usize) -> crate::Result<u64> {
         self.inner.recover_expired(limit).await
+    }
+
+    async fn save_checkpoint(&self, checkpoint: Checkpoint) -> crate::Result<Ack> {
+        self.inner.save_checkpoint(checkpoint).await
+    }
+
+    async fn load_checkpoint(&self, task: TaskId) -> crate::Result<Option<String>> {
+        self.inner.load_checkpoint(task).await
     }
 
     fn work_signal(&self) -> WorkSignal {

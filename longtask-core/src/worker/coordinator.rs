@@ -22,7 +22,7 @@ use tokio::{
 use crate::{
     backend::Backend,
     error::Result,
-    queue::{Ack, ClaimRequest, Completion, Lease, LeaseState, Outcome},
+    queue::{Ack, ClaimRequest, Completion, JobLimits, Lease, LeaseState, Outcome},
 };
 
 use super::{
@@ -114,6 +114,8 @@ pub(super) struct Coordinator {
     shared: Arc<Shared>,
     slots: Vec<Arc<Slot>>,
     jobs: Vec<String>,
+    /// The concurrency limits of the jobs that have them, sent with every claim.
+    limits: Vec<JobLimits>,
     config: Config,
     heartbeat_every: Duration,
     /// The last claim found less than it asked for: wait for a signal or the poll interval.
@@ -140,8 +142,10 @@ impl Coordinator {
             .unwrap_or(worker.config.lease / 3)
             .max(Duration::from_millis(1));
         let now = Instant::now();
+        let limits = worker.registry.limits();
         let shared = Arc::new(Shared {
             registry: worker.registry,
+            backend: worker.backend.clone(),
             queue: Mutex::new(VecDeque::new()),
             unconfirmed: Mutex::new(Vec::new()),
             margin: worker.config.lease / 3,
@@ -160,6 +164,7 @@ impl Coordinator {
             slots: (0..worker.config.concurrency)
                 .map(|_| Arc::new(Slot::default()))
                 .collect(),
+            limits,
             jobs: worker.jobs,
             heartbeat_every,
             next_heartbeat: now + heartbeat_every,
@@ -283,6 +288,7 @@ impl Coordinator {
             worker: &self.config.id,
             limit,
             lease: self.config.lease,
+            limits: &self.limits,
         };
         let finish = async {
             if batch.is_empty() {
@@ -292,12 +298,15 @@ impl Coordinator {
             }
         };
         let (claimed, finished) = tokio::join!(queue.claim(request), finish);
+        // Outcomes just written may have freed places under a concurrency limit that the claim
+        // beside them could not see yet: claim once more instead of waiting for the next poll.
+        let freed = !self.limits.is_empty() && finished.as_ref().is_some_and(Result::is_ok);
         if let Some(finished) = finished {
             self.outcomes_written(batch, finished);
         }
         match claimed {
             Ok(claimed) => {
-                self.exhausted = claimed.len() < limit;
+                self.exhausted = claimed.len() < limit && !freed;
                 if !claimed.is_empty() {
                     self.shared.metrics.claimed(claimed.len());
                     let valid_until = sent + self.config.lease;

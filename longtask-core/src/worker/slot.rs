@@ -17,7 +17,8 @@ use tokio::{sync::Notify, time::Instant};
 use tracing::Instrument;
 
 use crate::{
-    context::{ContextInner, TaskContext},
+    backend::Backend,
+    context::{Checkpoints, ContextInner, TaskContext},
     job::ErrorKind,
     metrics::{Ended, WorkerMetrics},
     queue::{ClaimedTask, Completion, Lease, Outcome},
@@ -77,6 +78,8 @@ pub(super) struct Slot {
 /// What the coordinator and its slots share.
 pub(super) struct Shared {
     pub(super) registry: Registry,
+    /// The backend, for what jobs do through their context (checkpoints, group members).
+    pub(super) backend: Backend,
     /// Claimed tasks waiting for a free slot.
     pub(super) queue: Mutex<VecDeque<Buffered>>,
     /// Buffered tasks a slot would have started, but whose leases may have expired (the worker
@@ -205,7 +208,18 @@ pub(super) async fn run_task(shared: &Shared, slot: &Slot, buffered: Buffered) -
         return Some(Ended::Failed);
     };
     let options = job.options();
-    let cx = TaskContext::new(lease.task, name, task.attempt, task.max_attempts);
+    let checkpoints = Checkpoints::Backend {
+        backend: shared.backend.clone(),
+        lease,
+        limit: options.max_checkpoint_size,
+    };
+    let cx = TaskContext::new(
+        lease.task,
+        name,
+        task.attempt,
+        task.max_attempts,
+        checkpoints,
+    );
     let inner = Arc::clone(cx.inner());
     *lock(&slot.current) = Some(Current {
         lease,

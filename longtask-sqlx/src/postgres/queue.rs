@@ -9,8 +9,8 @@ use std::{
 
 use chrono::{DateTime, Utc};
 use longtask_core::{
-    saturating_add, Ack, ClaimRequest, ClaimedTask, Completion, Error, Lease, LeaseState, Outcome,
-    Result, TaskId, WorkSignal,
+    saturating_add, Ack, Checkpoint, CheckpointInfo, ClaimRequest, ClaimedTask, Completion, Error,
+    JobLimits, Lease, LeaseState, Outcome, Result, TaskId, WorkSignal,
 };
 use uuid::Uuid;
 
@@ -67,6 +67,163 @@ fn last_keys(rows: &[ClaimedRow]) -> HashMap<&str, Key> {
     last
 }
 
+/// The claimed rows as tasks, in claim order.
+fn claimed_tasks(mut rows: Vec<ClaimedRow>) -> Vec<ClaimedTask> {
+    rows.sort_unstable_by_key(|r| (Reverse(r.6), r.7, r.0));
+    rows.into_iter()
+        .map(
+            |(id, job, params, attempt, max_attempts, token, _, _)| ClaimedTask {
+                lease: Lease {
+                    task: TaskId::from_uuid(id),
+                    token: u64::try_from(token).unwrap_or(0),
+                },
+                job,
+                params,
+                attempt: count(attempt),
+                max_attempts: count(max_attempts),
+            },
+        )
+        .collect()
+}
+
+/// Candidates a claim under concurrency limits reads per page of the waiting-tasks index.
+const LIMITED_PAGE: i64 = 256;
+
+/// The advisory lock that serializes the claims of one limited job in one schema: a stable
+/// 64-bit FNV-1a hash of both names (the same in every process and version).
+fn limit_lock(schema: &str, job: &str) -> i64 {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for byte in b"longtask-limit\0"
+        .iter()
+        .chain(schema.as_bytes())
+        .chain(b"\0")
+        .chain(job.as_bytes())
+    {
+        hash ^= u64::from(*byte);
+        hash = hash.wrapping_mul(0x0100_0000_01b3);
+    }
+    i64::from_ne_bytes(hash.to_ne_bytes())
+}
+
+impl PostgresBackend {
+    /// A claim under concurrency limits, in one transaction. The claims of each limited job are
+    /// serialized by an advisory transaction lock (taken in job-name order, so two claims never
+    /// wait on each other in a cycle): the running tasks it counts cannot change until it
+    /// commits. Each job is walked on its own in claim order (its tasks do not affect another
+    /// job's limits), past the tasks over a limit, and the best of all jobs are leased. Claims
+    /// without limits take no lock and never wait on these.
+    async fn claim_limited(
+        &self,
+        request: &ClaimRequest<'_>,
+        jobs: &[&str],
+        now: DateTime<Utc>,
+        expires: DateTime<Utc>,
+    ) -> Result<Vec<ClaimedRow>> {
+        let fail = |doing: &'static str| move |e: sqlx::Error| Error::backend(doing, e);
+        let limits_of = |job: &str| {
+            request
+                .limits
+                .iter()
+                .find(|l| l.job == job && l.is_limited())
+        };
+        let mut tx = self
+            .pool
+            .begin()
+            .await
+            .map_err(fail("starting a claim under concurrency limits"))?;
+        let mut limited: Vec<&str> = jobs.iter().copied().filter(|j| limits_of(j).is_some()).collect();
+        limited.sort_unstable();
+        for job in &limited {
+            sqlx::query("SELECT pg_advisory_xact_lock($1)")
+                .bind(limit_lock(&self.schema, job))
+                .execute(&mut *tx)
+                .await
+                .map_err(fail("locking a limited job's claims"))?;
+        }
+        let mut found: Vec<(i32, i64, Uuid)> = Vec::new();
+        for job in jobs {
+            let limits = limits_of(job);
+            let mut total: u64 = 0;
+            let mut per_key: HashMap<String, u64> = HashMap::new();
+            if limits.is_some() {
+                let running: Vec<(Option<String>, i64)> = sqlx::query_as(&self.sql.running_counts)
+                    .bind(*job)
+                    .fetch_all(&mut *tx)
+                    .await
+                    .map_err(fail("counting running tasks"))?;
+                for (key, n) in running {
+                    let n = u64::try_from(n).unwrap_or(0);
+                    total += n;
+                    if let Some(key) = key {
+                        per_key.insert(key, n);
+                    }
+                }
+            }
+            let max_total = limits.and_then(|l| l.max_running).map_or(u64::MAX, u64::from);
+            let per_key_max = limits.and_then(|l| l.max_running_per_key).map(u64::from);
+            let room = usize::try_from(max_total.saturating_sub(total)).unwrap_or(usize::MAX);
+            let wanted = request.limit.min(room);
+            let mut taken = 0;
+            let mut after: (i64, i64, Uuid) = (i64::MAX, i64::MIN, Uuid::nil());
+            'pages: while taken < wanted {
+                let page: Vec<(Uuid, i32, i64, Option<String>)> =
+                    sqlx::query_as(&self.sql.claim_candidates_after)
+                        .bind(*job)
+                        .bind(millis(now))
+                        .bind(after.0)
+                        .bind(after.1)
+                        .bind(after.2)
+                        .bind(LIMITED_PAGE)
+                        .fetch_all(&mut *tx)
+                        .await
+                        .map_err(fail("finding tasks to claim under limits"))?;
+                let last_page = (page.len() as i64) < LIMITED_PAGE;
+                for (id, priority, run_at, key) in page {
+                    after = (i64::from(priority), run_at, id);
+                    if let (Some(max), Some(key)) = (per_key_max, key) {
+                        let running = per_key.entry(key).or_default();
+                        if *running >= max {
+                            continue;
+                        }
+                        *running += 1;
+                    }
+                    taken += 1;
+                    found.push((priority, run_at, id));
+                    if taken == wanted {
+                        break 'pages;
+                    }
+                }
+                if last_page {
+                    break;
+                }
+            }
+        }
+        found.sort_unstable_by_key(|&(priority, run_at, id)| (Reverse(priority), run_at, id));
+        found.truncate(request.limit);
+        if found.is_empty() {
+            tx.commit()
+                .await
+                .map_err(fail("committing a claim under concurrency limits"))?;
+            return Ok(Vec::new());
+        }
+        let ids: Vec<Uuid> = found.iter().map(|&(_, _, id)| id).collect();
+        let rows: Vec<ClaimedRow> = sqlx::query_as(&self.sql.claim_ids)
+            .bind(&ids)
+            .bind(millis(now))
+            .bind(to_i64(ids.len() as u64))
+            .bind(request.worker)
+            .bind(millis(expires))
+            .bind(self.notifier.channel())
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(fail("claiming tasks under concurrency limits"))?;
+        tx.commit()
+            .await
+            .map_err(fail("committing a claim under concurrency limits"))?;
+        Ok(rows)
+    }
+}
+
 impl PostgresBackend {
     /// Runs one claim statement for up to `limit` tasks: from the head of the index, or, given
     /// the jobs' cursor keys, from the cursors on (see [`super::cursor`]).
@@ -118,6 +275,12 @@ impl PostgresBackend {
             }
         }
         let mut rows: Vec<ClaimedRow> = Vec::new();
+        if request.limits.iter().any(JobLimits::is_limited) {
+            rows = self
+                .claim_limited(&request, &jobs, now, expires)
+                .await?;
+            return Ok(claimed_tasks(rows));
+        }
         let started = Instant::now();
         if let Some(keys) = self.cursors.keys(&jobs, started) {
             rows = self
@@ -149,22 +312,7 @@ impl PostgresBackend {
                 Err(e) => return Err(e),
             }
         }
-        rows.sort_unstable_by_key(|r| (Reverse(r.6), r.7, r.0));
-        Ok(rows
-            .into_iter()
-            .map(
-                |(id, job, params, attempt, max_attempts, token, _, _)| ClaimedTask {
-                    lease: Lease {
-                        task: TaskId::from_uuid(id),
-                        token: u64::try_from(token).unwrap_or(0),
-                    },
-                    job,
-                    params,
-                    attempt: count(attempt),
-                    max_attempts: count(max_attempts),
-                },
-            )
-            .collect())
+        Ok(claimed_tasks(rows))
     }
 
     pub(super) async fn direct_heartbeat(
@@ -309,6 +457,35 @@ impl PostgresBackend {
             self.cursors.reset();
         }
         Ok(u64::try_from(recovered).unwrap_or(0))
+    }
+
+    pub(super) async fn direct_save_checkpoint(&self, checkpoint: Checkpoint) -> Result<Ack> {
+        let info = CheckpointInfo::new(&checkpoint, self.now()).to_json();
+        let progress = checkpoint
+            .progress
+            .as_ref()
+            .map(encode_progress)
+            .transpose()?;
+        let (saved, _notified): (i64, i64) = sqlx::query_as(&self.sql.save_checkpoint)
+            .bind(checkpoint.lease.task.as_uuid())
+            .bind(token(&checkpoint.lease))
+            .bind(&checkpoint.state)
+            .bind(info)
+            .bind(progress)
+            .bind(self.notifier.channel())
+            .fetch_one(&self.pool)
+            .await
+            .map_err(|e| Error::backend("saving a checkpoint", e))?;
+        Ok(if saved == 1 { Ack::Applied } else { Ack::Stale })
+    }
+
+    pub(super) async fn direct_load_checkpoint(&self, task: TaskId) -> Result<Option<String>> {
+        let state: Option<Option<String>> = sqlx::query_scalar(&self.sql.load_checkpoint)
+            .bind(task.as_uuid())
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(|e| Error::backend(format!("loading the checkpoint of task {task}"), e))?;
+        Ok(state.flatten())
     }
 
     pub(super) fn direct_work_signal(&self) -> WorkSignal {

@@ -1,7 +1,7 @@
 //! Rows as stored, and their conversion to and from the core types.
 
 use chrono::{DateTime, Utc};
-use longtask_core::{Result, TaskError, TaskId, TaskRecord, TaskStatus};
+use longtask_core::{CheckpointInfo, Result, TaskError, TaskId, TaskRecord, TaskStatus};
 use uuid::Uuid;
 
 pub(crate) use crate::codec::{
@@ -33,6 +33,8 @@ pub(crate) struct TaskRow {
     retention_ms: i64,
     owner: Option<String>,
     idempotency_key: Option<String>,
+    checkpoint_info: Option<String>,
+    concurrency_key: Option<String>,
 }
 
 impl TaskRow {
@@ -73,6 +75,12 @@ impl TaskRow {
             retention: retention(self.retention_ms),
             owner: self.owner,
             idempotency_key: self.idempotency_key,
+            concurrency_key: self.concurrency_key,
+            checkpoint: self
+                .checkpoint_info
+                .as_deref()
+                .map(CheckpointInfo::from_json)
+                .transpose()?,
         })
     }
 }

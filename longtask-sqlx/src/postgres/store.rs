@@ -29,6 +29,7 @@ struct Columns {
     retention_ms: Vec<i64>,
     owner: Vec<Option<String>>,
     idempotency_key: Vec<Option<String>>,
+    concurrency_key: Vec<Option<String>>,
 }
 
 impl PostgresBackend {
@@ -74,6 +75,7 @@ impl PostgresBackend {
                     .map(|key| (task.job.clone(), key.clone())),
             );
             columns.idempotency_key.push(task.idempotency_key);
+            columns.concurrency_key.push(task.concurrency_key);
             columns.job.push(task.job);
             columns.params.push(task.params);
         }
@@ -90,6 +92,7 @@ impl PostgresBackend {
             .bind(&columns.idempotency_key)
             .bind(millis(now))
             .bind(self.notifier.channel())
+            .bind(&columns.concurrency_key)
             .fetch_all(&mut *conn)
             .await
             .map_err(insert_error)?;

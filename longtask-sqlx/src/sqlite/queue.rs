@@ -13,8 +13,8 @@ use std::{
 
 use chrono::{DateTime, Utc};
 use longtask_core::{
-    saturating_add, Ack, ClaimRequest, ClaimedTask, Completion, Error, Lease, LeaseState, Outcome,
-    Result, TaskEvent, TaskId, TaskStatus, WorkSignal,
+    saturating_add, Ack, Checkpoint, CheckpointInfo, ClaimRequest, ClaimedTask, Completion, Error,
+    JobLimits, Lease, LeaseState, Outcome, Result, TaskEvent, TaskId, TaskStatus, WorkSignal,
 };
 use serde::Serialize;
 use sqlx::{Sqlite, Transaction};
@@ -35,6 +35,10 @@ const LOAD_EXPIRED: &str = include_str!("sql/load_expired.sql");
 const SETTLE: &str = include_str!("sql/settle.sql");
 const HEARTBEAT: &str = include_str!("sql/heartbeat.sql");
 const RELEASE: &str = include_str!("sql/release.sql");
+const RUNNING_COUNTS: &str = include_str!("sql/running_counts.sql");
+const CLAIM_CANDIDATES_AFTER: &str = include_str!("sql/claim_candidates_after.sql");
+const SAVE_CHECKPOINT: &str = include_str!("sql/save_checkpoint.sql");
+const LOAD_CHECKPOINT: &str = include_str!("sql/load_checkpoint.sql");
 
 /// A task's new state, as `settle.sql` reads it; `None` keeps the stored value.
 #[derive(Debug, Serialize)]
@@ -221,7 +225,100 @@ impl SqliteBackend {
     }
 }
 
+/// Candidates a claim under concurrency limits reads per page of the ready index.
+const LIMITED_PAGE: usize = 256;
+
 impl SqliteBackend {
+    /// The due waiting tasks to claim, in claim order, across the requested jobs, skipping those
+    /// over a concurrency limit (counted from the tasks running now: claims are serialized by
+    /// the writer's `BEGIN IMMEDIATE`, so the counts cannot change under this one). The tasks of
+    /// a job do not affect another job's limits, so each job is walked on its own, past the
+    /// tasks it must skip, and the results are merged in claim order.
+    async fn limited_candidates(
+        tx: &mut Transaction<'static, Sqlite>,
+        request: ClaimRequest<'_>,
+        now: i64,
+    ) -> Result<Vec<Vec<u8>>> {
+        let mut seen = HashSet::with_capacity(request.jobs.len());
+        let mut found: Vec<(i64, i64, Vec<u8>)> = Vec::new();
+        for job in request.jobs {
+            if !seen.insert(job.as_str()) {
+                continue;
+            }
+            let Some(limits) = request
+                .limits
+                .iter()
+                .find(|l| &l.job == job && l.is_limited())
+            else {
+                let per_job = i64::try_from(request.limit).unwrap_or(i64::MAX);
+                let rows: Vec<(Vec<u8>, i64, i64)> = sqlx::query_as(CLAIM_CANDIDATES)
+                    .bind(job)
+                    .bind(now)
+                    .bind(per_job)
+                    .fetch_all(&mut **tx)
+                    .await
+                    .map_err(db("finding tasks to claim"))?;
+                found.extend(rows.into_iter().map(|(id, p, r)| (p, r, id)));
+                continue;
+            };
+            let running: Vec<(Option<String>, i64)> = sqlx::query_as(RUNNING_COUNTS)
+                .bind(job)
+                .fetch_all(&mut **tx)
+                .await
+                .map_err(db("counting running tasks"))?;
+            let mut total: u64 = running.iter().map(|(_, n)| u64::from(count(*n))).sum();
+            let mut per_key: HashMap<String, u64> = running
+                .into_iter()
+                .filter_map(|(key, n)| key.map(|k| (k, u64::from(count(n)))))
+                .collect();
+            let max_total = limits.max_running.map_or(u64::MAX, u64::from);
+            let room = usize::try_from(max_total.saturating_sub(total)).unwrap_or(usize::MAX);
+            let wanted = request.limit.min(room);
+            let mut taken = 0;
+            // Claim order is priority descending: start above every priority.
+            let mut after: (i64, i64, Vec<u8>) = (i64::MAX, i64::MIN, Vec::new());
+            'pages: while taken < wanted {
+                let page: Vec<(Vec<u8>, i64, i64, Option<String>)> =
+                    sqlx::query_as(CLAIM_CANDIDATES_AFTER)
+                        .bind(job)
+                        .bind(now)
+                        .bind(after.0)
+                        .bind(after.1)
+                        .bind(&after.2)
+                        .bind(LIMITED_PAGE as i64)
+                        .fetch_all(&mut **tx)
+                        .await
+                        .map_err(db("finding tasks to claim under limits"))?;
+                let last_page = page.len() < LIMITED_PAGE;
+                for (id, priority, run_at, key) in page {
+                    after = (priority, run_at, id.clone());
+                    if total >= max_total {
+                        break 'pages;
+                    }
+                    if let (Some(max), Some(key)) = (limits.max_running_per_key, key) {
+                        let running = per_key.entry(key).or_default();
+                        if *running >= u64::from(max) {
+                            continue;
+                        }
+                        *running += 1;
+                    }
+                    total += 1;
+                    taken += 1;
+                    found.push((priority, run_at, id));
+                    if taken == wanted {
+                        break 'pages;
+                    }
+                }
+                if last_page {
+                    break;
+                }
+            }
+        }
+        found.sort_unstable_by(|a, b| (Reverse(a.0), a.1, &a.2).cmp(&(Reverse(b.0), b.1, &b.2)));
+        found.truncate(request.limit);
+        Ok(found.into_iter().map(|(_, _, id)| id).collect())
+    }
+
     pub(super) async fn direct_claim(&self, request: ClaimRequest<'_>) -> Result<Vec<ClaimedTask>> {
         if request.limit == 0 || request.jobs.is_empty() {
             return Ok(Vec::new());
@@ -234,7 +331,11 @@ impl SqliteBackend {
             .execute(&mut *tx)
             .await
             .map_err(db("marking due scheduled tasks queued"))?;
-        let order = Self::candidates(&mut tx, request.jobs, millis(now), request.limit).await?;
+        let order = if request.limits.iter().any(JobLimits::is_limited) {
+            Self::limited_candidates(&mut tx, request, millis(now)).await?
+        } else {
+            Self::candidates(&mut tx, request.jobs, millis(now), request.limit).await?
+        };
         if order.is_empty() {
             tx.commit().await.map_err(db("committing a claim"))?;
             return Ok(Vec::new());
@@ -480,6 +581,53 @@ impl SqliteBackend {
             self.wake();
         }
         Ok(rows.len() as u64)
+    }
+
+    pub(super) async fn direct_save_checkpoint(&self, checkpoint: Checkpoint) -> Result<Ack> {
+        let Checkpoint {
+            lease,
+            ref state,
+            ref progress,
+            ..
+        } = checkpoint;
+        let Ok(token) = i64::try_from(lease.token) else {
+            return Ok(Ack::Stale);
+        };
+        let info = CheckpointInfo::new(&checkpoint, self.now()).to_json();
+        let progress_text = progress.as_ref().map(row::progress_json).transpose()?;
+        let mut tx = self.begin("starting to save a checkpoint").await?;
+        let version: Option<i64> = sqlx::query_scalar(SAVE_CHECKPOINT)
+            .bind(lease.task.as_uuid())
+            .bind(token)
+            .bind(state)
+            .bind(info)
+            .bind(progress_text)
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(db("saving a checkpoint"))?;
+        let Some(version) = version else {
+            return Ok(Ack::Stale);
+        };
+        tx.commit().await.map_err(db("committing a checkpoint"))?;
+        if let Some(progress) = checkpoint.progress {
+            if self.watched() {
+                self.emit(vec![(
+                    lease.task,
+                    version,
+                    vec![TaskEvent::Progress(progress)],
+                )]);
+            }
+        }
+        Ok(Ack::Applied)
+    }
+
+    pub(super) async fn direct_load_checkpoint(&self, task: TaskId) -> Result<Option<String>> {
+        let stored: Option<Option<String>> = sqlx::query_scalar(LOAD_CHECKPOINT)
+            .bind(task.as_uuid())
+            .fetch_optional(&self.reader)
+            .await
+            .map_err(db("loading a checkpoint"))?;
+        Ok(stored.flatten())
     }
 
     pub(super) fn direct_work_signal(&self) -> WorkSignal {

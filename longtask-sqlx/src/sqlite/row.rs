@@ -2,7 +2,7 @@
 //! strings inside JSON batch parameters), progress as JSON text.
 
 use chrono::{DateTime, Utc};
-use longtask_core::{Error, Progress, Result, TaskError, TaskId, TaskRecord};
+use longtask_core::{CheckpointInfo, Error, Progress, Result, TaskError, TaskId, TaskRecord};
 use uuid::Uuid;
 
 pub(crate) use crate::codec::{
@@ -57,6 +57,8 @@ pub(crate) struct TaskRow {
     retention_ms: i64,
     owner: Option<String>,
     idempotency_key: Option<String>,
+    checkpoint_info: Option<String>,
+    concurrency_key: Option<String>,
 }
 
 impl TaskRow {
@@ -95,6 +97,12 @@ impl TaskRow {
             retention: retention(self.retention_ms),
             owner: self.owner,
             idempotency_key: self.idempotency_key,
+            concurrency_key: self.concurrency_key,
+            checkpoint: self
+                .checkpoint_info
+                .as_deref()
+                .map(CheckpointInfo::from_json)
+                .transpose()?,
         })
     }
 }

@@ -40,6 +40,8 @@ struct InsertRow<'a> {
     retention_ms: i64,
     owner: Option<&'a str>,
     key: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    ckey: Option<&'a str>,
 }
 
 impl SqliteBackend {
@@ -100,6 +102,7 @@ impl SqliteBackend {
                 retention_ms: duration_ms(task.retention),
                 owner: task.owner.as_deref(),
                 key: task.idempotency_key.as_deref(),
+                ckey: task.concurrency_key.as_deref(),
             });
             inserted.push(Inserted {
                 id: task.id,

@@ -266,6 +266,7 @@ pub(super) fn start(backend: &Backend, call: &Call) -> BoxFuture<'static, Answer
                 worker: &worker,
                 limit,
                 lease: LEASE,
+                limits: &[],
             };
             Answer::Claimed(queue.claim(request).await)
         }
@@ -386,6 +387,8 @@ impl Model {
             retention: spec.retention,
             owner: spec.owner.map(|o| format!("u{o}")),
             idempotency_key: spec.key.map(|k| format!("k{k}")),
+            concurrency_key: spec.owner.map(|o| format!("customer {o} ✓")),
+            group: None,
         }
     }
 
@@ -478,6 +481,7 @@ impl Model {
                 owner: owner.map(|o| format!("u{o}")),
                 after: after.map(|p| self.task(p)),
                 limit: *limit,
+                group: None,
             }),
             Op::Dropped(op, _) => self.resolve(op),
         }

@@ -345,6 +345,10 @@ impl Model {
                 retention: t.retention,
                 owner: t.owner.clone(),
                 idempotency_key: t.idempotency_key.clone(),
+                concurrency_key: t.concurrency_key.clone(),
+                group: None,
+                open_members: None,
+                checkpoint: None,
             };
             let task = Task {
                 record,

@@ -1,3 +1,5 @@
+//! Throwaway servers for longtask's own tests (an unpublished crate).
+//!
 //! Throwaway servers that a test stops and starts again: a Postgres cluster (stopped the way a
 //! crash stops it, `pg_ctl stop -m immediate`, and started again on the same data folder and
 //! port) and a `redis-server` (killed with SIGKILL and started again on the same port and AOF
@@ -74,7 +76,8 @@ fn watchdog(script: &str, args: &[&str]) {
 }
 
 /// A Postgres cluster of this test alone.
-pub(crate) struct Postgres {
+#[derive(Debug)]
+pub struct Postgres {
     dir: PathBuf,
     bin: PathBuf,
     port: u16,
@@ -83,7 +86,7 @@ pub(crate) struct Postgres {
 
 impl Postgres {
     /// Creates and starts a cluster on a free port of 127.0.0.1.
-    pub(crate) fn start() -> Self {
+    pub fn start() -> Self {
         let bin = pg_bin_dir();
         let run_as = running_as_root().then_some("postgres");
         let dir = temp_dir("longtask-outage-pg-");
@@ -118,12 +121,12 @@ impl Postgres {
     }
 
     /// Its URL.
-    pub(crate) fn url(&self) -> String {
+    pub fn url(&self) -> String {
         format!("postgres://postgres@127.0.0.1:{}/postgres", self.port)
     }
 
     /// Stops the server at once, as a crash would (`pg_ctl stop -m immediate`).
-    pub(crate) fn stop(&self) {
+    pub fn stop(&self) {
         run(self
             .command("pg_ctl")
             .arg("stop")
@@ -134,7 +137,7 @@ impl Postgres {
 
     /// Starts the server again, on the same data folder and port; returns once it accepts
     /// connections.
-    pub(crate) fn resume(&self) {
+    pub fn resume(&self) {
         let options = format!(
             "-p {} -h 127.0.0.1 -k {} -c fsync=off -c full_page_writes=off",
             self.port,
@@ -226,7 +229,8 @@ fn pg_bin_dir() -> PathBuf {
 
 /// A `redis-server` of this test alone, with an AOF written at every command (so that a kill
 /// loses nothing).
-pub(crate) struct Redis {
+#[derive(Debug)]
+pub struct Redis {
     dir: PathBuf,
     port: u16,
     child: Option<Child>,
@@ -234,7 +238,7 @@ pub(crate) struct Redis {
 
 impl Redis {
     /// Starts a server on a free port of 127.0.0.1.
-    pub(crate) fn start() -> Self {
+    pub fn start() -> Self {
         let dir = temp_dir("longtask-outage-redis-");
         let dir_text = dir.to_string_lossy().into_owned();
         watchdog(
@@ -252,12 +256,12 @@ impl Redis {
     }
 
     /// Its URL.
-    pub(crate) fn url(&self) -> String {
+    pub fn url(&self) -> String {
         format!("redis://127.0.0.1:{}/", self.port)
     }
 
     /// Kills the server (SIGKILL).
-    pub(crate) fn kill(&mut self) {
+    pub fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {
             let _ = child.kill();
             let _ = child.wait();
@@ -265,12 +269,12 @@ impl Redis {
     }
 
     /// Freezes the server (SIGSTOP): connections stay open, nothing answers.
-    pub(crate) fn freeze(&self) {
+    pub fn freeze(&self) {
         self.signal("-STOP");
     }
 
     /// Lets a frozen server go on (SIGCONT).
-    pub(crate) fn thaw(&self) {
+    pub fn thaw(&self) {
         self.signal("-CONT");
     }
 
@@ -280,7 +284,7 @@ impl Redis {
     }
 
     /// Starts the server (again), on the same port and AOF; returns once it answers PING.
-    pub(crate) fn resume(&mut self) {
+    pub fn resume(&mut self) {
         assert!(self.child.is_none(), "the server already runs");
         let dir = &self.dir;
         let child = Command::new("redis-server")

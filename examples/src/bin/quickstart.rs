@@ -1,7 +1,7 @@
 //! The web demo: a form that starts a monthly report, and the report's status page.
 //!
 //! ```text
-//! cargo run -p longtask-examples --example quickstart
+//! cargo run -p longtask-examples --bin quickstart
 //! ```
 //!
 //! Environment: `PORT` (default 3000), `LONGTASK_URL` (default `sqlite://longtask-demo.db`,
@@ -9,9 +9,9 @@
 //! the report takes). Stop it with Ctrl-C and start it again while a report runs: the report
 //! goes on, and its page still works.
 
-#[path = "shared/demo.rs"]
+#[path = "../../examples/shared/demo.rs"]
 mod demo;
-#[path = "shared/report.rs"]
+#[path = "../../examples/shared/report.rs"]
 mod report;
 
 use std::{error::Error, time::Duration};
