@@ -338,6 +338,8 @@ impl Schedule {
             retention: retention.max(self.retention),
             owner: self.owner.clone(),
             idempotency_key: Some(self.idempotency_key(tick)),
+            concurrency_key: None,
+            group: None,
         })
     }
 
