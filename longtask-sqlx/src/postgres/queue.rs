@@ -131,7 +131,11 @@ impl PostgresBackend {
             .begin()
             .await
             .map_err(fail("starting a claim under concurrency limits"))?;
-        let mut limited: Vec<&str> = jobs.iter().copied().filter(|j| limits_of(j).is_some()).collect();
+        let mut limited: Vec<&str> = jobs
+            .iter()
+            .copied()
+            .filter(|j| limits_of(j).is_some())
+            .collect();
         limited.sort_unstable();
         for job in &limited {
             sqlx::query("SELECT pg_advisory_xact_lock($1)")
@@ -159,7 +163,9 @@ impl PostgresBackend {
                     }
                 }
             }
-            let max_total = limits.and_then(|l| l.max_running).map_or(u64::MAX, u64::from);
+            let max_total = limits
+                .and_then(|l| l.max_running)
+                .map_or(u64::MAX, u64::from);
             let per_key_max = limits.and_then(|l| l.max_running_per_key).map(u64::from);
             let room = usize::try_from(max_total.saturating_sub(total)).unwrap_or(usize::MAX);
             let wanted = request.limit.min(room);
@@ -276,9 +282,7 @@ impl PostgresBackend {
         }
         let mut rows: Vec<ClaimedRow> = Vec::new();
         if request.limits.iter().any(JobLimits::is_limited) {
-            rows = self
-                .claim_limited(&request, &jobs, now, expires)
-                .await?;
+            rows = self.claim_limited(&request, &jobs, now, expires).await?;
             return Ok(claimed_tasks(rows));
         }
         let started = Instant::now();

@@ -35,6 +35,8 @@ pub(crate) struct TaskRow {
     idempotency_key: Option<String>,
     checkpoint_info: Option<String>,
     concurrency_key: Option<String>,
+    group_id: Option<Uuid>,
+    open_members: Option<i64>,
 }
 
 impl TaskRow {
@@ -76,6 +78,8 @@ impl TaskRow {
             owner: self.owner,
             idempotency_key: self.idempotency_key,
             concurrency_key: self.concurrency_key,
+            group: self.group_id.map(TaskId::from_uuid),
+            open_members: self.open_members.map(count),
             checkpoint: self
                 .checkpoint_info
                 .as_deref()

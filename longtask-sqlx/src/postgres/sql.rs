@@ -6,6 +6,9 @@ pub(crate) struct Queries {
     pub(crate) existing_keys: String,
     pub(crate) get: String,
     pub(crate) list: String,
+    pub(crate) list_group: String,
+    pub(crate) lock_roots: String,
+    pub(crate) join_groups: String,
     pub(crate) cancel_lock: String,
     pub(crate) cancel_running: String,
     pub(crate) cancel_waiting: String,
@@ -39,6 +42,22 @@ impl Queries {
             .skip_while(|line| line.starts_with("--"))
             .collect::<Vec<_>>()
             .join("\n");
+        let leave_groups = include_str!("sql/leave_groups.sql")
+            .lines()
+            .skip_while(|line| line.starts_with("--"))
+            .collect::<Vec<_>>()
+            .join("\n");
+        let leave = |ended: &str, now: &str, max: &str, channel: &str| {
+            leave_groups
+                .trim_end()
+                .replace("{ended}", ended)
+                .replace("{now}", now)
+                .replace("{max}", max)
+                .replace("{channel}", channel)
+        };
+        let finish_groups = leave("finished", "$8", "$9", "$10");
+        let recover_groups = leave("recovered", "$1", "$3", "$4");
+        let cancel_groups = leave("cancelled", "$2", "$3", "$4");
         let bind = |sql: &str| {
             sql.replace("{claim_lease}", claim_lease.trim_end())
                 .replace("{columns}", columns)
@@ -49,16 +68,23 @@ impl Queries {
             existing_keys: bind(include_str!("sql/existing_keys.sql")),
             get: bind(include_str!("sql/get.sql")),
             list: bind(include_str!("sql/list.sql")),
+            list_group: bind(include_str!("sql/list_group.sql")),
+            lock_roots: bind(include_str!("sql/lock_roots.sql")),
+            join_groups: bind(include_str!("sql/join_groups.sql")),
             cancel_lock: bind(include_str!("sql/cancel_lock.sql")),
             cancel_running: bind(include_str!("sql/cancel_running.sql")),
-            cancel_waiting: bind(include_str!("sql/cancel_waiting.sql")),
+            cancel_waiting: bind(
+                &include_str!("sql/cancel_waiting.sql").replace("{leave_groups}", &cancel_groups),
+            ),
             purge: bind(include_str!("sql/purge.sql")),
             claim: bind(include_str!("sql/claim.sql")),
             claim_after: bind(include_str!("sql/claim_after.sql")),
             heartbeat: bind(include_str!("sql/heartbeat.sql")),
-            finish: bind(include_str!("sql/finish.sql")),
+            finish: bind(&include_str!("sql/finish.sql").replace("{leave_groups}", &finish_groups)),
             release: bind(include_str!("sql/release.sql")),
-            recover: bind(include_str!("sql/recover.sql")),
+            recover: bind(
+                &include_str!("sql/recover.sql").replace("{leave_groups}", &recover_groups),
+            ),
             report: bind(include_str!("sql/report.sql")),
             running_counts: bind(include_str!("sql/running_counts.sql")),
             claim_candidates_after: bind(include_str!("sql/claim_candidates_after.sql")),

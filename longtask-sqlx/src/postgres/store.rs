@@ -4,7 +4,8 @@
 use std::collections::{HashMap, HashSet};
 
 use longtask_core::{
-    CancelOutcome, Error, Inserted, NewTask, Result, TaskId, TaskQuery, TaskRecord, TaskStatus,
+    CancelOutcome, Error, GroupRole, Inserted, NewTask, Result, TaskId, TaskQuery, TaskRecord,
+    TaskStatus,
 };
 use sqlx::{Connection, PgConnection};
 use uuid::Uuid;
@@ -30,6 +31,8 @@ struct Columns {
     owner: Vec<Option<String>>,
     idempotency_key: Vec<Option<String>>,
     concurrency_key: Vec<Option<String>>,
+    group_id: Vec<Option<Uuid>>,
+    open_members: Vec<Option<i64>>,
 }
 
 impl PostgresBackend {
@@ -76,8 +79,50 @@ impl PostgresBackend {
             );
             columns.idempotency_key.push(task.idempotency_key);
             columns.concurrency_key.push(task.concurrency_key);
+            columns.group_id.push(match task.group {
+                Some(GroupRole::Member(root)) => Some(root.as_uuid()),
+                _ => None,
+            });
+            columns
+                .open_members
+                .push(matches!(task.group, Some(GroupRole::Root)).then_some(0));
             columns.job.push(task.job);
             columns.params.push(task.params);
+        }
+        // Members join open groups only: roots of this batch, or roots waiting in the database,
+        // locked until the caller's transaction ends (in id order, as every statement that
+        // counts a group down locks them).
+        let batch_roots: HashSet<Uuid> = columns
+            .id
+            .iter()
+            .zip(&columns.open_members)
+            .filter(|(_, open)| open.is_some())
+            .map(|(id, _)| *id)
+            .collect();
+        let mut outside: Vec<Uuid> = columns
+            .group_id
+            .iter()
+            .flatten()
+            .filter(|root| !batch_roots.contains(root))
+            .copied()
+            .collect();
+        outside.sort_unstable();
+        outside.dedup();
+        if !outside.is_empty() {
+            let found: Vec<(Uuid, bool)> = sqlx::query_as(&self.sql.lock_roots)
+                .bind(&outside)
+                .fetch_all(&mut *conn)
+                .await
+                .map_err(|e| Error::backend("locking groups", e))?;
+            let open: HashSet<Uuid> = found
+                .into_iter()
+                .filter_map(|(id, open)| open.then_some(id))
+                .collect();
+            if let Some(closed) = outside.iter().find(|root| !open.contains(root)) {
+                return Err(Error::InvalidInput(format!(
+                    "group {closed} does not exist or has finished: no member can join it"
+                )));
+            }
         }
         let rows: Vec<(Uuid, bool)> = sqlx::query_as(&self.sql.insert)
             .bind(&columns.id)
@@ -93,11 +138,28 @@ impl PostgresBackend {
             .bind(millis(now))
             .bind(self.notifier.channel())
             .bind(&columns.concurrency_key)
+            .bind(&columns.group_id)
+            .bind(&columns.open_members)
             .fetch_all(&mut *conn)
             .await
             .map_err(insert_error)?;
         let any_due = rows.iter().any(|(_, due)| *due);
         let created: HashSet<Uuid> = rows.into_iter().map(|(id, _)| id).collect();
+        let mut joined: HashMap<Uuid, i64> = HashMap::new();
+        for (id, root) in columns.id.iter().zip(&columns.group_id) {
+            if let (Some(root), true) = (root, created.contains(id)) {
+                *joined.entry(*root).or_default() += 1;
+            }
+        }
+        if !joined.is_empty() {
+            let (roots, counts): (Vec<Uuid>, Vec<i64>) = joined.into_iter().unzip();
+            sqlx::query(&self.sql.join_groups)
+                .bind(&roots)
+                .bind(&counts)
+                .execute(&mut *conn)
+                .await
+                .map_err(|e| Error::backend("counting the members of groups", e))?;
+        }
 
         // Ids by (job, key): the first task of this batch that was inserted with the key, or the
         // existing task that holds it.
@@ -185,7 +247,20 @@ impl PostgresBackend {
             .acquire()
             .await
             .map_err(|e| Error::backend("inserting tasks", e))?;
-        let (inserted, any_due) = self.insert_on(&mut conn, tasks).await?;
+        let (inserted, any_due) = if tasks.iter().any(|t| t.group.is_some()) {
+            // A group's members and its count change together.
+            let mut tx = conn
+                .begin()
+                .await
+                .map_err(|e| Error::backend("inserting tasks", e))?;
+            let done = self.insert_on(&mut tx, tasks).await?;
+            tx.commit()
+                .await
+                .map_err(|e| Error::backend("committing inserted tasks", e))?;
+            done
+        } else {
+            self.insert_on(&mut conn, tasks).await?
+        };
         drop(conn);
         if any_due {
             // Workers in this process need not wait for the notification's round trip.
@@ -207,13 +282,22 @@ impl PostgresBackend {
         let now = self.now();
         let statuses: Option<Vec<&str>> = (!query.statuses.is_empty())
             .then(|| query.statuses.iter().map(|s| s.as_str()).collect());
-        let rows: Vec<TaskRow> = sqlx::query_as(&self.sql.list)
+        let sql = if query.group.is_some() {
+            &self.sql.list_group
+        } else {
+            &self.sql.list
+        };
+        let mut list = sqlx::query_as(sql)
             .bind(query.job.as_deref())
             .bind(statuses)
             .bind(query.owner.as_deref())
             .bind(query.after.map(TaskId::as_uuid))
             .bind(to_i64(query.effective_limit() as u64))
-            .bind(millis(now))
+            .bind(millis(now));
+        if let Some(group) = query.group {
+            list = list.bind(group.as_uuid());
+        }
+        let rows: Vec<TaskRow> = list
             .fetch_all(&self.pool)
             .await
             .map_err(|e| Error::backend("listing tasks", e))?;

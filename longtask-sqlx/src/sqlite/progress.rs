@@ -167,13 +167,13 @@ impl SqliteBackend {
     /// The task's status, progress and change counter, or `None` if it does not exist.
     async fn read_state(&self, id: TaskId) -> Result<Option<Seen>> {
         self.count_watch_read();
-        let stored: Option<(String, Option<String>, i64, i64)> = sqlx::query_as(STATUS)
+        let stored: Option<super::store::StatusRow> = sqlx::query_as(STATUS)
             .bind(id.as_uuid())
             .fetch_optional(&self.reader)
             .await
             .map_err(db("reading a watched task"))?;
         stored
-            .map(|(status, progress, version, _)| {
+            .map(|(status, progress, version, _, _)| {
                 Ok(Seen {
                     status: row::status(&status)?,
                     progress: row::progress(progress.as_deref())?,

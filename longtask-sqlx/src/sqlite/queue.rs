@@ -15,6 +15,7 @@ use chrono::{DateTime, Utc};
 use longtask_core::{
     saturating_add, Ack, Checkpoint, CheckpointInfo, ClaimRequest, ClaimedTask, Completion, Error,
     JobLimits, Lease, LeaseState, Outcome, Result, TaskEvent, TaskId, TaskStatus, WorkSignal,
+    GROUP_JOB,
 };
 use serde::Serialize;
 use sqlx::{Sqlite, Transaction};
@@ -37,6 +38,8 @@ const HEARTBEAT: &str = include_str!("sql/heartbeat.sql");
 const RELEASE: &str = include_str!("sql/release.sql");
 const RUNNING_COUNTS: &str = include_str!("sql/running_counts.sql");
 const CLAIM_CANDIDATES_AFTER: &str = include_str!("sql/claim_candidates_after.sql");
+const LEAVE_GROUP: &str = include_str!("sql/leave_group.sql");
+const FIRE_ROOT: &str = include_str!("sql/fire_root.sql");
 const SAVE_CHECKPOINT: &str = include_str!("sql/save_checkpoint.sql");
 const LOAD_CHECKPOINT: &str = include_str!("sql/load_checkpoint.sql");
 
@@ -60,6 +63,9 @@ pub(crate) struct Settle {
     finished_at: Option<i64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     purge_at: Option<i64>,
+    /// The task's group (its root's id), if it is a member: a final change discounts it there.
+    #[serde(skip)]
+    pub(crate) group: Option<Vec<u8>>,
 }
 
 fn status_str<S: serde::Serializer>(status: &TaskStatus, s: S) -> Result<S::Ok, S::Error> {
@@ -79,6 +85,7 @@ impl Settle {
             output: None,
             finished_at: None,
             purge_at: None,
+            group: None,
         }
     }
 
@@ -89,13 +96,22 @@ impl Settle {
     }
 }
 
-/// Writes the changes (one statement for the batch).
+/// Group roots that [`settle`] fired: their watch events, and whether one became due (so that
+/// workers are woken after the commit).
+#[derive(Debug, Default)]
+pub(crate) struct Fired {
+    pub(crate) events: Vec<(TaskId, i64, Vec<TaskEvent>)>,
+    pub(crate) due: bool,
+}
+
+/// Writes the changes (one statement for the batch), then discounts the members that reached a
+/// final status in their groups, firing the roots whose last member this was.
 pub(crate) async fn settle(
     tx: &mut Transaction<'static, Sqlite>,
     changes: &[Settle],
-) -> Result<()> {
+) -> Result<Fired> {
     if changes.is_empty() {
-        return Ok(());
+        return Ok(Fired::default());
     }
     let batch = serde_json::to_string(changes)
         .map_err(|err| Error::backend("encoding task changes", err))?;
@@ -104,7 +120,60 @@ pub(crate) async fn settle(
         .execute(&mut **tx)
         .await
         .map_err(db("recording task changes"))?;
-    Ok(())
+    let mut left: HashMap<&[u8], (i64, i64)> = HashMap::new();
+    for change in changes {
+        if let (Some(root), Some(at)) = (&change.group, change.finished_at) {
+            let entry = left.entry(root.as_slice()).or_insert((0, at));
+            entry.0 += 1;
+        }
+    }
+    let mut fired = Fired::default();
+    let mut roots: Vec<(&[u8], (i64, i64))> = left.into_iter().collect();
+    roots.sort_unstable();
+    for (root, (ended, now)) in roots {
+        let row: Option<(i64, String, String, i64, i64)> = sqlx::query_as(LEAVE_GROUP)
+            .bind(root)
+            .bind(ended)
+            .fetch_optional(&mut **tx)
+            .await
+            .map_err(db("counting down a group"))?;
+        let Some((open, status, job, retention_ms, version)) = row else {
+            continue;
+        };
+        if open > 0 || status != TaskStatus::Scheduled.as_str() {
+            continue;
+        }
+        let id = row::task_id(root)?;
+        let status = if job == GROUP_JOB {
+            let mut done = Settle::new(id, TaskStatus::Succeeded);
+            done.output = Some("null".to_owned());
+            done.finish(
+                chrono::DateTime::from_timestamp_millis(now).unwrap_or_default(),
+                retention_ms,
+            );
+            let batch = serde_json::to_string(&[done])
+                .map_err(|err| Error::backend("encoding task changes", err))?;
+            sqlx::query(SETTLE)
+                .bind(batch)
+                .execute(&mut **tx)
+                .await
+                .map_err(db("finishing a group"))?;
+            TaskStatus::Succeeded
+        } else {
+            sqlx::query(FIRE_ROOT)
+                .bind(root)
+                .bind(now)
+                .execute(&mut **tx)
+                .await
+                .map_err(db("starting a group's completion"))?;
+            fired.due = true;
+            TaskStatus::Queued
+        };
+        fired
+            .events
+            .push((id, version + 1, vec![TaskEvent::Status { status }]));
+    }
+    Ok(fired)
 }
 
 /// A running task as `load_leased.sql` and `load_expired.sql` read it.
@@ -117,6 +186,7 @@ struct LeasedRow {
     cancel_requested: bool,
     retention_ms: i64,
     version: i64,
+    group_id: Option<Vec<u8>>,
 }
 
 /// One claimed row, as `claim.sql` returns it.
@@ -480,15 +550,17 @@ impl SqliteBackend {
                 });
                 events.push((id, row.version + 1, task_events));
             }
+            change.group = row.group_id;
             changes.push(change);
             acks.push(Ack::Applied);
         }
-        settle(&mut tx, &changes).await?;
+        let mut fired = settle(&mut tx, &changes).await?;
         tx.commit().await.map_err(db("committing task outcomes"))?;
-        if watched {
+        events.append(&mut fired.events);
+        if watched || !events.is_empty() {
             self.emit(events);
         }
-        if retried {
+        if retried || fired.due {
             self.wake();
         }
         Ok(acks)
@@ -570,14 +642,16 @@ impl SqliteBackend {
                     status: change.status,
                 }],
             ));
+            change.group.clone_from(&row.group_id);
             changes.push(change);
         }
-        settle(&mut tx, &changes).await?;
+        let mut fired = settle(&mut tx, &changes).await?;
         tx.commit()
             .await
             .map_err(db("committing recovered tasks"))?;
+        events.append(&mut fired.events);
         self.emit(events);
-        if retried {
+        if retried || fired.due {
             self.wake();
         }
         Ok(rows.len() as u64)

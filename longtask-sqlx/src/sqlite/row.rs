@@ -59,6 +59,8 @@ pub(crate) struct TaskRow {
     idempotency_key: Option<String>,
     checkpoint_info: Option<String>,
     concurrency_key: Option<String>,
+    group_id: Option<Vec<u8>>,
+    open_members: Option<i64>,
 }
 
 impl TaskRow {
@@ -98,6 +100,8 @@ impl TaskRow {
             owner: self.owner,
             idempotency_key: self.idempotency_key,
             concurrency_key: self.concurrency_key,
+            group: self.group_id.as_deref().map(task_id).transpose()?,
+            open_members: self.open_members.map(count),
             checkpoint: self
                 .checkpoint_info
                 .as_deref()

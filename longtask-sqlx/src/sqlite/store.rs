@@ -4,10 +4,11 @@
 use std::collections::{HashMap, HashSet};
 
 use longtask_core::{
-    saturating_add, CancelOutcome, Error, Inserted, NewTask, Result, TaskEvent, TaskId, TaskQuery,
-    TaskRecord, TaskStatus,
+    saturating_add, CancelOutcome, Error, GroupRole, Inserted, NewTask, Result, TaskEvent, TaskId,
+    TaskQuery, TaskRecord, TaskStatus,
 };
 use serde::Serialize;
+use sqlx::{Sqlite, Transaction};
 
 use super::{
     db,
@@ -20,11 +21,17 @@ const INSERT: &str = include_str!("sql/insert.sql");
 const FIND_KEY: &str = include_str!("sql/find_key.sql");
 const GET: &str = include_str!("sql/get.sql");
 const LIST: &str = include_str!("sql/list.sql");
+const LIST_GROUP: &str = include_str!("sql/list_group.sql");
+const OPEN_GROUPS: &str = include_str!("sql/open_groups.sql");
+const JOIN_GROUP: &str = include_str!("sql/join_group.sql");
 const STATUS: &str = include_str!("sql/status.sql");
 const REQUEST_CANCEL: &str = include_str!("sql/request_cancel.sql");
 const PURGE: &str = include_str!("sql/purge.sql");
 
 /// A blob that sorts before every 16-byte id: the `after` of a list from the start.
+/// What `status.sql` reads: status, progress, version, retention, group.
+pub(crate) type StatusRow = (String, Option<String>, i64, i64, Option<Vec<u8>>);
+
 const BEFORE_ALL: [u8; 15] = [0; 15];
 
 /// One new task, as `insert.sql` reads it.
@@ -42,9 +49,60 @@ struct InsertRow<'a> {
     key: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     ckey: Option<&'a str>,
+    /// A member's group (its root's id, hex).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    group: Option<String>,
+    /// A root's count of open members (0: members count themselves in).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    open: Option<u32>,
 }
 
 impl SqliteBackend {
+    /// Counts the new members of each group in `joining`; refuses the whole insert when a group
+    /// is neither created by this batch nor open (its root waiting) in the database.
+    async fn join_groups(
+        &self,
+        tx: &mut Transaction<'static, Sqlite>,
+        joining: &HashMap<TaskId, i64>,
+        new_roots: &HashSet<TaskId>,
+    ) -> Result<()> {
+        let existing: Vec<String> = joining
+            .keys()
+            .filter(|root| !new_roots.contains(root))
+            .map(|root| hex(*root))
+            .collect();
+        if !existing.is_empty() {
+            let batch = serde_json::to_string(&existing)
+                .map_err(|err| Error::backend("encoding group ids", err))?;
+            let open: Vec<Vec<u8>> = sqlx::query_scalar(OPEN_GROUPS)
+                .bind(batch)
+                .fetch_all(&mut **tx)
+                .await
+                .map_err(db("looking up groups"))?;
+            let open: HashSet<TaskId> = open
+                .iter()
+                .map(|id| row::task_id(id))
+                .collect::<Result<_>>()?;
+            if let Some(closed) = joining
+                .keys()
+                .find(|root| !new_roots.contains(root) && !open.contains(root))
+            {
+                return Err(Error::InvalidInput(format!(
+                    "group {closed} does not exist or has finished: no member can join it"
+                )));
+            }
+        }
+        for (root, count) in joining {
+            sqlx::query(JOIN_GROUP)
+                .bind(root.as_uuid())
+                .bind(count)
+                .execute(&mut **tx)
+                .await
+                .map_err(db("counting a group's members"))?;
+        }
+        Ok(())
+    }
+
     pub(super) async fn direct_insert(&self, tasks: Vec<NewTask>) -> Result<Vec<Inserted>> {
         if tasks.is_empty() {
             return Ok(Vec::new());
@@ -64,6 +122,9 @@ impl SqliteBackend {
         let mut rows = Vec::with_capacity(tasks.len());
         let mut keys: HashMap<(&str, &str), TaskId> = HashMap::new();
         let mut any_due = false;
+        // Members by group, and the roots this batch creates.
+        let mut joining: HashMap<TaskId, i64> = HashMap::new();
+        let mut new_roots: HashSet<TaskId> = HashSet::new();
         for task in &tasks {
             if let Some(key) = task.idempotency_key.as_deref() {
                 if let Some(&id) = keys.get(&(task.job.as_str(), key)) {
@@ -103,7 +164,18 @@ impl SqliteBackend {
                 owner: task.owner.as_deref(),
                 key: task.idempotency_key.as_deref(),
                 ckey: task.concurrency_key.as_deref(),
+                group: match task.group {
+                    Some(GroupRole::Member(root)) => {
+                        *joining.entry(root).or_default() += 1;
+                        Some(hex(root))
+                    }
+                    _ => None,
+                },
+                open: matches!(task.group, Some(GroupRole::Root)).then_some(0),
             });
+            if matches!(task.group, Some(GroupRole::Root)) {
+                new_roots.insert(task.id);
+            }
             inserted.push(Inserted {
                 id: task.id,
                 created: true,
@@ -123,6 +195,9 @@ impl SqliteBackend {
                     }
                     _ => Error::backend("inserting tasks", err),
                 })?;
+        }
+        if !joining.is_empty() {
+            self.join_groups(&mut tx, &joining, &new_roots).await?;
         }
         tx.commit().await.map_err(db("committing inserted tasks"))?;
         if any_due {
@@ -156,12 +231,18 @@ impl SqliteBackend {
             None => BEFORE_ALL.to_vec(),
         };
         let limit = i64::try_from(query.effective_limit()).unwrap_or(i64::MAX);
-        sqlx::query_as::<_, TaskRow>(LIST)
+        let sql = if query.group.is_some() {
+            LIST_GROUP
+        } else {
+            LIST
+        };
+        sqlx::query_as::<_, TaskRow>(sql)
             .bind(query.job.as_deref())
             .bind(statuses)
             .bind(query.owner.as_deref())
             .bind(after)
             .bind(limit)
+            .bind(query.group.map(|g| g.as_uuid()))
             .fetch_all(&self.reader)
             .await
             .map_err(db("listing tasks"))?
@@ -173,14 +254,14 @@ impl SqliteBackend {
     pub(super) async fn direct_cancel(&self, id: TaskId) -> Result<CancelOutcome> {
         let now = self.now();
         let mut tx = self.begin("starting to cancel a task").await?;
-        let (status, _, version, retention_ms): (String, Option<String>, i64, i64) =
-            sqlx::query_as(STATUS)
-                .bind(id.as_uuid())
-                .fetch_optional(&mut *tx)
-                .await
-                .map_err(db("reading a task to cancel"))?
-                .ok_or(Error::NotFound(id))?;
+        let (status, _, version, retention_ms, group): StatusRow = sqlx::query_as(STATUS)
+            .bind(id.as_uuid())
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(db("reading a task to cancel"))?
+            .ok_or(Error::NotFound(id))?;
         let status = row::status(&status)?;
+        let mut fired = super::queue::Fired::default();
         let outcome = match status {
             s if s.is_final() => return Ok(CancelOutcome::AlreadyFinished(s)),
             TaskStatus::Running => {
@@ -194,19 +275,25 @@ impl SqliteBackend {
             _ => {
                 let mut change = Settle::new(id, TaskStatus::Cancelled);
                 change.finish(now, retention_ms);
-                settle(&mut tx, &[change]).await?;
+                change.group = group;
+                fired = settle(&mut tx, &[change]).await?;
                 CancelOutcome::Cancelled
             }
         };
         tx.commit().await.map_err(db("committing a cancellation"))?;
         if outcome == CancelOutcome::Cancelled {
-            self.emit(vec![(
+            let mut events = vec![(
                 id,
                 version + 1,
                 vec![TaskEvent::Status {
                     status: TaskStatus::Cancelled,
                 }],
-            )]);
+            )];
+            events.append(&mut fired.events);
+            self.emit(events);
+            if fired.due {
+                self.wake();
+            }
         }
         Ok(outcome)
     }

@@ -7,11 +7,13 @@ WITH cancelled AS (
         lease_owner = NULL,
         lease_expires_at = NULL
     WHERE t.id = $1
-    RETURNING t.id
+    RETURNING t.id, t.status, t.group_id
 ),
+{leave_groups},
 notified AS (
     SELECT pg_notify($4, json_build_object('t', c.id, 's', 'cancelled')::text) AS sent
     FROM cancelled AS c
     WHERE EXISTS (SELECT 1 FROM {schema}.watches AS w WHERE w.task_id = c.id)
 )
-SELECT (SELECT count(*) FROM cancelled) AS cancelled, (SELECT count(*) FROM notified) AS notified
+SELECT (SELECT count(*) FROM cancelled) AS cancelled,
+       (SELECT count(*) FROM notified) + (SELECT count(*) FROM group_notified) AS notified

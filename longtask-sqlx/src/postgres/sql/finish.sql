@@ -42,8 +42,9 @@ finished AS (
         END
     FROM input AS c
     WHERE t.id = c.id AND t.token = c.token AND t.status = 'running'
-    RETURNING t.id, t.token, t.status, c.progress
+    RETURNING t.id, t.token, t.status, c.progress, t.group_id
 ),
+{leave_groups},
 events AS (
     SELECT f.id, 1 AS ord,
            CASE WHEN octet_length(f.progress) < 7000
@@ -68,5 +69,6 @@ notified AS (
     SELECT pg_notify($10, 'w') AS sent
     FROM (SELECT 1 FROM finished WHERE status = 'retrying' LIMIT 1) AS retried
 )
-SELECT f.id, f.token, (SELECT count(*) FROM notified) AS notified
+SELECT f.id, f.token,
+       (SELECT count(*) FROM notified) + (SELECT count(*) FROM group_notified) AS notified
 FROM finished AS f

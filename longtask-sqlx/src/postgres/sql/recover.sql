@@ -35,8 +35,9 @@ recovered AS (
         END
     FROM expired AS e
     WHERE t.id = e.id AND t.status = 'running'
-    RETURNING t.id, t.status
+    RETURNING t.id, t.status, t.group_id
 ),
+{leave_groups},
 notified AS (
     SELECT pg_notify($4, json_build_object('t', r.id, 's', r.status)::text) AS sent
     FROM recovered AS r
@@ -45,4 +46,5 @@ notified AS (
     SELECT pg_notify($4, 'w') AS sent
     FROM (SELECT 1 FROM recovered WHERE status = 'retrying' LIMIT 1) AS retried
 )
-SELECT (SELECT count(*) FROM recovered) AS recovered, (SELECT count(*) FROM notified) AS notified
+SELECT (SELECT count(*) FROM recovered) AS recovered,
+       (SELECT count(*) FROM notified) + (SELECT count(*) FROM group_notified) AS notified

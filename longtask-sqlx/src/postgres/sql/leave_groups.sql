@@ -1,0 +1,65 @@
+-- The end of the statements that bring tasks to a final status (finish.sql, recover.sql,
+-- cancel_waiting.sql), put in place of their `{leave_groups}` with {ended} naming their CTE of
+-- changed tasks (id, status, group_id) and {now}, {max} and {channel} their parameters. Each
+-- member that reached a final status is discounted in its group's root, in the same statement;
+-- a root whose last member this was is fired: a plain root (job longtask.group) succeeds, a
+-- completion job's root becomes due. Roots are locked in id order first, so that concurrent
+-- statements never wait on each other in a cycle; a statement waiting for a root's lock counts
+-- from the value the other committed.
+left_groups AS (
+    SELECT x.group_id AS root, count(*) AS n
+    FROM {ended} AS x
+    WHERE x.group_id IS NOT NULL AND x.status IN ('succeeded', 'failed', 'cancelled')
+    GROUP BY x.group_id
+),
+locked_roots AS (
+    SELECT r.id
+    FROM {schema}.tasks AS r
+    WHERE r.id IN (SELECT root FROM left_groups) AND r.open_members IS NOT NULL
+    ORDER BY r.id
+    FOR UPDATE
+),
+counted AS (
+    UPDATE {schema}.tasks AS r
+    SET open_members = r.open_members - l.n,
+        status = CASE
+            WHEN r.open_members - l.n > 0 OR r.status <> 'scheduled' THEN r.status
+            WHEN r.job = 'longtask.group' THEN 'succeeded'
+            ELSE 'queued'
+        END,
+        run_at = CASE
+            WHEN r.open_members - l.n <= 0 AND r.status = 'scheduled'
+                 AND r.job <> 'longtask.group' THEN {now}
+            ELSE r.run_at
+        END,
+        output = CASE
+            WHEN r.open_members - l.n <= 0 AND r.status = 'scheduled'
+                 AND r.job = 'longtask.group' THEN 'null'
+            ELSE r.output
+        END,
+        finished_at = CASE
+            WHEN r.open_members - l.n <= 0 AND r.status = 'scheduled'
+                 AND r.job = 'longtask.group' THEN {now}
+            ELSE r.finished_at
+        END,
+        expires_at = CASE
+            WHEN r.open_members - l.n <= 0 AND r.status = 'scheduled'
+                 AND r.job = 'longtask.group' THEN {now} + LEAST(r.retention_ms, {max} - {now})
+            ELSE r.expires_at
+        END
+    FROM left_groups AS l, locked_roots AS k
+    WHERE r.id = l.root AND r.id = k.id
+    RETURNING r.id, r.status, r.open_members
+),
+fired AS (
+    SELECT c.id, c.status FROM counted AS c
+    WHERE c.open_members <= 0 AND c.status IN ('queued', 'succeeded')
+),
+group_notified AS (
+    SELECT pg_notify({channel}, json_build_object('t', f.id, 's', f.status)::text) AS sent
+    FROM fired AS f
+    WHERE EXISTS (SELECT 1 FROM {schema}.watches AS w WHERE w.task_id = f.id)
+    UNION ALL
+    SELECT pg_notify({channel}, 'w') AS sent
+    FROM (SELECT 1 FROM fired WHERE status = 'queued' LIMIT 1) AS due
+)
