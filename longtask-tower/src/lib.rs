@@ -45,6 +45,7 @@
 mod accept;
 mod body;
 mod future;
+mod group;
 mod html;
 mod layer;
 mod problem;
@@ -57,6 +58,7 @@ mod status;
 pub use crate::{
     body::ResponseBody,
     future::{MiddlewareFuture, ResponseFuture},
+    group::GroupService,
     html::escape,
     layer::{JobLayer, JobMiddleware},
     render::ResultFile,
