@@ -191,16 +191,20 @@ impl GroupPage<'_> {
             }
             TaskStatus::Cancelled => {}
             _ => {
-                let when = if self.view.state == super::GroupState::Completing {
-                    "Every task has finished; now"
+                let _ = if self.view.state == super::GroupState::Completing {
+                    write!(
+                        html,
+                        "<p class=\"then\" id=\"completion\">Every task has finished; the final step, \
+                         <strong>{job}</strong>, is {}.</p>",
+                        state_label(root).to_lowercase()
+                    )
                 } else {
-                    "When every task has finished, then"
+                    write!(
+                        html,
+                        "<p class=\"then\" id=\"completion\">When every task has finished, the final \
+                         step runs: <strong>{job}</strong>.</p>"
+                    )
                 };
-                let _ = write!(
-                    html,
-                    "<p class=\"then\" id=\"completion\">{when}: <strong>{job}</strong> ({}).</p>",
-                    state_label(root).to_lowercase()
-                );
             }
         }
     }
