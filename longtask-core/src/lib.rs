@@ -7,6 +7,8 @@
 //! This crate holds the model and the runtime, and no backend or HTTP code:
 //! - [`Job`]: the work you write: a stable name, serde parameters and output, an async `run`.
 //! - [`Client`]: submit tasks, read their status (with progress and ETA), output, cancel, wait.
+//! - [`Scheduler`]: submits the tasks of periodic [`Schedule`]s (cron or fixed period), each
+//!   tick once however many processes run one.
 //! - [`Worker`]: runs jobs with batching, leases, heartbeats, retries, timeouts, cancellation,
 //!   graceful shutdown and a sweeper.
 //! - The backend traits [`TaskStore`], [`Queue`], [`ProgressSink`], bundled as [`Backend`], and
@@ -61,6 +63,7 @@ mod metrics;
 mod progress;
 mod queue;
 mod registry;
+mod schedule;
 mod store;
 mod task;
 mod watch;
@@ -86,6 +89,10 @@ pub use crate::{
         Ack, Checkpoint, CheckpointInfo, ClaimRequest, ClaimedTask, Completion, JobLimits, Lease,
         LeaseState, Outcome, Queue, WorkSignal, WorkerInfo,
     },
+    schedule::{
+        LastRun, Missed, Schedule, ScheduleBuilder, ScheduleStatus, Scheduler, SchedulerBuilder,
+        SchedulerHandle, Tick, MAX_CATCH_UP, MAX_SCHEDULE_NAME_LEN, RETENTION_MARGIN,
+    },
     store::{CancelOutcome, DeleteOutcome, RetryOutcome, TaskStore},
     task::{
         group_root_run_at, GroupRole, Inserted, NewTask, ParseStatusError, ParseTaskIdError,
@@ -94,6 +101,10 @@ pub use crate::{
     },
     worker::{Worker, WorkerBuilder, WorkerHandle},
 };
+
+/// Time zones for [`ScheduleBuilder::in_tz`]: the `chrono-tz` crate, re-exported so that its
+/// version always matches (`longtask_core::chrono_tz::Europe::Berlin`).
+pub use chrono_tz;
 
 #[doc(hidden)]
 pub mod __private {

@@ -22,10 +22,10 @@ use crate::{
     status::{ceil_secs, next_attempt_in, Links},
 };
 
-const CSS: &str = include_str!("assets/status.css");
+pub(crate) const CSS: &str = include_str!("assets/status.css");
 const JS: &str = include_str!("assets/status.js");
 
-fn csp_hash(source: &str) -> String {
+pub(crate) fn csp_hash(source: &str) -> String {
     let digest = Sha256::digest(source.as_bytes());
     format!(
         "'sha256-{}'",
@@ -92,7 +92,7 @@ pub(crate) struct Page<'a> {
     pub(crate) result_html: Option<String>,
 }
 
-fn state_label(task: &TaskRecord) -> &'static str {
+pub(crate) fn state_label(task: &TaskRecord) -> &'static str {
     match task.status {
         TaskStatus::Queued => "Waiting for a worker",
         TaskStatus::Scheduled => "Scheduled",

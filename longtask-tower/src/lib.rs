@@ -22,6 +22,11 @@
 //!
 //! Every error is an RFC 9457 `application/problem+json` document whose `detail` says what to do.
 //!
+//! - [`GroupService`]: the endpoints of [task groups](longtask_core::Client::group), many tasks
+//!   followed as one: `GET /{group}` (JSON, or a page with one bar for the whole group and the
+//!   list of its tasks), `GET /{group}/events`, `GET /{group}/result` (the completion job's
+//!   output) and `DELETE /{group}` / `POST /{group}/cancel` (cancel them all). See its docs.
+//!
 //! ```
 //! use longtask_core::{Client, Job, JobError, MemoryBackend, TaskContext};
 //! use longtask_tower::JobService;
@@ -45,6 +50,7 @@
 mod accept;
 mod body;
 mod future;
+mod group;
 mod html;
 mod layer;
 mod problem;
@@ -57,6 +63,7 @@ mod status;
 pub use crate::{
     body::ResponseBody,
     future::{MiddlewareFuture, ResponseFuture},
+    group::GroupService,
     html::escape,
     layer::{JobLayer, JobMiddleware},
     render::ResultFile,

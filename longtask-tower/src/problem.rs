@@ -59,6 +59,17 @@ impl Problem {
         )
     }
 
+    pub(crate) fn group_not_found(what: &str) -> Self {
+        Self::new(
+            StatusCode::NOT_FOUND,
+            format!(
+                "no group `{}` here: check the link (groups are kept for a while after they \
+                 finish, then purged; a task that is not a group's has no group page)",
+                truncate(what, 80)
+            ),
+        )
+    }
+
     pub(crate) fn method_not_allowed(method: &http::Method, allow: &'static str) -> Self {
         Self {
             status: StatusCode::METHOD_NOT_ALLOWED,

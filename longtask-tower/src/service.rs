@@ -49,7 +49,7 @@ const DEFAULT_BODY_LIMIT: usize = 1 << 20;
 /// The default time a request body has to arrive in full: 30 s.
 const DEFAULT_BODY_TIMEOUT: Duration = Duration::from_secs(30);
 /// The default limit of open event streams.
-const DEFAULT_MAX_WATCHERS: usize = 10_000;
+pub(crate) const DEFAULT_MAX_WATCHERS: usize = 10_000;
 
 type OwnerFn = Arc<dyn Fn(&Parts) -> Option<String> + Send + Sync>;
 type FileFn<O> = Arc<dyn Fn(&O) -> ResultFile + Send + Sync>;
@@ -435,7 +435,7 @@ where
 /// `path` as it appears in a request line: characters a path may not hold (spaces, quotes,
 /// non-ASCII...) percent-encoded, existing `%XX` escapes kept. The links built from it are then
 /// valid in a `Location` header and match the paths requests arrive with.
-fn encode_path(path: &str) -> String {
+pub(crate) fn encode_path(path: &str) -> String {
     let bytes = path.as_bytes();
     let mut out = String::with_capacity(path.len());
     for (i, &b) in bytes.iter().enumerate() {

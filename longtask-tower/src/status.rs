@@ -41,7 +41,7 @@ pub(crate) struct ProgressView<'a> {
 }
 
 impl<'a> ProgressView<'a> {
-    fn new(p: &'a Progress) -> Self {
+    pub(crate) fn new(p: &'a Progress) -> Self {
         Self {
             step: p.step,
             total: p.total,
@@ -57,6 +57,16 @@ pub(crate) struct ErrorView<'a> {
     message: &'a str,
     attempt: u32,
     at: String,
+}
+
+impl<'a> ErrorView<'a> {
+    pub(crate) fn new(e: &'a longtask_core::TaskError) -> Self {
+        Self {
+            message: &e.message,
+            attempt: e.attempt,
+            at: time(e.at),
+        }
+    }
 }
 
 /// The checkpoint the running attempt resumed from.
@@ -125,11 +135,7 @@ impl<'a> StatusView<'a> {
             run_at: time(task.run_at),
             started_at: task.started_at.map(time),
             finished_at: task.finished_at.map(time),
-            last_error: task.last_error.as_ref().map(|e| ErrorView {
-                message: &e.message,
-                attempt: e.attempt,
-                at: time(e.at),
-            }),
+            last_error: task.last_error.as_ref().map(ErrorView::new),
             resumed_from: task.resumed_from().map(|c| ResumedView {
                 attempt: c.attempt,
                 at: time(c.at),

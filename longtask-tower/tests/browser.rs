@@ -382,3 +382,262 @@ async fn status_page_in_headless_chromium() {
     assert!(!values.is_empty());
     server.abort();
 }
+
+/// Serves a group service on a free loopback port.
+async fn serve_groups(
+    service: longtask_tower::GroupService,
+) -> (SocketAddr, tokio::task::JoinHandle<()>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let server = tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                return;
+            };
+            let service = TowerToHyperService::new(service.clone());
+            tokio::spawn(async move {
+                let _ = http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+    });
+    (addr, server)
+}
+
+/// Runs `script` until it returns something other than `null`, for up to a minute.
+fn wait_for(driver: &Driver, script: &str, what: &str) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let value = driver.script(script);
+        if !value.is_null() {
+            return value;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{what}: never happened; the page: {}",
+            driver.source()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+impl Driver {
+    fn screenshot(&self) -> Vec<u8> {
+        use base64::Engine as _;
+        let data = self
+            .call("GET", &self.session_path("/screenshot"), None)
+            .expect("screenshot");
+        base64::engine::general_purpose::STANDARD
+            .decode(data.as_str().unwrap_or_default())
+            .expect("a base64 PNG")
+    }
+
+    fn resize(&self, width: u32, height: u32) {
+        self.call(
+            "POST",
+            &self.session_path("/window/rect"),
+            Some(&json!({ "width": width, "height": height })),
+        )
+        .expect("resize");
+    }
+}
+
+/// The group page, live with JavaScript: the bar and the list follow the members without a
+/// reload, the result appears when the group is done, and "Cancel all" cancels a group;
+/// without JavaScript the page refreshes itself to the same. At 320 px wide nothing scrolls
+/// sideways. `LONGTASK_SCREENSHOTS=dir` saves the running page there as `group-running.png`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn group_page_in_headless_chromium() {
+    use common::groups::{GroupApp, SumParams};
+
+    let app = GroupApp::memory();
+    let (addr, server) = serve_groups(
+        GroupApp::service(app.client.clone())
+            .with_member_label(|task| {
+                let step: common::groups::Step = serde_json::from_str(&task.params).ok()?;
+                Some(format!("Month {}", step.n))
+            })
+            .with_result_html::<common::groups::YearTotal>(|sum| {
+                format!("<p id=\"year\">The year: {} invoices</p>", sum.total)
+            }),
+    )
+    .await;
+    let (with_js, without_js) = tokio::task::spawn_blocking(|| {
+        let mut with_js = Driver::start();
+        with_js.open_session(true);
+        let mut without_js = Driver::start();
+        without_js.open_session(false);
+        (with_js, without_js)
+    })
+    .await
+    .unwrap();
+    let with_js = std::sync::Arc::new(with_js);
+    let without_js = std::sync::Arc::new(without_js);
+    let blocking = |driver: &std::sync::Arc<Driver>, f: fn(&Driver, &str), url: String| {
+        let driver = std::sync::Arc::clone(driver);
+        tokio::task::spawn_blocking(move || f(&driver, &url))
+    };
+
+    // With JavaScript: the page opens on 4 running months.
+    let id = app.submit(4, Some(SumParams::default()), None).await;
+    app.wait_running(id).await;
+    let url = format!("http://{addr}/groups/{id}");
+    blocking(
+        &with_js,
+        |d, url| {
+            d.navigate(url);
+            d.script("window.__samePage = true; return true;");
+            let text = d.script("return document.getElementById('summary').textContent;");
+            assert_eq!(text, "0 of 4 done, 4 running");
+            let bar = d.script("return document.getElementById('bar').value;");
+            assert_eq!(bar.as_f64(), Some(50.0));
+            if let Ok(dir) = std::env::var("LONGTASK_SCREENSHOTS") {
+                std::fs::write(Path::new(&dir).join("group-running.png"), d.screenshot()).unwrap();
+            }
+            let png = d.screenshot();
+            assert!(png.starts_with(b"\x89PNG"), "not a PNG");
+        },
+        url.clone(),
+    )
+    .await
+    .unwrap();
+
+    // One month through: the bar, the summary and that month's row move, without a reload.
+    app.open(1);
+    blocking(
+        &with_js,
+        |d, _| {
+            let seen = wait_for(
+                d,
+                "var s = document.getElementById('summary').textContent; \
+             return s.indexOf('1 of 4 done') === 0 ? { same: window.__samePage === true, \
+               bar: document.getElementById('bar').value, \
+               done: document.querySelectorAll('#members .state.succeeded').length, \
+               label: document.querySelector('#members .state.succeeded') && \
+                      document.querySelector('#members .state.succeeded').textContent } : null;",
+                "the summary updated live",
+            );
+            assert_eq!(seen["same"], true, "the page reloaded: {seen}");
+            assert_eq!(seen["bar"].as_f64(), Some(62.5), "{seen}");
+            assert_eq!(seen["done"], 1, "{seen}");
+            assert_eq!(seen["label"], "Done", "{seen}");
+        },
+        String::new(),
+    )
+    .await
+    .unwrap();
+
+    // The rest through: the page shows the completion job's result.
+    app.open(3);
+    blocking(
+        &with_js,
+        |d, _| {
+            let year = wait_for(
+                d,
+                "var y = document.getElementById('year'); return y ? y.textContent : null;",
+                "the result appeared",
+            );
+            assert_eq!(year, "The year: 1000 invoices");
+            let state = d.script("return document.getElementById('state').textContent;");
+            assert_eq!(state, "Done");
+            assert_eq!(
+                d.script("return document.getElementById('bar').value;")
+                    .as_f64(),
+                Some(100.0)
+            );
+            assert_eq!(
+                d.script("return document.querySelector('form') === null;"),
+                true
+            );
+        },
+        String::new(),
+    )
+    .await
+    .unwrap();
+
+    // Cancel all, with JavaScript, at 320 px wide.
+    let cancel = app.submit(3, Some(SumParams::default()), None).await;
+    app.wait_running(cancel).await;
+    let url = format!("http://{addr}/groups/{cancel}");
+    blocking(
+        &with_js,
+        |d, url| {
+            d.resize(320, 700);
+            d.navigate(url);
+            let wide = d.script(
+            "return document.documentElement.scrollWidth - document.documentElement.clientWidth;",
+        );
+            assert!(
+                wide.as_i64().unwrap_or(1) <= 0,
+                "scrolls sideways at 320 px by {wide}"
+            );
+            d.script("document.querySelector('form button').click(); return true;");
+            wait_for(
+                d,
+                "var s = document.getElementById('state'); \
+             return s && s.textContent === 'Cancelled' ? true : null;",
+                "the group shows cancelled",
+            );
+            d.resize(900, 700);
+        },
+        url,
+    )
+    .await
+    .unwrap();
+    let group = app.wait_final(cancel).await;
+    assert_eq!(group.root.status, TaskStatus::Cancelled);
+    assert!(group
+        .members
+        .iter()
+        .all(|m| m.status == TaskStatus::Cancelled));
+
+    // Without JavaScript: the page refreshes itself through the months to the result.
+    let id = app.submit(3, Some(SumParams::default()), None).await;
+    app.wait_running(id).await;
+    let url = format!("http://{addr}/groups/{id}");
+    blocking(
+        &without_js,
+        |d, url| {
+            d.navigate(url);
+            let parsed = d.script("return document.querySelector('noscript meta') !== null;");
+            assert_eq!(parsed, true, "JavaScript is still enabled");
+            assert!(d.source().contains("0 of 3 done, 3 running"));
+        },
+        url,
+    )
+    .await
+    .unwrap();
+    app.open(1);
+    blocking(
+        &without_js,
+        |d, _| {
+            wait_for(
+            d,
+            "return document.getElementById('summary').textContent.indexOf('1 of 3 done') === 0 \
+             ? true : null;",
+            "the page refreshed to one month done",
+        );
+        },
+        String::new(),
+    )
+    .await
+    .unwrap();
+    app.open(2);
+    blocking(
+        &without_js,
+        |d, _| {
+            let year = wait_for(
+                d,
+                "var y = document.getElementById('year'); return y ? y.textContent : null;",
+                "the page refreshed to the result",
+            );
+            assert_eq!(year, "The year: 600 invoices");
+            assert!(!d.source().contains("http-equiv=\"refresh\""));
+        },
+        String::new(),
+    )
+    .await
+    .unwrap();
+    server.abort();
+}

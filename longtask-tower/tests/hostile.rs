@@ -17,7 +17,7 @@ use longtask_core::{
     Client, Job, JobError, MemoryBackend, SubmitOptions, TaskContext, TaskId, TaskQuery,
     TaskStatus, Worker,
 };
-use longtask_tower::{JobService, ResultFile};
+use longtask_tower::{GroupService, JobService, ResultFile};
 use sha2::{Digest, Sha256};
 use tower::ServiceExt;
 
@@ -150,7 +150,17 @@ async fn count(client: &Client) -> usize {
 
 /// Sends one case; answers with the status, the headers and (for event streams, only the first
 /// frames) the body.
-async fn run(service: &JobService<Report>, case: &Case) -> Option<Answer> {
+async fn run<S>(service: &S, case: &Case) -> Option<Answer>
+where
+    S: tower::Service<
+            Request<In>,
+            Response = http::Response<longtask_tower::ResponseBody>,
+            Error = std::convert::Infallible,
+        > + Clone
+        + Send
+        + 'static,
+    S::Future: Send,
+{
     let uri: Uri = case.uri.parse().ok()?;
     let mut request = Request::builder().method(case.method.clone()).uri(uri);
     for (name, value) in &case.headers {
@@ -1868,4 +1878,240 @@ async fn a_body_still_arriving_after_the_body_timeout_is_408_and_creates_nothing
         .unwrap();
     let response = service.oneshot(request).await.unwrap();
     assert_eq!(response.status(), StatusCode::ACCEPTED);
+}
+
+/// The status `method` must get on a group route: a live group (`live`), or something that is
+/// not a group of this service. Groups are not submitted over HTTP: the mount point is no route.
+fn expected_group_status(names: Names, method: &Method) -> u16 {
+    let reads = method == Method::GET || method == Method::HEAD;
+    match names {
+        Names::Nothing | Names::Mount => 404,
+        _ if method == Method::OPTIONS => 204,
+        Names::Live(Route::Task | Route::Events) if reads => 200,
+        Names::Live(Route::Result) if reads => 202, // the completion job has not run
+        Names::Live(Route::Task) if method == Method::DELETE => 200,
+        Names::Live(Route::Cancel) if method == Method::POST => 200,
+        Names::Absent(Route::Task) if reads || method == Method::DELETE => 404,
+        Names::Absent(Route::Events | Route::Result) if reads => 404,
+        Names::Absent(Route::Cancel) if method == Method::POST => 404,
+        _ => 405,
+    }
+}
+
+/// The group routes' paths and variants, with what each names (`id` is a live group).
+fn group_paths_of(id: &str) -> Vec<(String, Names)> {
+    let live = |route| Names::Live(route);
+    vec![
+        (format!("/groups/{id}"), live(Route::Task)),
+        (format!("/groups/{id}/"), live(Route::Task)),
+        (format!("/groups//{id}"), live(Route::Task)),
+        (format!("/groups/{id}//"), Names::Nothing),
+        (format!("/groups/{id}/events"), live(Route::Events)),
+        (format!("/groups/{id}/result"), live(Route::Result)),
+        (format!("/groups/{id}/cancel"), live(Route::Cancel)),
+        (format!("/groups/{id}/bogus"), Names::Nothing),
+        (format!("/groups/{id}/events/extra"), Names::Nothing),
+        (format!("/groups/{id}%2Fevents"), Names::Absent(Route::Task)),
+        (
+            format!("/groups/{id}?format=json&format=html"),
+            live(Route::Task),
+        ),
+        (format!("/groups/{}", id.to_uppercase()), live(Route::Task)),
+        (format!("/{id}"), live(Route::Task)),
+    ]
+}
+
+/// Hostile requests on the group routes: every method on every route of a live group, of ids
+/// that are not groups (a plain task, a member, garbage), odd headers and the owner hook. No
+/// 500, no panic, every error a problem, nothing created, and nothing cancelled but by the
+/// requests that cancel (each on a group of its own).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_group_requests_get_problems_and_cancel_nothing() {
+    let app = App::idle();
+    let client = app.client.clone();
+    let submit_group = || {
+        let client = client.clone();
+        async move {
+            let mut group = client.group();
+            for days in 1..=2 {
+                group
+                    .add::<Report>(&Params {
+                        days,
+                        step_ms: 0,
+                        message: None,
+                        fail: None,
+                        no_total: false,
+                    })
+                    .unwrap();
+            }
+            group
+                .on_complete::<Report>(&Params {
+                    days: 1,
+                    step_ms: 0,
+                    message: None,
+                    fail: None,
+                    no_total: false,
+                })
+                .unwrap();
+            group.owner("alice");
+            group.submit().await.unwrap()
+        }
+    };
+    let live = submit_group().await;
+    let plain = id_of(&send(&app.service, post_json("/reports", r#"{"days": 1}"#)).await);
+    let member = app.client.group_status(live).await.unwrap().members[0].id;
+
+    let mut paths: Vec<(String, Names)> = vec![
+        ("/groups".to_owned(), Names::Mount),
+        ("/groups/".to_owned(), Names::Mount),
+        ("/groups?x=1".to_owned(), Names::Mount),
+        ("//groups".to_owned(), Names::Absent(Route::Task)),
+    ];
+    let mut ids = bad_ids();
+    ids.push(plain.to_string());
+    ids.push(member.to_string());
+    for id in ids {
+        for (suffix, route) in [
+            ("", Route::Task),
+            ("/events", Route::Events),
+            ("/result", Route::Result),
+            ("/cancel", Route::Cancel),
+        ] {
+            paths.push((format!("/groups/{id}{suffix}"), Names::Absent(route)));
+        }
+    }
+    let mut cases = Vec::new();
+    for name in METHODS {
+        let method = method(name);
+        let live_paths = group_paths_of(&live.to_string())
+            .into_iter()
+            .zip(group_paths_of(FRESH));
+        for (shared, fresh) in live_paths {
+            let (path, names) = if matches!(
+                (fresh.1, &method),
+                (Names::Live(Route::Task), &Method::DELETE)
+                    | (Names::Live(Route::Cancel), &Method::POST)
+            ) {
+                fresh
+            } else {
+                shared
+            };
+            cases.push(
+                Case::new(method.clone(), path).expect(expected_group_status(names, &method)),
+            );
+        }
+        for (path, names) in &paths {
+            cases.push(
+                Case::new(method.clone(), path.clone())
+                    .body(Body::text("days=1"))
+                    .expect(expected_group_status(*names, &method)),
+            );
+        }
+    }
+    for set in header_sets() {
+        for path in [
+            format!("/groups/{live}"),
+            format!("/groups/{live}/events"),
+            format!("/groups/{live}/result"),
+            format!("/groups/{FRESH}/cancel"),
+        ] {
+            let mut case = Case::new(
+                if path.ends_with("/cancel") {
+                    Method::POST
+                } else {
+                    Method::GET
+                },
+                path,
+            );
+            for (name, value) in &set {
+                case = case.header(name, value);
+            }
+            cases.push(case);
+        }
+    }
+
+    let owner = |parts: &http::request::Parts| {
+        parts
+            .headers
+            .get("x-user")?
+            .to_str()
+            .ok()
+            .map(str::to_owned)
+    };
+    let services = [
+        GroupService::new(app.client.clone()).at("/groups"),
+        GroupService::new(app.client.clone())
+            .at("/groups")
+            .with_owner(owner),
+    ];
+    let mut failures = Vec::new();
+    let mut sent = 0;
+    for (n, service) in services.iter().enumerate() {
+        for case in &cases {
+            let mut case = case.clone();
+            let alice = case
+                .headers
+                .iter()
+                .any(|(name, value)| name == "x-user" && value == "alice");
+            if n == 1 && !alice {
+                // Nobody but alice sees her groups: whatever named one is now not a group.
+                case.expect = case.expect.map(|status| match status {
+                    200 | 202 => 404,
+                    other => other,
+                });
+            }
+            let fresh = if case.uri.contains(FRESH) || case.uri.contains(&FRESH.to_uppercase()) {
+                let fresh = submit_group().await;
+                case.uri = case
+                    .uri
+                    .replace(FRESH, &fresh.to_string())
+                    .replace(&FRESH.to_uppercase(), &fresh.to_string().to_uppercase());
+                Some(fresh)
+            } else {
+                None
+            };
+            let before = count(&app.client).await;
+            let Some(answer) = run(service, &case).await else {
+                continue;
+            };
+            sent += 1;
+            let after = count(&app.client).await;
+            if let Err(e) = check(&case, &answer, before, after) {
+                failures.push(format!("[service {n}] {e}"));
+            }
+            if let Some(fresh) = fresh {
+                let group = app.client.group_status(fresh).await.unwrap();
+                let cancelled = group.root.status == TaskStatus::Cancelled;
+                let accepted = answer.status.is_success() || answer.status == StatusCode::SEE_OTHER;
+                if cancelled
+                    != (accepted && case.method != Method::OPTIONS && case.method != Method::HEAD)
+                {
+                    failures.push(format!(
+                        "[service {n}] {}: answered {} but the group is {}",
+                        case.describe(),
+                        answer.status,
+                        if cancelled {
+                            "cancelled"
+                        } else {
+                            "not cancelled"
+                        }
+                    ));
+                }
+            }
+        }
+    }
+    assert!(sent >= 300, "only {sent} requests sent");
+    let group = app.client.group_status(live).await.unwrap();
+    assert_eq!(group.root.status, TaskStatus::Scheduled);
+    assert_eq!(group.count(TaskStatus::Queued), 2);
+    assert_eq!(
+        app.client.status(plain).await.unwrap().status,
+        TaskStatus::Queued
+    );
+    assert!(
+        failures.is_empty(),
+        "{} of {sent} requests failed:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
 }

@@ -1,22 +1,24 @@
-//! The demo's web app: its home page (a form that starts a report, and the recent reports) and
-//! the report's endpoints under `/reports`.
+//! The demo's web app: its home page (a form that starts a report, a form that starts the twelve
+//! reports of a whole year, and the recent reports), the report's endpoints under `/reports` and
+//! the year groups' page under `/years`.
 
 use std::sync::LazyLock;
 
 use axum::{
     extract::State,
-    http::{header, HeaderValue},
-    response::{Html, IntoResponse},
-    routing::get,
-    Router,
+    http::{header, HeaderMap, HeaderValue, StatusCode},
+    response::{Html, IntoResponse, Redirect, Response},
+    routing::{get, post},
+    Form, Router,
 };
 use base64::Engine as _;
 use chrono::{Datelike, Utc};
 use longtask_core::{Client, Job, TaskQuery};
 use longtask_tower::{escape, JobService};
+use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
-use crate::report::MonthlyReport;
+use crate::report::{self, MonthlyReport};
 
 /// The home page's only style sheet, inline.
 const STYLE: &str = "
@@ -41,12 +43,50 @@ fn policy() -> HeaderValue {
     POLICY.clone()
 }
 
-/// The demo: the home page at `/`, the report's endpoints under `/reports`.
+/// The demo: the home page at `/`, the report's endpoints under `/reports`, the whole-year form
+/// at `POST /year` and the year groups' pages under `/years`.
 pub(crate) fn app(home_state: HomeState, reports: JobService<MonthlyReport>) -> Router {
+    let years = report::year_service(home_state.client.clone());
     Router::new()
         .route("/", get(home))
+        .route("/year", post(start_year))
         .with_state(home_state)
         .nest_service("/reports", reports)
+        .nest_service("/years", years)
+}
+
+/// What the whole-year form sends.
+#[derive(Deserialize)]
+struct YearForm {
+    year: i32,
+    #[serde(default)]
+    ms_per_day: Option<u64>,
+}
+
+/// `POST /year`: submits the twelve monthly reports of a year as one group, and sends the
+/// browser to the group's page.
+async fn start_year(
+    State(state): State<HomeState>,
+    headers: HeaderMap,
+    Form(form): Form<YearForm>,
+) -> Response {
+    // A form posted from another site would start work with the visitor's cookies.
+    let site = headers.get("sec-fetch-site").map(HeaderValue::as_bytes);
+    if site.is_some_and(|site| site != b"same-origin" && site != b"none") {
+        return (StatusCode::FORBIDDEN, "post this form from this site").into_response();
+    }
+    if !(1..=9999).contains(&form.year) {
+        return (StatusCode::BAD_REQUEST, "the year is 1 to 9999").into_response();
+    }
+    let ms_per_day = form.ms_per_day.map(|ms| ms.min(60_000));
+    match report::submit_year(&state.client, form.year, ms_per_day).await {
+        Ok(id) => Redirect::to(&format!("/years/{id}")).into_response(),
+        Err(err) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("could not start the year: {err}"),
+        )
+            .into_response(),
+    }
 }
 
 /// What the home page shows.
@@ -101,11 +141,20 @@ progress bar at once; bookmark it, close it, come back: the report goes on witho
 <input type="hidden" name="_source" value="demo-form">
 <button type="submit">Start the report</button>
 </form>
+<h2>Whole year</h2>
+<p>The twelve monthly reports of a year at once, and the year's total once all are done: one page
+follows them all.</p>
+<form method="post" action="/year">
+<label for="year">Year</label><input id="year" name="year" type="number" min="1" max="9999" value="{year}" required>
+<input type="hidden" name="ms_per_day" value="{ms}">
+<button type="submit">Whole year</button>
+</form>
 <h2>Recent reports</h2><ul>{rows}</ul>
 <p class="muted">JSON clients: <code>curl -i -H 'content-type: application/json' -d '{{"month":"{month}"}}' http://127.0.0.1:{port}/reports</code></p>
 </main></body></html>"#,
         ms = state.ms_per_day,
         port = state.port,
+        year = today.year(),
     ));
     (
         [

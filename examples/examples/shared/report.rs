@@ -3,8 +3,8 @@
 use std::{fmt::Write as _, time::Duration};
 
 use chrono::{Datelike, NaiveDate};
-use longtask_core::{Backoff, Client, Job, JobError, JobOptions, TaskContext};
-use longtask_tower::{JobService, ResultFile};
+use longtask_core::{Backoff, Client, Job, JobError, JobOptions, TaskContext, TaskStatus};
+use longtask_tower::{escape, GroupService, JobService, ResultFile};
 use serde::{Deserialize, Deserializer, Serialize};
 
 /// A month, written `2026-10`.
@@ -30,6 +30,11 @@ impl<'de> Deserialize<'de> for Month {
 }
 
 impl Month {
+    /// Month `month` (1 to 12) of `year`.
+    pub(crate) fn of(year: i32, month: u32) -> Option<Self> {
+        NaiveDate::from_ymd_opt(year, month, 1).map(Month)
+    }
+
     /// The month's days, in order.
     pub(crate) fn days(self) -> impl Iterator<Item = NaiveDate> {
         let first = self.0;
@@ -173,4 +178,123 @@ pub(crate) fn service(client: Client) -> JobService<MonthlyReport> {
             ResultFile::new("text/csv; charset=utf-8", csv(report))
                 .filename(format!("invoices-{}.csv", report.month))
         })
+}
+
+/// The twelve monthly reports of `year` as one group, with [`YearSummary`] summing them once
+/// all have finished: "export twelve months at once". Returns the group's id.
+pub(crate) async fn submit_year(
+    client: &Client,
+    year: i32,
+    ms_per_day: Option<u64>,
+) -> longtask_core::Result<longtask_core::TaskId> {
+    let mut group = client.group();
+    for month in 1..=12 {
+        let month = Month::of(year, month).ok_or_else(|| {
+            longtask_core::Error::InvalidInput(format!("{year} is not a year we can report on"))
+        })?;
+        group.add::<MonthlyReport>(&ReportParams {
+            month,
+            ms_per_day,
+            flaky: None,
+        })?;
+    }
+    group.on_complete::<YearSummary>(&year)?;
+    group.submit().await
+}
+
+/// One month of the year's summary.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct MonthTotal {
+    /// `2026-03`.
+    pub(crate) month: String,
+    /// Invoices that month.
+    pub(crate) invoices: u64,
+}
+
+/// What [`YearSummary`] makes of the twelve reports.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct YearOutput {
+    /// The year.
+    pub(crate) year: i32,
+    /// The months whose report succeeded, in order.
+    pub(crate) months: Vec<MonthTotal>,
+    /// Invoices in all those months.
+    pub(crate) total: u64,
+    /// How many monthly reports failed or were cancelled.
+    pub(crate) missing: usize,
+}
+
+/// The group's completion job: sums the year's monthly reports, once every one has finished.
+pub(crate) struct YearSummary;
+
+impl Job for YearSummary {
+    const NAME: &'static str = "year-summary";
+    type Params = i32;
+    type Output = YearOutput;
+
+    async fn run(&self, year: i32, cx: TaskContext) -> Result<YearOutput, JobError> {
+        let mut summary = YearOutput {
+            year,
+            months: Vec::new(),
+            total: 0,
+            missing: 0,
+        };
+        for member in cx.group_members().await? {
+            let report = (member.status == TaskStatus::Succeeded)
+                .then(|| serde_json::from_str::<ReportOutput>(member.output.as_deref()?).ok())
+                .flatten();
+            match report {
+                Some(report) => {
+                    summary.total += report.total;
+                    summary.months.push(MonthTotal {
+                        month: report.month,
+                        invoices: report.total,
+                    });
+                }
+                None => summary.missing += 1,
+            }
+        }
+        summary.months.sort_by(|a, b| a.month.cmp(&b.month));
+        Ok(summary)
+    }
+}
+
+/// The year's summary as the group page shows it: a table of months.
+pub(crate) fn year_html(year: &YearOutput) -> String {
+    let mut html = format!(
+        "<p><strong>{}</strong>: {} invoices</p><table><thead><tr><th scope=\"col\">Month</th>\
+         <th scope=\"col\">Invoices</th></tr></thead><tbody>",
+        year.year, year.total
+    );
+    for month in &year.months {
+        let _ = write!(
+            html,
+            "<tr><td>{}</td><td>{}</td></tr>",
+            escape(&month.month),
+            month.invoices
+        );
+    }
+    html.push_str("</tbody></table>");
+    if year.missing > 0 {
+        let _ = write!(
+            html,
+            "<p>{} month(s) missing: their reports failed or were cancelled.</p>",
+            year.missing
+        );
+    }
+    html
+}
+
+/// The groups' endpoints, mounted at `/years`: each month links to its own report page under
+/// `/reports`, and the page shows the year's table when done.
+pub(crate) fn year_service(client: Client) -> GroupService {
+    GroupService::new(client)
+        .at("/years")
+        .with_title("Whole-year invoice report")
+        .with_job_at::<MonthlyReport>("/reports")
+        .with_member_label(|task| {
+            let params: ReportParams = serde_json::from_str(&task.params).ok()?;
+            Some(String::from(params.month))
+        })
+        .with_result_html::<YearSummary>(year_html)
 }

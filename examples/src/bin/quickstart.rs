@@ -1,4 +1,5 @@
-//! The web demo: a form that starts a monthly report, and the report's status page.
+//! The web demo: a form that starts a monthly report, and the report's status page; a form
+//! that starts the twelve reports of a whole year as one group, and the group's page.
 //!
 //! ```text
 //! cargo run -p longtask-examples --bin quickstart
@@ -19,7 +20,7 @@ use std::{error::Error, time::Duration};
 use demo::HomeState;
 use longtask_core::{Client, Worker};
 use longtask_examples::Timeouts;
-use report::MonthlyReport;
+use report::{MonthlyReport, YearSummary};
 
 fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
     std::env::var(name)
@@ -45,6 +46,7 @@ async fn main() -> Result<(), Box<dyn Error>> {
         .register(MonthlyReport {
             default_ms_per_day: ms_per_day,
         })
+        .register(YearSummary)
         .lease(Duration::from_secs(5))
         .shutdown_timeout(Duration::from_secs(1))
         .sweep_interval(Duration::from_secs(2))

@@ -56,6 +56,7 @@ pub mod progress;
 pub mod race;
 pub mod retention;
 pub mod retry;
+pub mod schedule;
 pub mod submit;
 pub mod worker;
 
@@ -438,6 +439,11 @@ macro_rules! conformance_suite {
             worker::worker_retries_then_succeeds,
             worker::worker_wakes_promptly_without_busy_polling,
             worker::worker_cancels_running_job_promptly,
+            schedule::three_schedulers_submit_each_tick_once,
+            schedule::missed_ticks_follow_the_policy,
+            schedule::purged_tick_is_never_submitted_again,
+            schedule::daylight_saving_changes_tick_once,
+            schedule::schedules_list_next_run_and_last_task,
         }
     };
 }

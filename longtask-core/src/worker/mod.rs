@@ -50,6 +50,7 @@ use crate::{
     job::Job,
     metrics::WorkerMetrics,
     registry::Registry,
+    schedule::{Schedule, Scheduler, SchedulerBuilder},
 };
 
 mod coordinator;
@@ -104,6 +105,7 @@ pub struct WorkerBuilder {
     registry: Registry,
     duplicate: Option<&'static str>,
     config: Config,
+    schedules: Vec<Schedule>,
 }
 
 impl WorkerBuilder {
@@ -112,6 +114,30 @@ impl WorkerBuilder {
         if !self.registry.insert(job) {
             self.duplicate = Some(J::NAME);
         }
+        self
+    }
+
+    /// Runs a [`Scheduler`] for `schedule` next to the worker, on the worker's backend: its ticks'
+    /// tasks are submitted while the worker runs (by any worker of the job, as the job's name
+    /// decides, not necessarily this one). Every worker may carry the same schedules: each tick
+    /// is still submitted once. The scheduler reads the system clock, and stops when shutdown
+    /// begins; run a [`Scheduler`] of your own for another clock.
+    ///
+    /// ```
+    /// # use longtask_core::{Job, JobError, TaskContext};
+    /// # struct Export;
+    /// # impl Job for Export { const NAME: &'static str = "export"; type Params = (); type Output = ();
+    /// #   async fn run(&self, _: (), _: TaskContext) -> Result<(), JobError> { Ok(()) } }
+    /// use longtask_core::{MemoryBackend, Schedule, Worker};
+    ///
+    /// let worker = Worker::builder(MemoryBackend::new())
+    ///     .register(Export)
+    ///     .schedule(Schedule::cron("nightly-export", "0 3 * * *")?.job(Export, ()))
+    ///     .build()?;
+    /// # Ok::<(), longtask_core::Error>(())
+    /// ```
+    pub fn schedule(mut self, schedule: Schedule) -> Self {
+        self.schedules.push(schedule);
         self
     }
 
@@ -181,7 +207,8 @@ impl WorkerBuilder {
         self
     }
 
-    /// Builds the worker. Fails when no job is registered or two share a name.
+    /// Builds the worker. Fails when no job is registered or two share a name, or when a
+    /// [schedule](Self::schedule) is refused (see [`SchedulerBuilder::build`](crate::SchedulerBuilder::build)).
     pub fn build(self) -> Result<Worker> {
         if let Some(name) = self.duplicate {
             return Err(Error::Config(format!(
@@ -195,12 +222,23 @@ impl WorkerBuilder {
         }
         let mut jobs: Vec<String> = self.registry.names().map(str::to_owned).collect();
         jobs.sort();
+        let scheduler = if self.schedules.is_empty() {
+            None
+        } else {
+            let builder = Scheduler::builder(self.backend.clone());
+            let builder = self
+                .schedules
+                .into_iter()
+                .fold(builder, SchedulerBuilder::schedule);
+            Some(builder.build()?)
+        };
         Ok(Worker {
             backend: self.backend,
             registry: self.registry,
             jobs,
             config: self.config,
             metrics: WorkerMetrics::default(),
+            scheduler,
         })
     }
 }
@@ -243,6 +281,8 @@ pub struct Worker {
     jobs: Vec<String>,
     config: Config,
     metrics: WorkerMetrics,
+    /// Submits the ticks of the schedules given to the builder, while the worker runs.
+    scheduler: Option<Scheduler>,
 }
 
 impl Worker {
@@ -264,6 +304,7 @@ impl Worker {
             registry: Registry::default(),
             duplicate: None,
             config: Config::default(),
+            schedules: Vec::new(),
         }
     }
 
@@ -279,9 +320,25 @@ impl Worker {
 
     /// Runs until `shutdown` completes, then shuts down gracefully: stops claiming, gives back
     /// prefetched tasks, waits for running tasks up to the shutdown timeout, and gives back those
-    /// still running. Backend errors are logged and retried, never fatal.
-    pub async fn run(self, shutdown: impl Future<Output = ()> + Send) -> Result<()> {
-        Coordinator::new(self).run(shutdown).await
+    /// still running. Backend errors are logged and retried, never fatal. A
+    /// [scheduler](WorkerBuilder::schedule) runs alongside until shutdown begins.
+    pub async fn run(mut self, shutdown: impl Future<Output = ()> + Send) -> Result<()> {
+        let Some(scheduler) = self.scheduler.take() else {
+            return Coordinator::new(self).run(shutdown).await;
+        };
+        let stop = CancellationToken::new();
+        let scheduling = scheduler.run(stop.clone().cancelled_owned());
+        let working = async {
+            let stopping = async {
+                shutdown.await;
+                stop.cancel();
+            };
+            let worked = Coordinator::new(self).run(stopping).await;
+            stop.cancel(); // also when the worker ended by itself
+            worked
+        };
+        let (worked, scheduled) = tokio::join!(working, scheduling);
+        worked.and(scheduled)
     }
 
     /// Runs the worker on a tokio task; the handle shuts it down.

@@ -11,12 +11,14 @@ use http_body::Body;
 use longtask_core::{BoxError, Job, TaskId, TaskRecord};
 
 use crate::{
+    accept::{negotiate, Format},
     body::ResponseBody,
     problem::{truncate, Problem},
     service::Config,
     status::{self, Links},
 };
 
+pub(crate) mod group;
 mod submit;
 mod task;
 
@@ -104,16 +106,110 @@ fn set_retry_after(
     }
 }
 
+/// `path` relative to the mount point `base`, whether or not it was stripped already.
+fn relative<'a>(base: &str, path: &'a str) -> &'a str {
+    if base.is_empty() {
+        return path;
+    }
+    match path.strip_prefix(base) {
+        Some(rest) if rest.is_empty() || rest.starts_with('/') => rest,
+        _ => path,
+    }
+}
+
+/// `204 No Content` with the route's `Allow` header, for `OPTIONS`.
+fn options(allow: &'static str) -> Response<ResponseBody> {
+    let mut response = Response::new(ResponseBody::empty());
+    *response.status_mut() = StatusCode::NO_CONTENT;
+    response
+        .headers_mut()
+        .insert(header::ALLOW, HeaderValue::from_static(allow));
+    response
+}
+
+/// An HTML page for people: its Content-Security-Policy, never sniffed, and sending no
+/// `Referer` (its URL is a bookmark that may be private).
+fn html_page(body: String, csp: HeaderValue) -> Response<ResponseBody> {
+    let mut response = respond(StatusCode::OK, "text/html; charset=utf-8", body);
+    let headers = response.headers_mut();
+    headers.insert(header::CONTENT_SECURITY_POLICY, csp);
+    headers.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    headers.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
+    response
+}
+
+/// `304 Not Modified` when the request's `If-None-Match` matches `tag`.
+fn not_modified(parts: &Parts, tag: &str) -> Option<Response<ResponseBody>> {
+    let matches = parts
+        .headers
+        .get(header::IF_NONE_MATCH)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| status::none_match(v, tag));
+    matches.then(|| {
+        let mut response = Response::new(ResponseBody::empty());
+        *response.status_mut() = StatusCode::NOT_MODIFIED;
+        response
+    })
+}
+
+/// The format a status route answers in: `?format=json` or `?format=html` (the page's "as
+/// JSON" link) overrides the `Accept` header.
+fn status_format(parts: &Parts) -> Result<Format, Problem> {
+    let forced = parts.uri.query().and_then(|q| {
+        q.split('&').find_map(|pair| match pair {
+            "format=json" => Some(Format::Json),
+            "format=html" => Some(Format::Html),
+            _ => None,
+        })
+    });
+    forced
+        .or_else(|| negotiate(&parts.headers, &[Format::Json, Format::Html]))
+        .ok_or_else(|| Problem::not_acceptable("application/json or text/html"))
+}
+
+/// `Cache-Control` of an answer about a task or group: `private` whenever they have owners,
+/// so that no shared cache keeps one person's task for another (`no-cache` too while it may
+/// change: `changing`); `no-cache` otherwise.
+fn cache_control(owned: bool, changing: bool) -> HeaderValue {
+    HeaderValue::from_static(match (owned, changing) {
+        (true, true) => "private, no-cache",
+        (true, false) => "private",
+        (false, _) => "no-cache",
+    })
+}
+
+/// The answer to an event stream request reconnecting after the final event: `204`, which tells
+/// an `EventSource` to stop reconnecting.
+fn no_more_events() -> Response<ResponseBody> {
+    let mut response = Response::new(ResponseBody::empty());
+    *response.status_mut() = StatusCode::NO_CONTENT;
+    response
+        .headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    response
+}
+
+/// The headers of an event stream.
+fn event_stream_headers(response: &mut Response<ResponseBody>, cache: HeaderValue) {
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/event-stream"),
+    );
+    headers.insert(header::CACHE_CONTROL, cache);
+    headers.insert("x-accel-buffering", HeaderValue::from_static("no"));
+}
+
 impl<J: Job> Config<J> {
     /// The request's path relative to the mount point, whether or not it was stripped already.
     fn relative<'a>(&self, path: &'a str) -> &'a str {
-        if self.base.is_empty() {
-            return path;
-        }
-        match path.strip_prefix(self.base.as_str()) {
-            Some(rest) if rest.is_empty() || rest.starts_with('/') => rest,
-            _ => path,
-        }
+        relative(&self.base, path)
     }
 
     /// Answers a request: the route its path names, for its method.
@@ -128,12 +224,7 @@ impl<J: Job> Config<J> {
         let route = Route::parse(self.relative(parts.uri.path()));
         if method == Method::OPTIONS {
             if let Some(allow) = route.allow() {
-                let mut response = Response::new(ResponseBody::empty());
-                *response.status_mut() = StatusCode::NO_CONTENT;
-                response
-                    .headers_mut()
-                    .insert(header::ALLOW, HeaderValue::from_static(allow));
-                return Ok(response);
+                return Ok(options(allow));
             }
         }
         match route {
@@ -162,11 +253,7 @@ impl<J: Job> Config<J> {
     /// no shared cache keeps one person's task for another (`no-cache` too while it may change:
     /// `changing`); `no-cache` otherwise.
     fn cache_control(&self, changing: bool) -> HeaderValue {
-        HeaderValue::from_static(match (self.owner.is_some(), changing) {
-            (true, true) => "private, no-cache",
-            (true, false) => "private",
-            (false, _) => "no-cache",
-        })
+        cache_control(self.owner.is_some(), changing)
     }
 
     fn owner(&self, parts: &Parts) -> Option<String> {

@@ -8,7 +8,10 @@ use chrono::Utc;
 use http::{header, request::Parts, HeaderMap, HeaderValue, Method, Response, StatusCode};
 use longtask_core::{CancelOutcome, Job, TaskRecord, TaskStatus};
 
-use super::{header_value, respond, see_other, set_retry_after, submit::refuse_cross_site, Answer};
+use super::{
+    event_stream_headers, header_value, html_page, no_more_events, not_modified, respond,
+    see_other, set_retry_after, status_format, submit::refuse_cross_site, Answer,
+};
 use crate::{
     accept::{negotiate, Format},
     body::ResponseBody,
@@ -24,17 +27,7 @@ const RESULT_CSP: &str = "default-src 'none'; sandbox";
 
 impl<J: Job> Config<J> {
     pub(super) async fn status(&self, parts: &Parts, id: &str) -> Answer {
-        // `?format=json` (the page's "as JSON" link) overrides the Accept header.
-        let forced = parts.uri.query().and_then(|q| {
-            q.split('&').find_map(|pair| match pair {
-                "format=json" => Some(Format::Json),
-                "format=html" => Some(Format::Html),
-                _ => None,
-            })
-        });
-        let format = forced
-            .or_else(|| negotiate(&parts.headers, &[Format::Json, Format::Html]))
-            .ok_or_else(|| Problem::not_acceptable("application/json or text/html"))?;
+        let format = status_format(parts)?;
         let task = match self.load(parts, id).await {
             // A person waiting on the page: say what happened, and keep trying.
             Err(problem) if format == Format::Html && problem.is_unavailable() => {
@@ -66,14 +59,7 @@ impl<J: Job> Config<J> {
                 ],
             ),
         };
-        let not_modified = parts
-            .headers
-            .get(header::IF_NONE_MATCH)
-            .and_then(|v| v.to_str().ok())
-            .is_some_and(|v| status::none_match(v, &tag));
-        let mut response = if not_modified {
-            let mut r = Response::new(ResponseBody::empty());
-            *r.status_mut() = StatusCode::NOT_MODIFIED;
+        let mut response = if let Some(r) = not_modified(parts, &tag) {
             r
         } else if format == Format::Html {
             let result_html = if task.status == TaskStatus::Succeeded {
@@ -88,18 +74,7 @@ impl<J: Job> Config<J> {
                 now,
                 result_html,
             };
-            let mut r = respond(StatusCode::OK, "text/html; charset=utf-8", page.render());
-            r.headers_mut()
-                .insert(header::CONTENT_SECURITY_POLICY, html::CSP.clone());
-            r.headers_mut().insert(
-                header::X_CONTENT_TYPE_OPTIONS,
-                HeaderValue::from_static("nosniff"),
-            );
-            r.headers_mut().insert(
-                header::REFERRER_POLICY,
-                HeaderValue::from_static("no-referrer"),
-            );
-            r
+            html_page(page.render(), html::CSP.clone())
         } else {
             respond(
                 StatusCode::OK,
@@ -159,12 +134,7 @@ impl<J: Job> Config<J> {
         if reconnect && task.status.is_final() {
             // The client saw the final event (the only one with an id): 204 tells an
             // EventSource to stop reconnecting.
-            let mut response = Response::new(ResponseBody::empty());
-            *response.status_mut() = StatusCode::NO_CONTENT;
-            response
-                .headers_mut()
-                .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-            return Ok(response);
+            return Ok(no_more_events());
         }
         let mut response = if parts.method == Method::HEAD {
             // The headers only: no stream to watch and then throw away.
@@ -193,13 +163,7 @@ impl<J: Job> Config<J> {
                 permit,
             )))
         };
-        let headers = response.headers_mut();
-        headers.insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("text/event-stream"),
-        );
-        headers.insert(header::CACHE_CONTROL, self.cache_control(true));
-        headers.insert("x-accel-buffering", HeaderValue::from_static("no"));
+        event_stream_headers(&mut response, self.cache_control(true));
         Ok(response)
     }
 

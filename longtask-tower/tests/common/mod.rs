@@ -232,3 +232,5 @@ pub fn id_of(answer: &Answer) -> TaskId {
         .parse()
         .expect("task id")
 }
+
+pub mod groups;
