@@ -312,3 +312,39 @@ pub async fn recovering_cancel_requested_task_cancels_it(h: Harness) {
     assert!(h.claim(&["cancel-lost"], 1).await.is_empty());
     assert_eq!(h.get(id).await.status, TaskStatus::Cancelled);
 }
+
+/// One batch of outcomes holding an older lease's outcome before the live lease's, for the same
+/// task (a worker flushing outcomes it could not write earlier): the old one is stale, the live
+/// one applies, and a repeat of the live one is stale. (Found by the model-based case on SQLite,
+/// where the stale outcome used to hide the live one.)
+pub async fn stale_outcome_before_live_one_in_a_batch(h: Harness) {
+    let id = h.submit("batch", "{}").await;
+    let first = h.claim_one("batch").await;
+    let released = h.backend.queue().release(&[first.lease]).await.unwrap();
+    assert_eq!(released, vec![Ack::Applied]);
+    let second = h.claim_one("batch").await;
+    assert_eq!(second.lease.task, id);
+    assert_ne!(second.lease.token, first.lease.token);
+    let succeed = |lease, output: &str| {
+        crate::Completion::new(
+            lease,
+            Outcome::Succeeded {
+                output: output.to_owned(),
+            },
+        )
+    };
+    let acks = h
+        .backend
+        .queue()
+        .finish(vec![
+            succeed(first.lease, "\"old\""),
+            succeed(second.lease, "\"new\""),
+            succeed(second.lease, "\"again\""),
+        ])
+        .await
+        .unwrap();
+    assert_eq!(acks, vec![Ack::Stale, Ack::Applied, Ack::Stale]);
+    let record = h.get(id).await;
+    assert_eq!(record.status, TaskStatus::Succeeded);
+    super::assert_json_eq(record.output.as_deref().unwrap(), "\"new\"");
+}

@@ -387,6 +387,7 @@ macro_rules! conformance_suite {
             lease::release_returns_task_unrun,
             lease::stale_lease_after_recovery_changes_nothing,
             lease::recovering_cancel_requested_task_cancels_it,
+            lease::stale_outcome_before_live_one_in_a_batch,
             retry::failure_schedules_retry_after_backoff,
             retry::retry_then_success,
             retry::retry_until_failed,

@@ -513,11 +513,12 @@ impl SqliteBackend {
         let mut retried = false;
         for completion in completions {
             let id = completion.lease.task;
-            // Taken out, so that a second outcome for the same lease is stale.
-            let Some(row) = live
-                .remove(&id)
-                .filter(|r| token(r.token) == completion.lease.token)
-            else {
+            // Taken out when its lease matches, so that a second outcome for the same lease is
+            // stale; an outcome under an older lease leaves it for the live one.
+            let live_lease = live
+                .get(&id)
+                .is_some_and(|r| token(r.token) == completion.lease.token);
+            let Some(row) = live_lease.then(|| live.remove(&id)).flatten() else {
                 acks.push(Ack::Stale);
                 continue;
             };
