@@ -1,0 +1,116 @@
+//! The command line: global options and one subcommand per operation.
+//!
+//! A new operation is a new [`Command`] variant with its own args struct and module under
+//! `commands/`; `commands::run` dispatches on it.
+
+use clap::{Args, Parser, Subcommand};
+use longtask::{TaskId, TaskStatus};
+
+/// The exit statuses, for `--help` and the README.
+const EXIT_CODES: &str = "\
+Exit status:
+  0  success (for `watch`: the task succeeded)
+  1  any other error
+  2  usage: a bad option, a malformed backend URL or task id
+  3  no such task (never submitted, or purged after its retention)
+  4  the backend cannot be reached or opened
+  5  `watch`: the task failed
+  6  `watch`: the task was cancelled
+
+Backend URLs: memory://, sqlite://path.db, postgres://user:password@host/db,
+redis://[:password@]host[:port][/db], redis+cluster://host:port,host:port.
+Passwords in URLs are never printed.";
+
+/// See and steer longtask tasks on any backend.
+#[derive(Debug, Parser)]
+#[command(name = "longtask", version, about, after_help = EXIT_CODES)]
+pub(crate) struct Cli {
+    /// The backend's URL (sqlite://, postgres://, redis://, redis+cluster://, memory://).
+    #[arg(long, env = "LONGTASK_URL", hide_env_values = true, global = true)]
+    pub(crate) url: Option<String>,
+
+    /// Print one JSON document instead of tables and text (for scripts).
+    #[arg(long, global = true)]
+    pub(crate) json: bool,
+
+    /// What to do.
+    #[command(subcommand)]
+    pub(crate) command: Command,
+}
+
+/// The operations.
+#[derive(Debug, Subcommand)]
+pub(crate) enum Command {
+    /// Create or update the backend's schema (SQLite, Postgres; a no-op elsewhere).
+    ///
+    /// The other commands never migrate, nor create a missing SQLite file.
+    Migrate,
+    /// List tasks, oldest first, with filters and paging.
+    List(ListArgs),
+    /// Show everything stored about one task.
+    Show(IdArg),
+    /// Follow a task until it ends, with a live progress bar (plain lines when stdout is not
+    /// a terminal).
+    ///
+    /// Exits 0 when the task succeeds, 5 when it fails, 6 when it is cancelled.
+    Watch(IdArg),
+    /// Cancel a task: at once if it is waiting, else at its worker's next heartbeat.
+    Cancel(IdArg),
+    /// Delete finished tasks whose retention has ended.
+    Purge(PurgeArgs),
+}
+
+/// The one argument of `show`, `watch` and `cancel`.
+#[derive(Debug, Args)]
+pub(crate) struct IdArg {
+    /// The task's id (a UUID).
+    pub(crate) id: TaskId,
+}
+
+/// The most `list --limit` accepts: what every backend serves in one page.
+pub(crate) const MAX_LIMIT: u64 = 10_000;
+
+/// `list`'s filters.
+#[derive(Debug, Args)]
+pub(crate) struct ListArgs {
+    /// Only tasks of this job.
+    #[arg(long)]
+    pub(crate) job: Option<String>,
+
+    /// Only tasks in this status (repeat, or separate with commas, for several): queued,
+    /// scheduled, running, retrying, succeeded, failed, cancelled.
+    #[arg(long, value_delimiter = ',')]
+    pub(crate) status: Vec<TaskStatus>,
+
+    /// Only tasks of this owner.
+    #[arg(long)]
+    pub(crate) owner: Option<String>,
+
+    /// Only tasks submitted after this one (the last id of the previous page).
+    #[arg(long, value_name = "ID")]
+    pub(crate) after: Option<TaskId>,
+
+    /// At most this many tasks (1 to 10000).
+    #[arg(long, default_value_t = 100, allow_negative_numbers = true, value_parser = clap::value_parser!(u64).range(1..=MAX_LIMIT))]
+    pub(crate) limit: u64,
+}
+
+/// `purge`'s options.
+#[derive(Debug, Args)]
+pub(crate) struct PurgeArgs {
+    /// Delete at most this many tasks (default: every task past its retention).
+    #[arg(long, allow_negative_numbers = true, value_parser = clap::value_parser!(u64).range(1..))]
+    pub(crate) limit: Option<u64>,
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    use super::*;
+
+    #[test]
+    fn the_command_line_is_well_formed() {
+        Cli::command().debug_assert();
+    }
+}
