@@ -58,6 +58,29 @@ pub(crate) enum Command {
     Cancel(IdArg),
     /// Delete finished tasks whose retention has ended.
     Purge(PurgeArgs),
+    /// Run a failed or cancelled task again now, with a fresh attempt budget; or, with
+    /// `--failed --job J`, every failed task of a job.
+    Retry(RetryArgs),
+    /// Delete a finished task now (its output and progress with it).
+    Delete(IdArg),
+    /// List the live workers: host, process, jobs, busy slots, last heartbeat.
+    Workers,
+}
+
+/// `retry`'s target: one task, or every failed task of a job.
+#[derive(Debug, Args)]
+#[command(group(clap::ArgGroup::new("what").required(true).args(["id", "failed"])))]
+pub(crate) struct RetryArgs {
+    /// The task's id (a UUID).
+    pub(crate) id: Option<TaskId>,
+
+    /// Retry every failed task of the job named by `--job`, in batches.
+    #[arg(long, requires = "job")]
+    pub(crate) failed: bool,
+
+    /// The job whose failed tasks `--failed` retries.
+    #[arg(long, requires = "failed")]
+    pub(crate) job: Option<String>,
 }
 
 /// The one argument of `show`, `watch` and `cancel`.

@@ -38,6 +38,7 @@ async fn every_command_on_postgres() {
     scenarios::cancel(&url, &client).await;
     scenarios::purge(&url, &client).await;
     scenarios::watch(&url, &client).await;
+    scenarios::admin(&url, &client).await;
     scenarios::errors(&url).await;
 
     // The server goes away: one line, exit 4, soon, without the password.

@@ -48,6 +48,12 @@ async fn watch_follows_a_task_to_its_end_and_exits_with_its_outcome() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retry_delete_and_workers_say_what_they_did() {
+    let (_dir, url, client) = sqlite().await;
+    scenarios::admin(&url, &client).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn errors_are_one_line_with_distinct_exit_statuses() {
     let (_dir, url, _client) = sqlite().await;
     scenarios::errors(&url).await;

@@ -2,11 +2,14 @@
 //! URL and output format), and returns the exit status or a [`Failure`].
 
 mod cancel;
+mod delete;
 mod list;
 mod migrate;
 mod purge;
+mod retry;
 mod show;
 mod watch;
+mod workers;
 
 use std::process::ExitCode;
 
@@ -64,5 +67,8 @@ pub(crate) async fn run(command: Command, cx: &Context) -> Result<ExitCode, Fail
         Command::Watch(args) => watch::run(args.id, cx).await,
         Command::Cancel(args) => cancel::run(args.id, cx).await,
         Command::Purge(args) => purge::run(args, cx).await,
+        Command::Retry(args) => retry::run(args, cx).await,
+        Command::Delete(args) => delete::run(args.id, cx).await,
+        Command::Workers => workers::run(cx).await,
     }
 }

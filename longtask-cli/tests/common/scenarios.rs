@@ -320,3 +320,81 @@ pub async fn errors(url: &str) {
     }
     at(url, &["purge", "--limit", "0"]).await.fails_with(2);
 }
+
+/// `retry`, `delete` and `workers`: the operator's actions, with what they did and their exit
+/// statuses.
+pub async fn admin(url: &str, client: &Client) {
+    let backend = client.backend();
+    let report = job("report");
+    let broken = submit(client, &report, "1").await;
+    let also_broken = submit(client, &report, "2").await;
+    let fine = submit(client, &report, "3").await;
+    for expected in [broken, also_broken] {
+        let claimed = claim(backend, &report).await;
+        assert_eq!(claimed.lease.task, expected);
+        finish(backend, &claimed, failed("the ledger is locked", false)).await;
+    }
+    let claimed = claim(backend, &report).await;
+    assert_eq!(claimed.lease.task, fine);
+    let running = at(url, &["delete", &fine.to_string()]).await;
+    assert_eq!(running.code, 1, "{running:#?}");
+    assert!(
+        running.stdout.contains("only finished tasks"),
+        "{running:#?}"
+    );
+    finish(backend, &claimed, succeeded("3")).await;
+
+    let retried = at(url, &["retry", &broken.to_string()]).await;
+    assert!(retried.ok().contains("queued again"), "{retried:#?}");
+    let shown = at(url, &["show", "--json", &broken.to_string()])
+        .await
+        .json();
+    assert_eq!(shown["status"], "queued", "{shown}");
+    let refused = at(url, &["retry", "--json", &fine.to_string()])
+        .await
+        .json();
+    assert_eq!(refused["outcome"], "not_retryable");
+    assert_eq!(refused["status"], "succeeded");
+    let all = at(url, &["retry", "--json", "--failed", "--job", &report])
+        .await
+        .json();
+    assert_eq!(all["retried"], 1, "only the one still failed: {all}");
+    at(url, &["retry", &TaskId::new().to_string()])
+        .await
+        .fails_with(3);
+    // Missing arguments get clap's usage hint (several lines), with the usage status.
+    assert_eq!(at(url, &["retry"]).await.code, 2);
+    assert_eq!(at(url, &["retry", "--failed"]).await.code, 2);
+
+    let deleted = at(url, &["delete", &fine.to_string()]).await;
+    assert_eq!(deleted.ok().trim(), format!("task {fine} deleted"));
+    at(url, &["show", &fine.to_string()]).await.fails_with(3);
+    at(url, &["delete", &fine.to_string()]).await.fails_with(3);
+
+    let none = at(url, &["workers"]).await;
+    assert_eq!(none.ok().trim(), "no live workers");
+    let info = longtask::WorkerInfo {
+        id: "worker-\u{1b}[31m-1".to_owned(),
+        host: "box".to_owned(),
+        pid: 42,
+        jobs: vec![report.clone()],
+        concurrency: 8,
+        busy: 3,
+        started_at: chrono::Utc::now(),
+        last_seen: chrono::Utc::now(),
+    };
+    backend
+        .queue()
+        .register_worker(&info, Duration::from_secs(60))
+        .await
+        .expect("registering a worker");
+    let table = at(url, &["workers"]).await;
+    let text = table.ok();
+    assert!(text.contains("3/8") && text.contains("box"), "{table:#?}");
+    assert!(
+        !text.contains('\u{1b}'),
+        "control characters are escaped: {text:?}"
+    );
+    let listed = at(url, &["workers", "--json"]).await.json();
+    assert_eq!(listed[0]["pid"], 42, "{listed}");
+}
