@@ -31,9 +31,15 @@ local function before(zr, zid, lr, lid)
 end
 
 -- Takes up to `n` tasks of one job and priority in claim order (run time, then id), merging
--- the ready set and the submission list, out of both; appends their ids to `ids` and the job
--- to `jobs`. Returns how many it took (fewer than `n`: both are empty now).
-local function take(job, prio, n, ids, jobs)
+-- the ready set and the submission list, out of both; appends their ids to `ids`, the job to
+-- `jobs` and whether each came from the submission list to `listed`. Returns how many it took
+-- (fewer than `n`: both are empty now).
+--
+-- A submission list entry is current only while its task has never been leased (every lease
+-- sets a token, and so does an operator's retry of a task that was cancelled while its entry
+-- waited in the list): an entry whose task has a token is stale, and skipped (such a task
+-- waits in its ready set, in its new place).
+local function take(job, prio, n, ids, jobs, listed)
   local rk, lk = k_ready(job, prio), k_submitted(job, prio)
   local z = redis.call('ZRANGE', rk, 0, n - 1, 'WITHSCORES')
   local l = redis.call('LRANGE', lk, 0, 2 * n - 1)
@@ -42,10 +48,12 @@ local function take(job, prio, n, ids, jobs)
   while taken < n and (zi <= #z or li <= #l) do
     if li > #l or (zi <= #z and before(tonumber(z[zi + 1]), z[zi], tonumber(l[li]), l[li + 1])) then
       ids[#ids + 1] = z[zi]
+      listed[#listed + 1] = false
       from_z[#from_z + 1] = z[zi]
       zi = zi + 2
     else
       ids[#ids + 1] = l[li + 1]
+      listed[#listed + 1] = true
       li = li + 2
     end
     jobs[#jobs + 1] = job
@@ -88,14 +96,14 @@ end
 
 -- 2. Select the best `n` due tasks across the requested jobs (higher priority first, then
 -- earlier run_at, then earlier submission: id) and take them out of the queues; appends their
--- ids and jobs to `ids` and `jobs`. Returns whether any was found.
-local function select(n, ids, jobs)
+-- ids, jobs and sources to `ids`, `jobs` and `listed` (see take). Returns whether any was found.
+local function select(n, ids, jobs, listed)
   if #ARGV == first_job then
     local job = ARGV[first_job]
     local pk = k_prios(job)
     local remaining = n
     for _, prio in ipairs(redis.call('ZRANGE', pk, 0, -1)) do
-      local got = take(job, prio, remaining, ids, jobs)
+      local got = take(job, prio, remaining, ids, jobs, listed)
       if got < remaining then
         redis.call('ZREM', pk, prio) -- that priority has nothing due any more
       end
@@ -132,14 +140,15 @@ local function select(n, ids, jobs)
     end
     counts[key] = count + 1
   end
-  local taken_ids, taken_jobs = {}, {}
+  local taken_ids, taken_jobs, taken_listed = {}, {}, {}
   for _, c in ipairs(order) do
-    take(c[4], c[5], counts[c[4] .. '\0' .. c[5]], taken_ids, taken_jobs)
+    take(c[4], c[5], counts[c[4] .. '\0' .. c[5]], taken_ids, taken_jobs, taken_listed)
   end
   -- Lease in overall claim order.
   for i = 1, math.min(n, #candidates) do
     ids[#ids + 1] = candidates[i][3]
     jobs[#jobs + 1] = candidates[i][4]
+    listed[#listed + 1] = candidates[i][6]
   end
   return #candidates > 0
 end
@@ -303,7 +312,7 @@ local function claim_limited()
         if c[6] then p.l = p.l + 1 else p.z[#p.z + 1] = id end
         local key = k_task(id)
         local h = redis.call('HMGET', key, 'status', 'params', 'attempt', 'max', 'token', 'ckey')
-        if h[1] and is_waiting(h[1]) then
+        if h[1] and is_waiting(h[1]) and not (c[6] and h[5]) then
           local ckey = h[6]
           if limit_of and limit_of[2] and ckey and key_count(job, ckey) >= limit_of[2] then
             redis.call('ZADD', k_parked(job, ckey), -tonumber(c[5]), park_member(c[2], id))
@@ -332,13 +341,13 @@ if first_job > 7 then
   more = claim_limited()
 else
   while true do
-    local ids, jobs = {}, {}
-    local any = select(limit - leased, ids, jobs)
+    local ids, jobs, listed = {}, {}, {}
+    local any = select(limit - leased, ids, jobs, listed)
     examined = examined + #ids
     for n, id in ipairs(ids) do
       local key = k_task(id)
       local h = redis.call('HMGET', key, 'status', 'params', 'attempt', 'max', 'token')
-      if h[1] and is_waiting(h[1]) then
+      if h[1] and is_waiting(h[1]) and not (listed[n] and h[5]) then
         lease(id, key, h, jobs[n], false)
       end
     end

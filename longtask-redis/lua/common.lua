@@ -10,13 +10,20 @@
 --
 -- Task hash fields ("" or absent = none, or zero):
 --   status job prio (absent = 0) run_at (absent = created) max ret created params owner
---   ikey ("+key") ckey (the concurrency key, absent = none) token attempt cancel
+--   ikey ("+key") ckey (the concurrency key, absent = none) attempt cancel
+--   token (the last lease's number, absent until the first claim; an operator's retry of a
+--   task never claimed sets it to 0, so a claim knows its submission list entry is stale)
 --   cc ("1" while the task runs and is counted in its job's running counts, see below)
 --   lo (lease owner, "+name") lx (lease expiry): meaningful only while the status is running,
 --   left behind afterwards; started finished output progress (JSON)
 --   em ea et (last error: message, attempt, time)
 --   checkpoint (the last checkpoint's state, JSON: only load_checkpoint reads it, never a
 --   record read) checkpoint_info (what the record shows of it, JSON)
+--   grp (a group member: its root's id; the member is also in the group's index, see k_group)
+--   open (a group root: how many of its members have not reached a final status; present on
+--   roots only, from their insert; the root waits scheduled at year 9999 until it is fired)
+--   xs (how many of the task's entries in its finished list are stale: an operator's retry
+--   of a finished task leaves its entry there, and purge passes over that many of its entries)
 
 local base = KEYS[1]
 local MAX_MS = 8210266876799999 -- chrono's DateTime::<Utc>::MAX_UTC in milliseconds
@@ -87,6 +94,12 @@ local function ch_task(id) return base .. 'ev:' .. id end
 -- place, when a task of that key stops running (or a waiting one is cancelled).
 local function k_counts(job) return base .. 'rn:' .. esc_job(job) end
 local function k_parked(job, key) return base .. 'pk:' .. esc_job(job) .. ':' .. esc(key) end
+-- A group's members (score 0, so in id order), for listings by group: written by insert, each
+-- member taken off by purge and delete (the set goes when its last member does).
+local function k_group(root) return base .. 'g:' .. root end
+-- The job of a root without a completion job (longtask-core's GROUP_JOB): it succeeds when its
+-- last member ends.
+local GROUP_JOB = 'longtask.group'
 local k_delayed = base .. 'delayed'
 local k_running = base .. 'running'
 local k_all = base .. 'all'
@@ -242,16 +255,17 @@ local function dequeue(id, job, prio)
 end
 
 -- The fields every lease-fenced script reads, in this order, and where each stands. The first
--- five are all a success needs: leased() reads only those, complete() the rest when a path needs
+-- six are all a success needs: leased() reads only those, complete() the rest when a path needs
 -- them (every field read costs Redis CPU on the hot path).
 local LEASED_FIELDS = {
-  'status', 'token', 'ret', 'ikey', 'cc', 'attempt', 'max', 'cancel', 'job', 'prio',
+  'status', 'token', 'ret', 'ikey', 'cc', 'grp', 'attempt', 'max', 'cancel', 'job', 'prio',
 }
-local STATUS, TOKEN, RET, IKEY, CC, ATTEMPT, MAX, CANCEL, JOB, PRIO = 1, 2, 3, 4, 5, 6, 7, 8, 9, 10
+local STATUS, TOKEN, RET, IKEY, CC, GRP = 1, 2, 3, 4, 5, 6
+local ATTEMPT, MAX, CANCEL, JOB, PRIO = 7, 8, 9, 10, 11
 
--- The task's LEASED_FIELDS (the first five) if `token` is the live lease on it, else nil.
+-- The task's LEASED_FIELDS (the first six) if `token` is the live lease on it, else nil.
 local function leased(id, token)
-  local h = redis.call('HMGET', k_task(id), 'status', 'token', 'ret', 'ikey', 'cc')
+  local h = redis.call('HMGET', k_task(id), 'status', 'token', 'ret', 'ikey', 'cc', 'grp')
   if h[STATUS] ~= 'running' or h[TOKEN] ~= token then
     return nil
   end
@@ -307,10 +321,13 @@ local function retention_ttl(ret, now)
   return ttl
 end
 
+local leave_group -- defined below finalize, which it calls (and which calls it)
+
 -- Moves a task (whose LEASED_FIELDS are `h`) to a final status, setting the extra field pairs
 -- f1 v1 f2 v2 (or none): lists it for the clock-based purge and sets the real-time expiry of
--- its keys. The lease fields lo / lx are left as they were: they mean nothing unless the status
--- is running (the reader ignores them otherwise), and not clearing them saves a write per task.
+-- its keys; a group member is discounted in its root, in the same script. The lease fields
+-- lo / lx are left as they were: they mean nothing unless the status is running (the reader
+-- ignores them otherwise), and not clearing them saves a write per task.
 local function finalize(id, h, status, now, f1, v1, f2, v2, f3, v3)
   local key = k_task(id)
   if f3 then
@@ -336,6 +353,41 @@ local function finalize(id, h, status, now, f1, v1, f2, v2, f3, v3)
     redis.call('PEXPIRE', k_idem(h[JOB], string.sub(h[IKEY], 2)), ttl)
   end
   publish_status(id, status)
+  if h[GRP] then
+    leave_group(h[GRP], now)
+  end
+end
+
+-- The fields of a group's root that leave_group reads: LEASED_FIELDS, then its count.
+local ROOT_FIELDS = {
+  'status', 'token', 'ret', 'ikey', 'cc', 'grp', 'attempt', 'max', 'cancel', 'job', 'prio', 'open',
+}
+local OPEN = 12
+
+-- Discounts a member of the group `root` that reached a final status. When it was the last
+-- open member and the root still waits (scheduled), fires the root: a root of GROUP_JOB
+-- succeeds now (output null); any other root (the group's completion job) becomes queued, due
+-- now, where claims find it. A root that is gone or was cancelled is left alone (a cancelled
+-- root keeps counting, but never fires).
+leave_group = function(root, now)
+  local key = k_task(root)
+  local r = redis.call('HMGET', key, unpack(ROOT_FIELDS))
+  if not r[OPEN] then
+    return
+  end
+  local open = math.max((tonumber(r[OPEN]) or 0) - 1, 0)
+  redis.call('HSET', key, 'open', fmt(open))
+  if open > 0 or r[STATUS] ~= 'scheduled' then
+    return
+  end
+  dequeue(root, r[JOB], r[PRIO])
+  if r[JOB] == GROUP_JOB then
+    finalize(root, r, 'succeeded', now, 'output', 'null')
+  else
+    redis.call('HSET', key, 'status', 'queued', 'run_at', now)
+    enqueue(root, r[JOB], r[PRIO], now, now)
+    publish_status(root, 'queued')
+  end
 end
 
 -- Ends an attempt without success: records the error, then retries at `retry_at` (if given,

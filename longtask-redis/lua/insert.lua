@@ -1,27 +1,37 @@
 -- insert.lua: inserts a batch of tasks atomically, honouring idempotency keys.
 -- ARGV: now, then per task: id, params, and either "=" (the same job, priority, run_at,
---   max attempts, retention, owner, idempotency key and concurrency key as the task before), or
---   "~" and a concurrency key (the rest as the task before), or "!" followed by those 8: job,
---   prio, run_at, max, ret, owner, ikey, ckey (owner, ikey and ckey: "" for none, else "+"
---   followed by the value). A batch of one job's tasks thus sends 3 arguments per task (4 when
---   their concurrency keys differ).
+--   max attempts, retention, owner, idempotency key, concurrency key and group as the task
+--   before), or "~" and a concurrency key (the rest as the task before), or "!" followed by
+--   those 9: job, prio, run_at, max, ret, owner, ikey, ckey, group (owner, ikey and ckey: "" for
+--   none, else "+" followed by the value; group: "" for none, "r" for a group's root, "m"
+--   followed by the root's id for a member). A batch of one job's tasks thus sends 3 arguments
+--   per task (4 when their concurrency keys differ).
+-- A root is stored with its count of open members (0); each member created counts itself in
+-- its root and joins the group's index. A member joins only a root created earlier in the batch
+-- or a root that waits (scheduled, with a count): else the whole batch is refused.
 -- Returns {"ok", created, existing...}: `created` has one character per task, "1" created or "0"
 -- already present under its idempotency key, and `existing` lists the ids found for the "0"s, in
--- order. Or {"dup", id} when an id is already in use (then nothing was written), or {"bad"} when
--- the arguments do not follow this layout.
+-- order. Or {"dup", id} when an id is already in use, or {"group", root} when a member names a
+-- group it cannot join (then nothing was written), or {"bad"} when the arguments do not follow
+-- this layout.
 local now = ARGV[1]
 local now_n = tonumber(now)
 local argc = #ARGV
 
--- 1. Check the layout and that no id appears twice, before any write.
+-- 1. Check the layout, that no id appears twice and that members join open groups, before any
+-- write.
 local seen = {}
 local ids = {}
 local i = 2
 local first = true
+local group = ''
+local batch_roots = {} -- roots earlier in the batch
+local open_roots = {} -- root id -> whether it waits in Redis (memoized)
 while i <= argc do
   local id, spec = ARGV[i], ARGV[i + 2]
   if spec == '!' then
-    i = i + 11
+    group = ARGV[i + 11]
+    i = i + 12
   elseif spec == '=' and not first then
     i = i + 3
   elseif spec == '~' and not first then
@@ -38,6 +48,22 @@ while i <= argc do
   end
   seen[id] = true
   ids[#ids + 1] = id
+  if group == 'r' then
+    batch_roots[id] = true
+  elseif group ~= '' then
+    local root = string.sub(group, 2)
+    if not batch_roots[root] then
+      local open = open_roots[root]
+      if open == nil then
+        local r = redis.call('HMGET', k_task(root), 'open', 'status')
+        open = r[1] ~= false and r[2] == 'scheduled'
+        open_roots[root] = open
+      end
+      if not open then
+        return { 'group', root }
+      end
+    end
+  end
 end
 
 -- 2. Add every id to the listing index, CHUNK at a time. ZADD NX adds only ids not there yet,
@@ -103,13 +129,15 @@ local function register_prio(job, prio)
   end
 end
 local delayed = {}
+local joined = {} -- root id -> flat {0, member id, ...} of the members created
+local created_roots = {} -- roots this batch created, whose count is written with them
 local keys = {} -- idempotency key -> id, for repeats inside this batch
 local due = false
 -- The current spec (the 8 shared fields), and what follows from it: the task's status, and the
 -- HSET arguments of its tasks with the params value left for last. Every field costs (a small
 -- hash is a list Redis scans): only fields with a value are written (absent = none / zero):
 -- priority 0 is left out, and so is a run time equal to the creation time.
-local job, prio, run_at, ikey, ckey, status
+local job, prio, run_at, ikey, ckey, status, root
 local fields
 -- For a queued spec: its run time as a number, whether its tasks may join the submission list,
 -- the lists the batch adds to its ready set and submission list, and that list's last entry.
@@ -121,8 +149,8 @@ while i <= argc do
   if ARGV[i + 2] == '!' then
     local max, ret, owner
     job, prio, run_at, max = ARGV[i + 3], ARGV[i + 4], ARGV[i + 5], ARGV[i + 6]
-    ret, owner, ikey, ckey = ARGV[i + 7], ARGV[i + 8], ARGV[i + 9], ARGV[i + 10]
-    i = i + 11
+    ret, owner, ikey, ckey, group = ARGV[i + 7], ARGV[i + 8], ARGV[i + 9], ARGV[i + 10], ARGV[i + 11]
+    i = i + 12
     status = 'queued'
     if run_at ~= now and tonumber(run_at) > now_n then status = 'scheduled' end
     fields = { 'status', status, 'job', job, 'max', max, 'ret', ret, 'created', now }
@@ -141,6 +169,15 @@ while i <= argc do
     if ikey ~= '' then
       fields[#fields + 1] = 'ikey'
       fields[#fields + 1] = ikey
+    end
+    root = nil
+    if group == 'r' then
+      fields[#fields + 1] = 'open'
+      fields[#fields + 1] = '0'
+    elseif group ~= '' then
+      root = string.sub(group, 2)
+      fields[#fields + 1] = 'grp'
+      fields[#fields + 1] = root
     end
     fields[#fields + 1] = 'params'
     fields[#fields + 1] = ''
@@ -197,6 +234,13 @@ while i <= argc do
       redis.call('SET', ik, id)
       keys[ik] = id
     end
+    if group == 'r' then
+      created_roots[id] = true
+    elseif root then
+      local members = list_for(joined, root)
+      members[#members + 1] = '0'
+      members[#members + 1] = id
+    end
     if status == 'queued' then
       due = true
       -- Due at submission: appended to the submission list when that keeps it in claim order
@@ -227,6 +271,14 @@ for lk, list in pairs(submitted) do
 end
 for pk, plist in pairs(prios) do
   zadd_many(pk, plist)
+end
+-- Members count themselves in their roots: a root this batch created, or one that waits (a
+-- root of the batch not created because its idempotency key was taken is not counted in).
+for r, members in pairs(joined) do
+  if created_roots[r] or open_roots[r] then
+    redis.call('HINCRBY', k_task(r), 'open', fmt(#members / 2))
+  end
+  zadd_many(k_group(r), members)
 end
 if due then
   redis.call('PUBLISH', ch_work, '1')

@@ -1,7 +1,9 @@
 -- purge.lua: deletes up to `limit` finished tasks whose retention has ended by the caller's
--- clock (finished + retention <= now), with their idempotency keys, and ends their watchers'
--- streams. Tasks that Redis already expired in real time are cleaned up from the indexes here
--- too (and counted).
+-- clock (finished + retention <= now), with their idempotency keys and their entries in the
+-- listing and group indexes, and ends their watchers' streams. Tasks that Redis already expired
+-- in real time are cleaned up from the listing index here too (and counted). Stale entries (of
+-- tasks an operator retried, counted in their field xs, or deleted) are dropped on the way,
+-- not counted, at most 4 x limit + 100 of them per call.
 -- ARGV: now, limit. Returns {purged, more}: how many were purged, and 1 when retention periods
 -- beyond those visited remain (the next call visits them), else 0.
 --
@@ -31,13 +33,15 @@ else
 end
 
 local purged = 0
-local gone = {} -- ids taken off the lists, to take out of the listing index too
+local stale = 0
+local max_stale = 4 * limit + 100
+local gone = {} -- ids purged, to take out of the listing index too
 for _, ret in ipairs(rets) do
-  if purged >= limit then break end
+  if purged >= limit or stale >= max_stale then break end
   local key = k_finished(ret)
   local ret_n = tonumber(ret) or 0
   local blocked = false
-  while not blocked and purged < limit do
+  while not blocked and purged < limit and stale < max_stale do
     local ids = redis.call('LRANGE', key, 0, math.min(STEP, limit - purged) - 1)
     if #ids == 0 then
       redis.call('ZREM', k_retentions, ret)
@@ -46,29 +50,49 @@ for _, ret in ipairs(rets) do
     local popped = 0
     for _, id in ipairs(ids) do
       local task = k_task(id)
-      local h = redis.call('HMGET', task, 'job', 'ikey', 'finished')
-      if h[3] and tonumber(h[3]) + ret_n > now_n then
+      local h = redis.call('HMGET', task, 'job', 'ikey', 'finished', 'xs', 'grp', 'status')
+      if h[4] then
+        -- An entry from before an operator's retry: the task is not due here.
+        if tonumber(h[4]) > 1 then
+          redis.call('HSET', task, 'xs', fmt(tonumber(h[4]) - 1))
+        else
+          redis.call('HDEL', task, 'xs')
+        end
+        stale = stale + 1
+      elseif h[6] and not h[3] then
+        -- Retried and not finished since (an entry of a task that has no xs left would be its
+        -- current one, and it has none while waiting or running): nothing to purge.
+        stale = stale + 1
+      elseif h[3] and tonumber(h[3]) + ret_n > now_n then
         blocked = true
         break
-      end
-      if h[3] then
+      elseif h[3] then
         if h[2] and h[2] ~= '' then
           local ik = k_idem(h[1], string.sub(h[2], 2))
           if redis.call('GET', ik) == id then
             redis.call('DEL', ik)
           end
         end
+        if h[5] then
+          redis.call('ZREM', k_group(h[5]), id)
+        end
         redis.call('DEL', task)
         publish_task(id, 'x')
+        purged = purged + 1
+        gone[#gone + 1] = id
+      elseif redis.call('ZREM', k_all, id) == 1 then
+        purged = purged + 1 -- expired by Redis in real time
+      else
+        stale = stale + 1 -- deleted by an operator
       end
       popped = popped + 1
-      purged = purged + 1
-      gone[#gone + 1] = id
+      if stale >= max_stale then break end
     end
     if popped > 0 then
       redis.call('LTRIM', key, popped, -1)
     end
   end
 end
+if stale >= max_stale then more = 1 end
 zrem_many(k_all, gone)
 return { purged, more }

@@ -43,6 +43,9 @@
 //! | `{p}:i:<job>:<key>` | string | the task holding an idempotency key |
 //! | `{p}:rn:<job>` | hash | running counts of a job some claim limited, in all and per concurrency key |
 //! | `{p}:pk:<job>:<key>` | sorted set | a job's tasks of one concurrency key waiting for it to have room (parked) |
+//! | `{p}:g:<root>` | sorted set | the members of a group, in id order |
+//! | `{p}:w` | hash | the workers registry: worker id → its last report |
+//! | `{p}:wx` | sorted set | worker ids by the time their entries end |
 //!
 //! Channels: `{p}:work` (wakes idle workers) and `{p}:ev:<id>` (one task's events, published
 //! while the key `{p}:watching` shows that someone watches).

@@ -1,10 +1,11 @@
-//! [`Queue`] for [`RedisBackend`]: claim, heartbeat, finish, release, recover, wake-ups.
+//! [`Queue`] for [`RedisBackend`]: claim, heartbeat, finish, release, recover, checkpoints,
+//! the workers registry, wake-ups.
 
 use std::time::Duration;
 
 use longtask_core::{
     saturating_add, Ack, Checkpoint, CheckpointInfo, ClaimRequest, ClaimedTask, Completion, Error,
-    JobLimits, Lease, LeaseState, Outcome, Result, TaskId, WorkSignal,
+    JobLimits, Lease, LeaseState, Outcome, Result, TaskId, WorkSignal, WorkerInfo,
 };
 
 use crate::{
@@ -248,6 +249,46 @@ impl RedisBackend {
             "loading a checkpoint",
         )
         .await
+    }
+
+    pub(crate) async fn direct_register_worker(
+        &self,
+        info: &WorkerInfo,
+        ttl: Duration,
+    ) -> Result<()> {
+        let now = self.now();
+        let mut info = info.clone();
+        info.last_seen = now;
+        let json =
+            serde_json::to_string(&info).map_err(|e| Error::backend("encoding a worker", e))?;
+        let mut call = self.script(&SCRIPTS.register_worker);
+        call.arg(&info.id)
+            .arg(json)
+            .arg(millis(saturating_add(now, ttl)));
+        self.invoke::<i64>(&call, "registering a worker").await?;
+        Ok(())
+    }
+
+    pub(crate) async fn direct_unregister_worker(&self, id: &str) -> Result<()> {
+        let mut call = self.script(&SCRIPTS.unregister_worker);
+        call.arg(id);
+        self.invoke::<i64>(&call, "unregistering a worker").await?;
+        Ok(())
+    }
+
+    pub(crate) async fn direct_workers(&self) -> Result<Vec<WorkerInfo>> {
+        let mut call = self.script(&SCRIPTS.workers);
+        call.arg(self.now_ms());
+        let entries: Vec<String> = self.invoke(&call, "listing workers").await?;
+        let mut workers = entries
+            .iter()
+            .map(|json| {
+                serde_json::from_str::<WorkerInfo>(json)
+                    .map_err(|e| Error::backend("decoding a worker's entry", e))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        workers.sort_by(|a, b| a.id.cmp(&b.id));
+        Ok(workers)
     }
 
     pub(crate) fn direct_work_signal(&self) -> WorkSignal {

@@ -40,7 +40,7 @@ pub(crate) fn encode_opt(value: Option<&str>) -> String {
 /// The hash fields a record is made of, read with `HMGET` (see [`decode_fields`]): every field
 /// but the lease token and the checkpoint's state, which may be large and is read only by
 /// `load_checkpoint`.
-pub(crate) const RECORD_FIELDS: [&str; 23] = [
+pub(crate) const RECORD_FIELDS: [&str; 25] = [
     "status",
     "job",
     "prio",
@@ -64,6 +64,8 @@ pub(crate) const RECORD_FIELDS: [&str; 23] = [
     "ea",
     "et",
     "checkpoint_info",
+    "grp",
+    "open",
 ];
 
 /// Decodes the values of [`RECORD_FIELDS`] (in that order, from `HMGET`); a task with none of
@@ -141,9 +143,8 @@ pub(crate) fn decode(id: TaskId, mut hash: HashMap<String, String>) -> Result<Op
             .take("ikey")
             .and_then(|v| v.strip_prefix('+').map(str::to_owned)),
         concurrency_key: fields.take("ckey"),
-        // Groups are not stored by this backend yet.
-        group: None,
-        open_members: None,
+        group: fields.opt_parsed("grp")?,
+        open_members: fields.opt_parsed("open")?,
         checkpoint: fields
             .take("checkpoint_info")
             .map(|json| CheckpointInfo::from_json(&json))
@@ -187,6 +188,16 @@ impl Fields<'_> {
             None => Ok(default),
             Some(value) if value.is_empty() => Ok(default),
             Some(value) => value.parse().map_err(|_| self.corrupt(field, Some(value))),
+        }
+    }
+
+    fn opt_parsed<T: FromStr>(&mut self, field: &'static str) -> Result<Option<T>> {
+        match self.take(field) {
+            None => Ok(None),
+            Some(value) => match value.parse() {
+                Ok(parsed) => Ok(Some(parsed)),
+                Err(_) => Err(self.corrupt(field, Some(value))),
+            },
         }
     }
 

@@ -28,6 +28,11 @@ pub(crate) struct Scripts {
     pub(crate) report: Script,
     pub(crate) save_checkpoint: Script,
     pub(crate) list: Script,
+    pub(crate) retry: Script,
+    pub(crate) delete: Script,
+    pub(crate) register_worker: Script,
+    pub(crate) unregister_worker: Script,
+    pub(crate) workers: Script,
 }
 
 pub(crate) static SCRIPTS: LazyLock<Scripts> = LazyLock::new(|| Scripts {
@@ -42,4 +47,20 @@ pub(crate) static SCRIPTS: LazyLock<Scripts> = LazyLock::new(|| Scripts {
     report: script!("report.lua"),
     save_checkpoint: script!("save_checkpoint.lua"),
     list: script!("list.lua"),
+    retry: script!("retry.lua"),
+    delete: script!("delete.lua"),
+    register_worker: script!("register_worker.lua"),
+    unregister_worker: script!("unregister_worker.lua"),
+    workers: script!("workers.lua"),
 });
+
+#[cfg(test)]
+mod tests {
+    /// The scripts fire a group's root by its job: the name must be core's.
+    #[test]
+    fn the_scripts_know_the_group_job() {
+        let common = include_str!("../lua/common.lua");
+        let line = format!("local GROUP_JOB = '{}'", longtask_core::GROUP_JOB);
+        assert!(common.contains(&line), "lua/common.lua lacks {line:?}");
+    }
+}

@@ -1,7 +1,9 @@
-//! [`TaskStore`] for [`RedisBackend`]: insert, get, list, cancel, purge.
+//! [`TaskStore`] for [`RedisBackend`]: insert, get, list, cancel, purge, and the operators'
+//! retry and delete.
 
 use longtask_core::{
-    CancelOutcome, Error, Inserted, NewTask, Result, TaskId, TaskQuery, TaskRecord,
+    CancelOutcome, DeleteOutcome, Error, GroupRole, Inserted, NewTask, Result, RetryOutcome,
+    TaskId, TaskQuery, TaskRecord,
 };
 
 use crate::{
@@ -26,6 +28,17 @@ struct Spec<'a> {
     retention: u64,
     owner: Option<&'a str>,
     idempotency_key: Option<&'a str>,
+    group: Option<GroupRole>,
+}
+
+/// A task's place in a group as insert.lua reads it: `""` none, `"r"` a root, `"m<root>"` a
+/// member.
+fn encode_group(group: Option<GroupRole>) -> String {
+    match group {
+        None => String::new(),
+        Some(GroupRole::Root) => "r".to_owned(),
+        Some(GroupRole::Member(root)) => format!("m{root}"),
+    }
 }
 
 /// Reads the insert script's `ok` reply (`created`, then the existing ids of the tasks that were
@@ -85,6 +98,7 @@ impl RedisBackend {
                 retention: duration_millis(task.retention),
                 owner: task.owner.as_deref(),
                 idempotency_key: task.idempotency_key.as_deref(),
+                group: task.group,
             };
             let concurrency_key = task.concurrency_key.as_deref();
             call.arg(task.id.to_string()).arg(&task.params);
@@ -104,7 +118,8 @@ impl RedisBackend {
                     .arg(spec.retention)
                     .arg(encode_opt(spec.owner))
                     .arg(encode_opt(spec.idempotency_key))
-                    .arg(encode_opt(concurrency_key));
+                    .arg(encode_opt(concurrency_key))
+                    .arg(encode_group(spec.group));
                 previous = Some(spec);
                 previous_key = concurrency_key;
             }
@@ -118,6 +133,10 @@ impl RedisBackend {
             )),
             Some("dup") => Err(Error::InvalidInput(format!(
                 "task id {} is already in use",
+                out.get(1).map_or("?", String::as_str)
+            ))),
+            Some("group") => Err(Error::InvalidInput(format!(
+                "group {} does not exist or has finished: no member can join it",
                 out.get(1).map_or("?", String::as_str)
             ))),
             _ => Err(Error::backend(
@@ -149,6 +168,7 @@ impl RedisBackend {
             .join(",");
         let job = encode_opt(query.job.as_deref());
         let owner = encode_opt(query.owner.as_deref());
+        let group = query.group.map(|id| id.to_string()).unwrap_or_default();
         let mut cursor = query.after.map(|id| id.to_string()).unwrap_or_default();
         let mut ids = Vec::new();
         while ids.len() < limit {
@@ -158,7 +178,8 @@ impl RedisBackend {
                 .arg(LIST_SCAN_BUDGET)
                 .arg(&job)
                 .arg(&owner)
-                .arg(&statuses);
+                .arg(&statuses)
+                .arg(&group);
             let out: Vec<String> = self.invoke(&call, "listing tasks").await?;
             let [next, done, found @ ..] = out.as_slice() else {
                 return Err(Error::backend(
@@ -236,5 +257,55 @@ impl RedisBackend {
             }
         }
         Ok(purged)
+    }
+
+    pub(crate) async fn direct_retry(&self, ids: &[TaskId]) -> Result<Vec<RetryOutcome>> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut call = self.script(&SCRIPTS.retry);
+        call.arg(self.now_ms());
+        for id in ids {
+            call.arg(id.to_string());
+        }
+        let out: Vec<String> = self.invoke(&call, "retrying tasks").await?;
+        if out.len() != ids.len() {
+            return Err(Error::backend(
+                "retrying tasks",
+                format!("unexpected reply from the retry script: {out:?}"),
+            ));
+        }
+        out.iter()
+            .map(|reply| match reply.as_str() {
+                "r" => Ok(RetryOutcome::Retried),
+                "n" => Ok(RetryOutcome::NotFound),
+                "g" => Ok(RetryOutcome::InGroup),
+                status => record::status(status).map(RetryOutcome::NotRetryable),
+            })
+            .collect()
+    }
+
+    pub(crate) async fn direct_delete(&self, ids: &[TaskId]) -> Result<Vec<DeleteOutcome>> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut call = self.script(&SCRIPTS.delete);
+        for id in ids {
+            call.arg(id.to_string());
+        }
+        let out: Vec<String> = self.invoke(&call, "deleting tasks").await?;
+        if out.len() != ids.len() {
+            return Err(Error::backend(
+                "deleting tasks",
+                format!("unexpected reply from the delete script: {out:?}"),
+            ));
+        }
+        out.iter()
+            .map(|reply| match reply.as_str() {
+                "d" => Ok(DeleteOutcome::Deleted),
+                "n" => Ok(DeleteOutcome::NotFound),
+                status => record::status(status).map(DeleteOutcome::NotFinished),
+            })
+            .collect()
     }
 }

@@ -271,11 +271,21 @@ async fn pubsub_reconnects_after_the_connection_is_killed() {
         .unwrap();
 }
 
-/// Every key of a namespace carries the `{prefix}` hash tag, whatever the job names.
+/// Every key of a namespace carries the `{prefix}` hash tag, whatever the job names (groups and
+/// the workers registry included).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_key_shares_the_namespace_hash_tag() {
     let backend = redis_backend(Arc::new(ManualClock::new())).await;
     let prefix = backend.prefix().to_owned();
+    let root = NewTask {
+        run_at: RunAt::At(longtask_core::group_root_run_at()),
+        group: Some(longtask_core::GroupRole::Root),
+        ..NewTask::new(longtask_core::GROUP_JOB, "null")
+    };
+    let member = NewTask {
+        group: Some(longtask_core::GroupRole::Member(root.id)),
+        ..NewTask::new("a:b{c}", "{}")
+    };
     backend
         .insert(vec![
             NewTask {
@@ -286,7 +296,23 @@ async fn every_key_shares_the_namespace_hash_tag() {
                 run_at: RunAt::After(Duration::from_secs(5)),
                 ..NewTask::new("plain", "{}")
             },
+            root,
+            member,
         ])
+        .await
+        .unwrap();
+    let worker = longtask_core::WorkerInfo {
+        id: "w{1}:x".to_owned(),
+        host: "h".to_owned(),
+        pid: 1,
+        jobs: vec!["a:b{c}".to_owned()],
+        concurrency: 1,
+        busy: 0,
+        started_at: chrono::DateTime::from_timestamp_millis(0).unwrap(),
+        last_seen: chrono::DateTime::from_timestamp_millis(0).unwrap(),
+    };
+    backend
+        .register_worker(&worker, Duration::from_secs(30))
         .await
         .unwrap();
     let client = ::redis::Client::open(redis_url()).unwrap();
@@ -296,7 +322,11 @@ async fn every_key_shares_the_namespace_hash_tag() {
         .query_async(&mut conn)
         .await
         .unwrap();
-    assert!(keys.len() >= 5, "{keys:?}");
+    assert!(keys.len() >= 8, "{keys:?}");
+    for suffix in [":w", ":wx"] {
+        assert!(keys.iter().any(|k| k.ends_with(suffix)), "{keys:?}");
+    }
+    assert!(keys.iter().any(|k| k.contains(":g:")), "{keys:?}");
     for key in &keys {
         assert!(key.starts_with(&format!("{{{prefix}}}:")), "{key}");
         assert_eq!(
