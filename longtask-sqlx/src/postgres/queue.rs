@@ -86,7 +86,8 @@ fn claimed_tasks(mut rows: Vec<ClaimedRow>) -> Vec<ClaimedTask> {
         .collect()
 }
 
-/// Candidates a claim under concurrency limits reads per page of the waiting-tasks index.
+/// Candidates a claim under concurrency limits reads (and locks) per page of the waiting-tasks
+/// index at most: the page is as large as the tasks still wanted, within 16 to 256.
 const LIMITED_PAGE: i64 = 256;
 
 /// The advisory lock that serializes the claims of one limited job in one schema: a stable
@@ -172,6 +173,7 @@ impl PostgresBackend {
             let mut taken = 0;
             let mut after: (i64, i64, Uuid) = (i64::MAX, i64::MIN, Uuid::nil());
             'pages: while taken < wanted {
+                let page_size = to_i64((wanted - taken) as u64).clamp(16, LIMITED_PAGE);
                 let page: Vec<(Uuid, i32, i64, Option<String>)> =
                     sqlx::query_as(&self.sql.claim_candidates_after)
                         .bind(*job)
@@ -179,11 +181,11 @@ impl PostgresBackend {
                         .bind(after.0)
                         .bind(after.1)
                         .bind(after.2)
-                        .bind(LIMITED_PAGE)
+                        .bind(page_size)
                         .fetch_all(&mut *tx)
                         .await
                         .map_err(fail("finding tasks to claim under limits"))?;
-                let last_page = (page.len() as i64) < LIMITED_PAGE;
+                let last_page = (page.len() as i64) < page_size;
                 for (id, priority, run_at, key) in page {
                     after = (i64::from(priority), run_at, id);
                     if let (Some(max), Some(key)) = (per_key_max, key) {
