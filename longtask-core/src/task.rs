@@ -558,6 +558,13 @@ impl NewTask {
         check("idempotency key", self.idempotency_key.as_deref())?;
         check("owner", self.owner.as_deref())?;
         check("concurrency key", self.concurrency_key.as_deref())?;
+        if self.group == Some(GroupRole::Root) && self.run_at != RunAt::At(group_root_run_at()) {
+            return Err(crate::Error::InvalidInput(
+                "a group's root waits until its members end: insert it with \
+                 run_at = RunAt::At(group_root_run_at()) (Client::group does)"
+                    .to_owned(),
+            ));
+        }
         if self.max_attempts == 0 {
             return Err(crate::Error::InvalidInput(
                 "max_attempts is 0; a task needs at least one attempt".to_owned(),

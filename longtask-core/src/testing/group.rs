@@ -175,6 +175,17 @@ pub async fn completion_becomes_due_once_and_closes_the_group(h: Harness) {
         matches!(unknown, Err(Error::InvalidInput(_))),
         "{unknown:?}"
     );
+    // A root that would be due before its members end is refused, with its members.
+    let due_root = NewTask {
+        group: Some(GroupRole::Root),
+        ..NewTask::new("summary", "null")
+    };
+    let early = member("part", due_root.id, 5);
+    let refused = h.backend.store().insert(vec![due_root, early]).await;
+    assert!(
+        matches!(refused, Err(Error::InvalidInput(_))),
+        "{refused:?}"
+    );
     let parts = h
         .backend
         .store()
