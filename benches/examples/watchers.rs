@@ -17,22 +17,15 @@
 
 use std::{
     net::SocketAddr,
-    sync::{
-        atomic::{AtomicU64, Ordering},
-        Arc,
-    },
+    sync::Arc,
     time::{Duration, Instant},
 };
 
-use async_trait::async_trait;
 use futures::StreamExt;
 use hyper::server::conn::http1;
 use hyper_util::{rt::TokioIo, service::TowerToHyperService};
 use longtask_benches::{backend_from_env, runtime};
-use longtask_core::{
-    Backend, CancelOutcome, Client, Inserted, Job, JobError, Lease, NewTask, Progress,
-    ProgressSink, TaskContext, TaskEvent, TaskId, TaskQuery, TaskRecord, TaskStore, Worker,
-};
+use longtask_core::{testing::CountedReads, Client, Job, JobError, TaskContext, TaskId, Worker};
 use longtask_tower::JobService;
 use tokio::{
     io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader},
@@ -59,76 +52,6 @@ impl Job for Held {
             .map_err(|_| JobError::retryable("the benchmark ended"))?;
         cx.progress(2, Some(2), "finishing")?;
         Ok(n)
-    }
-}
-
-/// The backend's store and progress sink, counting what the client asks of them.
-struct Counting {
-    inner: Backend,
-    gets: AtomicU64,
-    watches: AtomicU64,
-}
-
-#[async_trait]
-impl TaskStore for Counting {
-    async fn insert(&self, tasks: Vec<NewTask>) -> longtask_core::Result<Vec<Inserted>> {
-        self.inner.store().insert(tasks).await
-    }
-
-    async fn get(&self, id: TaskId) -> longtask_core::Result<Option<TaskRecord>> {
-        self.gets.fetch_add(1, Ordering::Relaxed);
-        self.inner.store().get(id).await
-    }
-
-    async fn list(&self, query: &TaskQuery) -> longtask_core::Result<Vec<TaskRecord>> {
-        self.inner.store().list(query).await
-    }
-
-    async fn cancel(&self, id: TaskId) -> longtask_core::Result<CancelOutcome> {
-        self.inner.store().cancel(id).await
-    }
-
-    async fn purge(&self, limit: usize) -> longtask_core::Result<u64> {
-        self.inner.store().purge(limit).await
-    }
-
-    async fn retry(
-        &self,
-        ids: &[TaskId],
-    ) -> longtask_core::Result<Vec<longtask_core::RetryOutcome>> {
-        self.inner.store().retry(ids).await
-    }
-
-    async fn delete(
-        &self,
-        ids: &[TaskId],
-    ) -> longtask_core::Result<Vec<longtask_core::DeleteOutcome>> {
-        self.inner.store().delete(ids).await
-    }
-}
-
-#[async_trait]
-impl ProgressSink for Counting {
-    async fn report(&self, updates: &[(Lease, Progress)]) -> longtask_core::Result<()> {
-        self.inner.progress().report(updates).await
-    }
-
-    async fn latest(&self, id: TaskId) -> longtask_core::Result<Option<Progress>> {
-        self.inner.progress().latest(id).await
-    }
-
-    async fn watch(
-        &self,
-        id: TaskId,
-    ) -> longtask_core::Result<futures::stream::BoxStream<'static, TaskEvent>> {
-        self.watches.fetch_add(1, Ordering::Relaxed);
-        self.inner.progress().watch(id).await
-    }
-}
-
-impl Counting {
-    fn reads(&self) -> u64 {
-        self.gets.load(Ordering::Relaxed) + self.watches.load(Ordering::Relaxed)
     }
 }
 
@@ -324,16 +247,8 @@ fn main() {
     let rt = runtime();
     rt.block_on(async move {
         let (scheme, backend) = backend_from_env().await;
-        let counting = Arc::new(Counting {
-            inner: backend.clone(),
-            gets: AtomicU64::new(0),
-            watches: AtomicU64::new(0),
-        });
-        let client = Client::new(Backend::from_parts(
-            counting.clone(),
-            backend.queue().clone(),
-            counting.clone(),
-        ));
+        let counting = CountedReads::new(backend.clone());
+        let client = Client::new(counting.backend());
         let (release, released) = watch::channel(false);
         let worker = Worker::builder(backend.clone())
             .register(Held { release: released })
@@ -370,13 +285,13 @@ fn main() {
         assert_eq!(line.as_deref(), Some("opened"), "the streams' process failed");
         let opening = opening.elapsed();
 
-        let reads = counting.reads();
+        let reads = counting.gets() + counting.watches();
         let started = Instant::now();
         let busy = status_gets(addr, &ids, 2_000, started + quiet).await;
         let quiet = started.elapsed();
-        let quiet_reads = counting.reads() - reads - busy.len() as u64;
+        let quiet_reads = counting.gets() + counting.watches() - reads - busy.len() as u64;
 
-        let reads = counting.reads();
+        let reads = counting.gets() + counting.watches();
         let finishing = Instant::now();
         release.send_replace(true);
         let done = lines
@@ -389,7 +304,7 @@ fn main() {
         let first_failure = done.next().filter(|e| !e.is_empty()).map(str::to_owned);
         let _ = child.wait().await;
         let finishing = finishing.elapsed();
-        let finish_reads = counting.reads() - reads;
+        let finish_reads = counting.gets() + counting.watches() - reads;
         worker.shutdown().await.expect("worker shutdown");
 
         println!("{scheme}: {streams} streams over {tasks} tasks (opened in {opening:.1?})");

@@ -14,20 +14,15 @@ mod server;
 
 use std::{
     net::SocketAddr,
-    sync::{
-        atomic::{AtomicU64, Ordering},
-        Arc,
-    },
+    sync::Arc,
     time::{Duration, Instant},
 };
 
-use async_trait::async_trait;
 use futures::StreamExt;
 use hyper::server::conn::http1;
 use hyper_util::{rt::TokioIo, service::TowerToHyperService};
 use longtask_core::{
-    Backend, CancelOutcome, Client, Inserted, Job, JobError, Lease, NewTask, Progress,
-    ProgressSink, TaskContext, TaskEvent, TaskId, TaskQuery, TaskRecord, TaskStore, Worker,
+    testing::CountedReads, Backend, Client, Job, JobError, TaskContext, TaskId, Worker,
 };
 use longtask_tower::JobService;
 use tokio::{
@@ -66,79 +61,6 @@ impl Job for Held {
             .map_err(|_| JobError::retryable("the test ended"))?;
         cx.progress(2, Some(2), "finishing")?;
         Ok(n)
-    }
-}
-
-/// The backend's store and progress sink, counting the reads a client makes through them.
-struct Counting {
-    inner: Backend,
-    gets: AtomicU64,
-    watches: AtomicU64,
-}
-
-#[async_trait]
-impl TaskStore for Counting {
-    async fn insert(&self, tasks: Vec<NewTask>) -> longtask_core::Result<Vec<Inserted>> {
-        self.inner.store().insert(tasks).await
-    }
-
-    async fn get(&self, id: TaskId) -> longtask_core::Result<Option<TaskRecord>> {
-        self.gets.fetch_add(1, Ordering::Relaxed);
-        self.inner.store().get(id).await
-    }
-
-    async fn list(&self, query: &TaskQuery) -> longtask_core::Result<Vec<TaskRecord>> {
-        self.inner.store().list(query).await
-    }
-
-    async fn cancel(&self, id: TaskId) -> longtask_core::Result<CancelOutcome> {
-        self.inner.store().cancel(id).await
-    }
-
-    async fn purge(&self, limit: usize) -> longtask_core::Result<u64> {
-        self.inner.store().purge(limit).await
-    }
-
-    async fn retry(
-        &self,
-        ids: &[TaskId],
-    ) -> longtask_core::Result<Vec<longtask_core::RetryOutcome>> {
-        self.inner.store().retry(ids).await
-    }
-
-    async fn delete(
-        &self,
-        ids: &[TaskId],
-    ) -> longtask_core::Result<Vec<longtask_core::DeleteOutcome>> {
-        self.inner.store().delete(ids).await
-    }
-}
-
-#[async_trait]
-impl ProgressSink for Counting {
-    async fn report(&self, updates: &[(Lease, Progress)]) -> longtask_core::Result<()> {
-        self.inner.progress().report(updates).await
-    }
-
-    async fn latest(&self, id: TaskId) -> longtask_core::Result<Option<Progress>> {
-        self.inner.progress().latest(id).await
-    }
-
-    async fn watch(
-        &self,
-        id: TaskId,
-    ) -> longtask_core::Result<futures::stream::BoxStream<'static, TaskEvent>> {
-        self.watches.fetch_add(1, Ordering::Relaxed);
-        self.inner.progress().watch(id).await
-    }
-}
-
-impl Counting {
-    fn reads(&self) -> (u64, u64) {
-        (
-            self.gets.load(Ordering::Relaxed),
-            self.watches.load(Ordering::Relaxed),
-        )
     }
 }
 
@@ -288,16 +210,8 @@ type InternalReads = Box<dyn Fn() -> u64 + Send + Sync>;
 async fn many_streams(backend: Backend, internal_reads: Option<InternalReads>) {
     let internal = || internal_reads.as_ref().map_or(0, |reads| reads());
     let streams = stream_budget();
-    let counting = Arc::new(Counting {
-        inner: backend.clone(),
-        gets: AtomicU64::new(0),
-        watches: AtomicU64::new(0),
-    });
-    let client = Client::new(Backend::from_parts(
-        counting.clone(),
-        backend.queue().clone(),
-        counting.clone(),
-    ));
+    let counting = CountedReads::new(backend.clone());
+    let client = Client::new(counting.backend());
     let (release, released) = watch::channel(false);
     let worker = Worker::builder(backend.clone())
         .register(Held { release: released })
@@ -348,7 +262,7 @@ async fn many_streams(backend: Backend, internal_reads: Option<InternalReads>) {
     }
 
     // Nothing changes for a while: the database should hardly be read at all.
-    let (gets, watches) = counting.reads();
+    let (gets, watches) = (counting.gets(), counting.watches());
     let internal_before = internal();
     let quiet = Instant::now();
     let busy = time_status_gets(addr, &ids, GETS).await;
@@ -356,12 +270,12 @@ async fn many_streams(backend: Backend, internal_reads: Option<InternalReads>) {
         tokio::time::sleep(rest).await;
     }
     let quiet = quiet.elapsed();
-    let (quiet_gets, quiet_watches) = counting.reads();
+    let (quiet_gets, quiet_watches) = (counting.gets(), counting.watches());
     let (quiet_gets, quiet_watches) = (quiet_gets - gets - GETS as u64, quiet_watches - watches);
     let quiet_internal = internal() - internal_before;
 
     // Every task makes two changes (its last progress and its final status).
-    let (gets, _) = counting.reads();
+    let gets = counting.gets();
     let internal_before = internal();
     release.send_replace(true);
     let mut failures = Vec::new();
@@ -373,7 +287,7 @@ async fn many_streams(backend: Backend, internal_reads: Option<InternalReads>) {
             Err(_) => failures.push("no final event in time".to_owned()),
         }
     }
-    let finish_gets = counting.reads().0 - gets;
+    let finish_gets = counting.gets() - gets;
     let finish_internal = internal() - internal_before;
     worker.shutdown().await.unwrap();
 

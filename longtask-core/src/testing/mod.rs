@@ -47,6 +47,7 @@ pub mod cancel;
 pub mod cancel_safety;
 pub mod checkpoint;
 pub mod claim;
+mod counted;
 pub mod group;
 pub mod idempotency;
 pub mod lease;
@@ -59,6 +60,8 @@ pub mod retry;
 pub mod schedule;
 pub mod submit;
 pub mod worker;
+
+pub use counted::CountedReads;
 
 /// The lease every case claims with.
 pub const LEASE: Duration = Duration::from_secs(30);
