@@ -302,6 +302,15 @@ impl Client {
             .unwrap_or(DeleteOutcome::NotFound))
     }
 
+    /// Every job's figures: tasks per status, the oldest due task, and tasks finished per minute
+    /// over the last hour (see [`TaskStore::stats`](crate::TaskStore::stats)).
+    ///
+    /// # Errors
+    /// The backend failed.
+    pub async fn stats(&self) -> Result<crate::Stats> {
+        self.backend.store().stats().await
+    }
+
     /// The live workers, from the backend's registry (see
     /// [`Queue::workers`](crate::Queue::workers)).
     ///

@@ -259,6 +259,12 @@ macro_rules! cancel_safe_backend {
                 })
                 .await
             }
+
+            async fn stats(&self) -> $crate::Result<$crate::Stats> {
+                let this = self.clone();
+                $crate::to_completion("reading stats", async move { this.direct_stats().await })
+                    .await
+            }
         }
 
         #[$crate::__private::async_trait::async_trait]

@@ -64,6 +64,7 @@ mod progress;
 mod queue;
 mod registry;
 mod schedule;
+mod stats;
 mod store;
 mod task;
 mod watch;
@@ -92,6 +93,10 @@ pub use crate::{
     schedule::{
         LastRun, Missed, Schedule, ScheduleBuilder, ScheduleStatus, Scheduler, SchedulerBuilder,
         SchedulerHandle, Tick, MAX_CATCH_UP, MAX_SCHEDULE_NAME_LEN, RETENTION_MARGIN,
+    },
+    stats::{
+        hour_ending, minute_of, FinishedMinute, JobStats, Stats, StatusCounts, MINUTE_MS,
+        THROUGHPUT_MINUTES,
     },
     store::{CancelOutcome, DeleteOutcome, RetryOutcome, TaskStore},
     task::{

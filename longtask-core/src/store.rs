@@ -19,6 +19,7 @@ use async_trait::async_trait;
 
 use crate::{
     error::Result,
+    stats::Stats,
     task::{Inserted, NewTask, TaskId, TaskQuery, TaskRecord, TaskStatus},
 };
 
@@ -93,4 +94,9 @@ pub trait TaskStore: Send + Sync {
     /// An operator's delete: each finished task among `ids` is removed now, as purge would
     /// after its retention; one [`DeleteOutcome`] per id, in order.
     async fn delete(&self, ids: &[TaskId]) -> Result<Vec<DeleteOutcome>>;
+
+    /// Every job's [`Stats`]: tasks per status, the oldest due waiting task, and tasks finished
+    /// per minute over the last hour. Exact, and cheap at millions of tasks: backends keep
+    /// counts of finished tasks as they change rather than counting rows.
+    async fn stats(&self) -> Result<Stats>;
 }

@@ -8,22 +8,7 @@ local limit, promote = tonumber(ARGV[4]), tonumber(ARGV[5])
 local first_job = 7 + 3 * tonumber(ARGV[6])
 
 -- 1. Promote delayed tasks that are now due, a bounded chunk per call, earliest first.
-local due = redis.call('ZRANGEBYSCORE', k_delayed, '-inf', now, 'LIMIT', 0, promote)
-if #due > 0 then
-  for _, id in ipairs(due) do
-    local key = k_task(id)
-    local h = redis.call('HMGET', key, 'status', 'job', 'prio', 'run_at')
-    if h[1] and is_waiting(h[1]) then
-      if h[1] == 'scheduled' then
-        redis.call('HSET', key, 'status', 'queued')
-      end
-      local prio = h[3] or '0'
-      redis.call('ZADD', k_ready(h[2], prio), h[4] or now, id)
-      redis.call('ZADD', k_prios(h[2]), -tonumber(prio), prio)
-    end
-  end
-  zrem_many(k_delayed, due)
-end
+promote_due(now, promote)
 
 -- Whether the ready set's entry (run time zr, id zid) comes before the submission list's.
 local function before(zr, zid, lr, lid)
@@ -192,6 +177,7 @@ local function lease(id, key, h, job, ckey)
   end
   running[#running + 1] = expires
   running[#running + 1] = id
+  moved(job, h[1], 'running')
   publish_status(id, 'running')
   out[#out + 1] = id
   out[#out + 1] = token
@@ -362,4 +348,5 @@ if more then
   redis.call('PUBLISH', ch_work, '1')
 end
 zadd_many(k_running, running)
+flush_counts()
 return out

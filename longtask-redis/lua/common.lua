@@ -168,6 +168,90 @@ local function publish_status(id, status)
   publish_task(id, 's' .. status)
 end
 
+-- Stats. Every task is counted in its job's status counts (hash sc:<job>, status -> n, a count
+-- at zero removed) from its insert until it is purged or deleted, moved from count to count by
+-- every status change; the jobs that have tasks are in the set `jobs`. Tasks that finish are also counted in their
+-- minute (hash tp, field "<minute>|<status>|<job>" -> n, each field scored by its minute in the
+-- sorted set tpm, so that reads and purge find a range of minutes). A script collects its
+-- changes here and flush_counts() applies them, one HINCRBY per job and status changed.
+local k_jobs = base .. 'jobs'
+local function k_status_counts(job) return base .. 'sc:' .. esc_job(job) end
+local k_throughput = base .. 'tp'
+local k_throughput_minutes = base .. 'tpm'
+local status_deltas = {} -- job -> status -> change
+local finished_deltas = {} -- job -> status -> tasks finished in the minute of finished_minute
+local finished_minute = nil
+
+-- Counts a task of `job` that went from status `from` to status `to` (nil: none, a new or a
+-- removed task).
+local function moved(job, from, to)
+  local by_status = status_deltas[job]
+  if not by_status then
+    by_status = {}
+    status_deltas[job] = by_status
+  end
+  if from then by_status[from] = (by_status[from] or 0) - 1 end
+  if to then by_status[to] = (by_status[to] or 0) + 1 end
+end
+
+-- Counts a task of `job` that finished with `status` at `now` in its minute.
+local function finished_at(job, status, now)
+  if not finished_minute then
+    finished_minute = fmt(math.floor(tonumber(now) / 60000) * 60000)
+  end
+  local by_status = finished_deltas[job]
+  if not by_status then
+    by_status = {}
+    finished_deltas[job] = by_status
+  end
+  by_status[status] = (by_status[status] or 0) + 1
+end
+
+local function flush_counts()
+  for job, by_status in pairs(status_deltas) do
+    local key = k_status_counts(job)
+    local added, emptied = false, false
+    for status, delta in pairs(by_status) do
+      if delta ~= 0 then
+        if redis.call('HINCRBY', key, status, delta) == 0 then
+          redis.call('HDEL', key, status)
+          emptied = true
+        end
+        added = added or delta > 0
+      end
+    end
+    if added then
+      redis.call('SADD', k_jobs, job)
+    elseif emptied and redis.call('EXISTS', key) == 0 then
+      -- A job without tasks left is no longer listed.
+      redis.call('SREM', k_jobs, job)
+    end
+  end
+  status_deltas = {}
+  for job, by_status in pairs(finished_deltas) do
+    for status, n in pairs(by_status) do
+      local field = finished_minute .. '|' .. status .. '|' .. job
+      redis.call('HINCRBY', k_throughput, field, n)
+      redis.call('ZADD', k_throughput_minutes, 'NX', finished_minute, field)
+    end
+  end
+  finished_deltas = {}
+end
+
+-- A finished task's entry in its retention period's list: its id, then the first letter of its
+-- status and its job, so that purge can discount a task that Redis already expired in real time.
+local function finished_entry(id, status, job)
+  return id .. string.sub(status, 1, 1) .. job
+end
+
+-- The id, status and job of a finished list entry (status and job nil for an entry written
+-- before entries carried them).
+local FINAL_CODES = { s = 'succeeded', f = 'failed', c = 'cancelled' }
+local function parse_finished_entry(entry)
+  if #entry <= 36 then return entry, nil, nil end
+  return string.sub(entry, 1, 36), FINAL_CODES[string.sub(entry, 37, 37)], string.sub(entry, 38)
+end
+
 -- Puts a waiting task where claims find it: its job's ready set if due, the delayed set
 -- otherwise.
 local function enqueue(id, job, prio, run_at, now)
@@ -179,6 +263,30 @@ local function enqueue(id, job, prio, run_at, now)
   else
     redis.call('ZADD', k_delayed, run_at, id)
   end
+end
+
+-- Moves up to `max` delayed tasks that are due at `now` into their ready sets, earliest first
+-- (a scheduled task becomes queued; a retrying one stays retrying). Returns how many it moved.
+local function promote_due(now, max)
+  local due = redis.call('ZRANGEBYSCORE', k_delayed, '-inf', now, 'LIMIT', 0, max)
+  if #due == 0 then
+    return 0
+  end
+  for _, id in ipairs(due) do
+    local key = k_task(id)
+    local h = redis.call('HMGET', key, 'status', 'job', 'prio', 'run_at')
+    if h[1] and is_waiting(h[1]) then
+      if h[1] == 'scheduled' then
+        redis.call('HSET', key, 'status', 'queued')
+        moved(h[2], 'scheduled', 'queued')
+      end
+      local prio = h[3] or '0'
+      redis.call('ZADD', k_ready(h[2], prio), h[4] or now, id)
+      redis.call('ZADD', k_prios(h[2]), -tonumber(prio), prio)
+    end
+  end
+  zrem_many(k_delayed, due)
+  return #due
 end
 
 -- Whether `job`'s running tasks are counted, memoized per script.
@@ -258,14 +366,14 @@ end
 -- six are all a success needs: leased() reads only those, complete() the rest when a path needs
 -- them (every field read costs Redis CPU on the hot path).
 local LEASED_FIELDS = {
-  'status', 'token', 'ret', 'ikey', 'cc', 'grp', 'attempt', 'max', 'cancel', 'job', 'prio',
+  'status', 'token', 'ret', 'ikey', 'cc', 'grp', 'job', 'attempt', 'max', 'cancel', 'prio',
 }
-local STATUS, TOKEN, RET, IKEY, CC, GRP = 1, 2, 3, 4, 5, 6
-local ATTEMPT, MAX, CANCEL, JOB, PRIO = 7, 8, 9, 10, 11
+local STATUS, TOKEN, RET, IKEY, CC, GRP, JOB = 1, 2, 3, 4, 5, 6, 7
+local ATTEMPT, MAX, CANCEL, PRIO = 8, 9, 10, 11
 
--- The task's LEASED_FIELDS (the first six) if `token` is the live lease on it, else nil.
+-- The task's LEASED_FIELDS (the first seven) if `token` is the live lease on it, else nil.
 local function leased(id, token)
-  local h = redis.call('HMGET', k_task(id), 'status', 'token', 'ret', 'ikey', 'cc', 'grp')
+  local h = redis.call('HMGET', k_task(id), 'status', 'token', 'ret', 'ikey', 'cc', 'grp', 'job')
   if h[STATUS] ~= 'running' or h[TOKEN] ~= token then
     return nil
   end
@@ -276,8 +384,8 @@ end
 -- Reads the LEASED_FIELDS that leased() left out.
 local function complete(id, h)
   if h.partial then
-    local r = redis.call('HMGET', k_task(id), 'attempt', 'max', 'cancel', 'job', 'prio')
-    h[ATTEMPT], h[MAX], h[CANCEL], h[JOB], h[PRIO] = r[1], r[2], r[3], r[4], r[5]
+    local r = redis.call('HMGET', k_task(id), 'attempt', 'max', 'cancel', 'prio')
+    h[ATTEMPT], h[MAX], h[CANCEL], h[PRIO] = r[1], r[2], r[3], r[4]
     h.partial = nil
   end
   return h
@@ -298,6 +406,7 @@ local function stop_running(id, h)
 end
 
 local function flush()
+  flush_counts()
   zrem_many(k_running, left_running)
   for ret, ids in pairs(newly_finished) do
     call_many('RPUSH', k_finished(ret), ids)
@@ -338,6 +447,8 @@ local function finalize(id, h, status, now, f1, v1, f2, v2, f3, v3)
     redis.call('HSET', key, 'status', status, 'finished', now)
   end
   stop_running(id, h)
+  moved(h[JOB], h[STATUS], status)
+  finished_at(h[JOB], status, now)
   local ret = h[RET] or '0'
   if ret == '' then ret = '0' end
   local ttl = retention_ttl(ret, now)
@@ -346,7 +457,7 @@ local function finalize(id, h, status, now, f1, v1, f2, v2, f3, v3)
     finished = {}
     newly_finished[ret] = finished
   end
-  finished[#finished + 1] = id
+  finished[#finished + 1] = finished_entry(id, status, h[JOB])
   redis.call('PEXPIRE', key, ttl)
   if h[IKEY] and h[IKEY] ~= '' then
     complete(id, h)
@@ -360,7 +471,7 @@ end
 
 -- The fields of a group's root that leave_group reads: LEASED_FIELDS, then its count.
 local ROOT_FIELDS = {
-  'status', 'token', 'ret', 'ikey', 'cc', 'grp', 'attempt', 'max', 'cancel', 'job', 'prio', 'open',
+  'status', 'token', 'ret', 'ikey', 'cc', 'grp', 'job', 'attempt', 'max', 'cancel', 'prio', 'open',
 }
 local OPEN = 12
 
@@ -385,6 +496,7 @@ leave_group = function(root, now)
     finalize(root, r, 'succeeded', now, 'output', 'null')
   else
     redis.call('HSET', key, 'status', 'queued', 'run_at', now)
+    moved(r[JOB], 'scheduled', 'queued')
     enqueue(root, r[JOB], r[PRIO], now, now)
     publish_status(root, 'queued')
   end
@@ -401,6 +513,7 @@ local function fail_attempt(id, h, message, retry_at, now)
     redis.call('HSET', k_task(id), 'status', 'retrying', 'run_at', retry_at,
       'em', message, 'ea', attempt, 'et', now)
     stop_running(id, h)
+    moved(h[JOB], h[STATUS], 'retrying')
     enqueue(id, h[JOB], h[PRIO], retry_at, now)
     publish_status(id, 'retrying')
     return true

@@ -26,8 +26,10 @@ for _, id in ipairs(ARGV) do
     end
     redis.call('DEL', key)
     redis.call('ZREM', k_all, id)
+    moved(h[2], status, nil)
     publish_task(id, 'x')
     out[#out + 1] = 'd'
   end
 end
+flush_counts()
 return out

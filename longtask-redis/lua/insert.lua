@@ -230,6 +230,7 @@ while i <= argc do
     else
       redis.call('HSET', k_task(id), unpack(fields))
     end
+    moved(job, nil, status)
     if ik then
       redis.call('SET', ik, id)
       keys[ik] = id
@@ -280,6 +281,7 @@ for r, members in pairs(joined) do
   end
   zadd_many(k_group(r), members)
 end
+flush_counts()
 if due then
   redis.call('PUBLISH', ch_work, '1')
 end

@@ -48,7 +48,8 @@ for _, ret in ipairs(rets) do
       break
     end
     local popped = 0
-    for _, id in ipairs(ids) do
+    for _, entry in ipairs(ids) do
+      local id, entry_status, entry_job = parse_finished_entry(entry)
       local task = k_task(id)
       local h = redis.call('HMGET', task, 'job', 'ikey', 'finished', 'xs', 'grp', 'status')
       if h[4] then
@@ -77,11 +78,13 @@ for _, ret in ipairs(rets) do
           redis.call('ZREM', k_group(h[5]), id)
         end
         redis.call('DEL', task)
+        moved(h[1], h[6], nil)
         publish_task(id, 'x')
         purged = purged + 1
         gone[#gone + 1] = id
       elseif redis.call('ZREM', k_all, id) == 1 then
         purged = purged + 1 -- expired by Redis in real time
+        if entry_job then moved(entry_job, entry_status, nil) end
       else
         stale = stale + 1 -- deleted by an operator
       end
@@ -95,4 +98,12 @@ for _, ret in ipairs(rets) do
 end
 if stale >= max_stale then more = 1 end
 zrem_many(k_all, gone)
+flush_counts()
+-- Minutes of throughput older than two hours go.
+local old = redis.call('ZRANGEBYSCORE', k_throughput_minutes, '-inf',
+  '(' .. fmt(math.floor(now_n / 60000) * 60000 - 7200000), 'LIMIT', 0, 1000)
+if #old > 0 then
+  call_many('HDEL', k_throughput, old)
+  zrem_many(k_throughput_minutes, old)
+end
 return { purged, more }

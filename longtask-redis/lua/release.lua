@@ -10,6 +10,7 @@ for i = 2, #ARGV, 2 do
     local attempt = math.max((tonumber(h[ATTEMPT]) or 0) - 1, 0)
     redis.call('HSET', k_task(id), 'status', 'queued', 'attempt', fmt(attempt), 'run_at', now)
     stop_running(id, h)
+    moved(h[JOB], 'running', 'queued')
     enqueue(id, h[JOB], h[PRIO], now, now)
     publish_status(id, 'queued')
     out[#out + 1] = 1

@@ -33,6 +33,7 @@ for i = 2, #ARGV do
         redis.call('PERSIST', ik)
       end
     end
+    moved(h[2], status, 'queued')
     enqueue(id, h[2], h[3], now, now)
     publish_status(id, 'queued')
     out[#out + 1] = 'r'

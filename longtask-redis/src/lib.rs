@@ -74,6 +74,7 @@ mod progress;
 mod queue;
 mod record;
 mod scripts;
+mod stats;
 mod store;
 
 pub use crate::backend::{RedisBackend, RedisOptions};

@@ -33,6 +33,7 @@ pub(crate) struct Scripts {
     pub(crate) register_worker: Script,
     pub(crate) unregister_worker: Script,
     pub(crate) workers: Script,
+    pub(crate) stats: Script,
 }
 
 pub(crate) static SCRIPTS: LazyLock<Scripts> = LazyLock::new(|| Scripts {
@@ -52,6 +53,7 @@ pub(crate) static SCRIPTS: LazyLock<Scripts> = LazyLock::new(|| Scripts {
     register_worker: script!("register_worker.lua"),
     unregister_worker: script!("unregister_worker.lua"),
     workers: script!("workers.lua"),
+    stats: script!("stats.lua"),
 });
 
 #[cfg(test)]

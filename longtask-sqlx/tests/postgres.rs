@@ -77,7 +77,14 @@ async fn migrations_create_the_schema_and_rerun_as_no_op() {
     backend.migrate().await.expect("first migration");
     assert_eq!(
         tables(&backend).await,
-        ["_sqlx_migrations", "tasks", "watches", "workers"]
+        [
+            "_sqlx_migrations",
+            "finished_counts",
+            "tasks",
+            "throughput",
+            "watches",
+            "workers"
+        ]
     );
     let applied: i64 = sqlx::query_scalar(&format!(
         "SELECT count(*) FROM \"{schema}\"._sqlx_migrations"

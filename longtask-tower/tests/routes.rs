@@ -791,6 +791,13 @@ impl TaskStore for DownStore {
             std::io::Error::other("connection refused"),
         ))
     }
+
+    async fn stats(&self) -> Result<longtask_core::Stats> {
+        Err(Error::backend(
+            "reading stats",
+            std::io::Error::other("connection refused"),
+        ))
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

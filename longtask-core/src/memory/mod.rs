@@ -35,6 +35,7 @@ use crate::{
         Ack, Checkpoint, CheckpointInfo, ClaimRequest, ClaimedTask, Completion, JobLimits, Lease,
         LeaseState, Outcome, Queue, WorkSignal, WorkerInfo,
     },
+    stats::Stats,
     store::{CancelOutcome, DeleteOutcome, RetryOutcome, TaskStore},
     task::{Inserted, NewTask, Progress, TaskError, TaskId, TaskQuery, TaskRecord, TaskStatus},
 };
@@ -294,6 +295,41 @@ impl TaskStore for MemoryBackend {
             .iter()
             .map(|id| Self::delete_one(&mut state, *id))
             .collect())
+    }
+
+    async fn stats(&self) -> Result<Stats> {
+        let now = millis(self.now());
+        let state = self.lock();
+        let mut counts = HashMap::<(&str, TaskStatus), u64>::new();
+        let mut oldest = HashMap::<&str, i64>::new();
+        for slot in state.tasks.values() {
+            let record = &slot.record;
+            let run_at = millis(record.run_at);
+            let status = match record.status {
+                TaskStatus::Scheduled if run_at <= now => TaskStatus::Queued,
+                status => status,
+            };
+            *counts.entry((record.job.as_str(), status)).or_default() += 1;
+            if matches!(status, TaskStatus::Queued | TaskStatus::Retrying) && run_at <= now {
+                let first = oldest.entry(record.job.as_str()).or_insert(run_at);
+                *first = (*first).min(run_at);
+            }
+        }
+        let finished = state.finished.iter().flat_map(|(job, minutes)| {
+            minutes.iter().flat_map(move |(&minute, counts)| {
+                TaskStatus::ALL
+                    .into_iter()
+                    .map(move |status| (job.clone(), minute, status, counts.get(status)))
+            })
+        });
+        Ok(Stats::assemble(
+            now,
+            counts
+                .into_iter()
+                .map(|((job, status), n)| (job.to_owned(), status, n)),
+            oldest.into_iter().map(|(job, at)| (job.to_owned(), at)),
+            finished,
+        ))
     }
 }
 

@@ -2,7 +2,7 @@
 
 use std::{
     cmp::Reverse,
-    collections::{BTreeSet, HashMap, HashSet},
+    collections::{BTreeMap, BTreeSet, HashMap, HashSet},
     hash::{BuildHasherDefault, Hasher},
     time::Duration,
 };
@@ -14,6 +14,7 @@ use crate::{
     clock::saturating_add,
     progress::TaskEvent,
     queue::Lease,
+    stats::{minute_of, StatusCounts, MINUTE_MS, THROUGHPUT_MINUTES},
     task::{TaskError, TaskId, TaskRecord, TaskStatus},
 };
 
@@ -39,6 +40,9 @@ pub(super) struct State {
     pub(super) fired: bool,
     /// Registered workers, with the time (millis) their entries end.
     pub(super) workers: HashMap<String, (crate::queue::WorkerInfo, i64)>,
+    /// Tasks finished per job and minute (ms), kept for two hours: what stats show as
+    /// throughput, whether or not the tasks were purged since.
+    pub(super) finished: HashMap<String, BTreeMap<i64, StatusCounts>>,
 }
 
 pub(super) struct Slot {
@@ -297,6 +301,22 @@ impl State {
         record.lease_expires_at = None;
         let expires = millis(saturating_add(now, record.retention));
         let id = record.id;
+        let minute = minute_of(millis(now));
+        let minutes = match self.finished.get_mut(record.job.as_str()) {
+            Some(minutes) => minutes,
+            None => self.finished.entry(record.job.clone()).or_default(),
+        };
+        if !minutes.contains_key(&minute) {
+            // Two hours are kept, so that the last one is whole whatever the clock does.
+            let keep_from = minute - 2 * MINUTE_MS * THROUGHPUT_MINUTES as i64;
+            while minutes
+                .first_key_value()
+                .is_some_and(|(&at, _)| at < keep_from)
+            {
+                minutes.pop_first();
+            }
+        }
+        minutes.entry(minute).or_default().add(status, 1);
         self.running.remove(&idx);
         self.expiring.insert((expires, id, idx));
         self.emit(id, &TaskEvent::Status { status });

@@ -88,6 +88,10 @@ impl TaskStore for CountedReads {
     async fn delete(&self, ids: &[TaskId]) -> crate::Result<Vec<DeleteOutcome>> {
         self.inner.store().delete(ids).await
     }
+
+    async fn stats(&self) -> crate::Result<crate::Stats> {
+        self.inner.store().stats().await
+    }
 }
 
 #[async_trait]

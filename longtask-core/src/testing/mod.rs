@@ -58,6 +58,7 @@ pub mod race;
 pub mod retention;
 pub mod retry;
 pub mod schedule;
+pub mod stats;
 pub mod submit;
 pub mod worker;
 
@@ -412,6 +413,9 @@ macro_rules! conformance_suite {
             admin::delete_removes_finished_tasks_only,
             admin::workers_register_refresh_and_age_out,
             admin::worker_registers_itself,
+            stats::stats_count_tasks_per_job_and_status,
+            stats::stats_oldest_due_is_the_longest_waiting_task,
+            stats::stats_count_finished_tasks_per_minute,
             group::group_root_succeeds_when_the_last_member_ends,
             group::completion_becomes_due_once_and_closes_the_group,
             group::racing_last_members_fire_each_root_once,

@@ -55,7 +55,7 @@ use self::{
     reference::{check, Model, Seen, Stats},
 };
 use super::Harness;
-use crate::{Backend, TaskQuery};
+use crate::{Backend, StatusCounts, TaskQuery, TaskStatus};
 
 /// Sequences run per backend (each against fresh job names on the case's backend).
 const SEQUENCES: u32 = 48;
@@ -84,6 +84,41 @@ async fn observe(backend: &Backend, jobs: &[String; 2]) -> Result<Seen, String> 
         seen.extend(listed.into_iter().map(|r| (r.id, r)));
     }
     Ok(seen)
+}
+
+/// The backend's stats for the sequence's jobs agree with its records: the counts per status
+/// (a scheduled task that has come due counts as queued) and the oldest due task.
+async fn stats_agree(h: &Harness, jobs: &[String; 2], seen: &Seen) -> Result<(), String> {
+    let stats = h
+        .backend
+        .store()
+        .stats()
+        .await
+        .map_err(|e| format!("stats failed: {e:?}"))?;
+    let now = h.now();
+    for job in jobs {
+        let mut counts = StatusCounts::default();
+        let mut oldest = None;
+        for record in seen.values().filter(|r| &r.job == job) {
+            let status = match record.status {
+                TaskStatus::Scheduled if record.run_at <= now => TaskStatus::Queued,
+                status => status,
+            };
+            counts.add(status, 1);
+            if matches!(status, TaskStatus::Queued | TaskStatus::Retrying) && record.run_at <= now {
+                oldest = Some(oldest.map_or(record.run_at, |o| record.run_at.min(o)));
+            }
+        }
+        let (got, got_oldest) = stats.job(job).map_or((StatusCounts::default(), None), |s| {
+            (s.counts, s.oldest_due)
+        });
+        check(got == counts && got_oldest == oldest, || {
+            format!(
+                "stats disagree with the records of {job}:\n  stats:   {got:?}, oldest due {got_oldest:?}\n  records: {counts:?}, oldest due {oldest:?}"
+            )
+        })?;
+    }
+    Ok(())
 }
 
 async fn run_sequence(
@@ -119,6 +154,7 @@ async fn run_steps(h: &Harness, model: &mut Model, ops: &[Op]) -> Result<(), Str
                 let seen = observe(&h.backend, &model.jobs).await.map_err(context)?;
                 model.apply(&call, Some(&answer), &seen).map_err(context)?;
                 model.diff(&seen).map_err(context)?;
+                stats_agree(h, &model.jobs, &seen).await.map_err(context)?;
             }
             None => {
                 let (settled, done) = settle(h, model, &call).await.map_err(context)?;

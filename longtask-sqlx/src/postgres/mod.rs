@@ -59,6 +59,7 @@ mod progress;
 mod queue;
 mod row;
 mod sql;
+mod stats;
 mod store;
 mod submit;
 

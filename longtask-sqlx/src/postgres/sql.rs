@@ -36,6 +36,10 @@ pub(crate) struct Queries {
     pub(crate) watch_add: String,
     pub(crate) watch_remove: String,
     pub(crate) statuses: String,
+    pub(crate) stats_waiting: String,
+    pub(crate) stats_counts: String,
+    pub(crate) stats_throughput: String,
+    pub(crate) stats_oldest: String,
 }
 
 impl Queries {
@@ -62,6 +66,12 @@ impl Queries {
                 .replace("{max}", max)
                 .replace("{channel}", channel)
         };
+        let discount_template = include_str!("sql/discount.sql")
+            .lines()
+            .skip_while(|line| line.starts_with("--"))
+            .collect::<Vec<_>>()
+            .join("\n");
+        let discount = |gone: &str| discount_template.trim_end().replace("{gone}", gone);
         let finish_groups = leave("finished", "$8", "$9", "$10");
         let recover_groups = leave("recovered", "$1", "$3", "$4");
         let cancel_groups = leave("cancelled", "$2", "$3", "$4");
@@ -76,8 +86,8 @@ impl Queries {
             get: bind(include_str!("sql/get.sql")),
             list: bind(include_str!("sql/list.sql")),
             list_group: bind(include_str!("sql/list_group.sql")),
-            retry: bind(include_str!("sql/retry.sql")),
-            delete: bind(include_str!("sql/delete.sql")),
+            retry: bind(&include_str!("sql/retry.sql").replace("{discount}", &discount("retried"))),
+            delete: bind(&include_str!("sql/delete.sql").replace("{discount}", &discount("deleted"))),
             task_states: bind(include_str!("sql/task_states.sql")),
             register_worker: bind(
                 "INSERT INTO {schema}.workers (id, info, expires_at) VALUES ($1, $2, $3) \
@@ -93,7 +103,7 @@ impl Queries {
             cancel_waiting: bind(
                 &include_str!("sql/cancel_waiting.sql").replace("{leave_groups}", &cancel_groups),
             ),
-            purge: bind(include_str!("sql/purge.sql")),
+            purge: bind(&include_str!("sql/purge.sql").replace("{discount}", &discount("purged"))),
             claim: bind(include_str!("sql/claim.sql")),
             claim_after: bind(include_str!("sql/claim_after.sql")),
             heartbeat: bind(include_str!("sql/heartbeat.sql")),
@@ -112,6 +122,10 @@ impl Queries {
             watch_add: bind(include_str!("sql/watch_add.sql")),
             watch_remove: bind(include_str!("sql/watch_remove.sql")),
             statuses: bind(include_str!("sql/statuses.sql")),
+            stats_waiting: bind(include_str!("sql/stats_waiting.sql")),
+            stats_counts: bind(include_str!("sql/stats_counts.sql")),
+            stats_throughput: bind(include_str!("sql/stats_throughput.sql")),
+            stats_oldest: bind(include_str!("sql/stats_oldest.sql")),
         }
     }
 }

@@ -6,6 +6,7 @@
 mod progress;
 mod queue;
 mod row;
+mod stats;
 mod store;
 
 use std::{

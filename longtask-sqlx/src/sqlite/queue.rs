@@ -24,6 +24,7 @@ use uuid::Uuid;
 use super::{
     db,
     row::{self, count, hex, millis, progress_json},
+    stats::count_finished,
     store::purge_at,
     SqliteBackend,
 };
@@ -66,6 +67,9 @@ pub(crate) struct Settle {
     /// The task's group (its root's id), if it is a member: a final change discounts it there.
     #[serde(skip)]
     pub(crate) group: Option<Vec<u8>>,
+    /// The task's job: a final change counts it in the job's stats.
+    #[serde(skip)]
+    pub(crate) job: String,
 }
 
 fn status_str<S: serde::Serializer>(status: &TaskStatus, s: S) -> Result<S::Ok, S::Error> {
@@ -86,6 +90,7 @@ impl Settle {
             finished_at: None,
             purge_at: None,
             group: None,
+            job: String::new(),
         }
     }
 
@@ -120,6 +125,14 @@ pub(crate) async fn settle(
         .execute(&mut **tx)
         .await
         .map_err(db("recording task changes"))?;
+    count_finished(
+        tx,
+        changes.iter().filter_map(|change| {
+            let at = change.finished_at?;
+            Some((change.job.as_str(), change.status, at))
+        }),
+    )
+    .await?;
     let mut left: HashMap<&[u8], (i64, i64)> = HashMap::new();
     for change in changes {
         if let (Some(root), Some(at)) = (&change.group, change.finished_at) {
@@ -151,6 +164,7 @@ pub(crate) async fn settle(
                 chrono::DateTime::from_timestamp_millis(now).unwrap_or_default(),
                 retention_ms,
             );
+            count_finished(tx, [(job.as_str(), TaskStatus::Succeeded, now)]).await?;
             let batch = serde_json::to_string(&[done])
                 .map_err(|err| Error::backend("encoding task changes", err))?;
             sqlx::query(SETTLE)
@@ -180,6 +194,7 @@ pub(crate) async fn settle(
 #[derive(Debug, sqlx::FromRow)]
 struct LeasedRow {
     id: Vec<u8>,
+    job: String,
     token: i64,
     attempt: i64,
     max_attempts: i64,
@@ -552,6 +567,7 @@ impl SqliteBackend {
                 events.push((id, row.version + 1, task_events));
             }
             change.group = row.group_id;
+            change.job = row.job;
             changes.push(change);
             acks.push(Ack::Applied);
         }
@@ -644,6 +660,7 @@ impl SqliteBackend {
                 }],
             ));
             change.group.clone_from(&row.group_id);
+            change.job.clone_from(&row.job);
             changes.push(change);
         }
         let mut fired = settle(&mut tx, &changes).await?;

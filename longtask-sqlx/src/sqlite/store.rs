@@ -14,6 +14,7 @@ use super::{
     db,
     queue::{settle, Settle},
     row::{self, duration_ms, hex, millis, TaskRow},
+    stats::{discount, prune_throughput},
     SqliteBackend,
 };
 
@@ -39,7 +40,7 @@ const PURGE: &str = include_str!("sql/purge.sql");
 
 /// A blob that sorts before every 16-byte id: the `after` of a list from the start.
 /// What `status.sql` reads: status, progress, version, retention, group.
-pub(crate) type StatusRow = (String, Option<String>, i64, i64, Option<Vec<u8>>);
+pub(crate) type StatusRow = (String, Option<String>, i64, i64, Option<Vec<u8>>, String);
 
 const BEFORE_ALL: [u8; 15] = [0; 15];
 
@@ -263,7 +264,7 @@ impl SqliteBackend {
     pub(super) async fn direct_cancel(&self, id: TaskId) -> Result<CancelOutcome> {
         let now = self.now();
         let mut tx = self.begin("starting to cancel a task").await?;
-        let (status, _, version, retention_ms, group): StatusRow = sqlx::query_as(STATUS)
+        let (status, _, version, retention_ms, group, job): StatusRow = sqlx::query_as(STATUS)
             .bind(id.as_uuid())
             .fetch_optional(&mut *tx)
             .await
@@ -285,6 +286,7 @@ impl SqliteBackend {
                 let mut change = Settle::new(id, TaskStatus::Cancelled);
                 change.finish(now, retention_ms);
                 change.group = group;
+                change.job = job;
                 fired = settle(&mut tx, &[change]).await?;
                 CancelOutcome::Cancelled
             }
@@ -315,37 +317,45 @@ impl SqliteBackend {
         let mut tx = self.begin("starting to retry tasks").await?;
         let mut outcomes = Vec::with_capacity(ids.len());
         let mut events = Vec::new();
+        let mut gone = Vec::new();
         for id in ids {
-            let version: Option<i64> = sqlx::query_scalar(RETRY_TASK)
-                .bind(id.as_uuid())
-                .bind(millis(now))
-                .fetch_optional(&mut *tx)
-                .await
-                .map_err(db("retrying a task"))?;
-            if let Some(version) = version {
-                events.push((
-                    *id,
-                    version,
-                    vec![TaskEvent::Status {
-                        status: TaskStatus::Queued,
-                    }],
-                ));
-                outcomes.push(RetryOutcome::Retried);
-                continue;
-            }
-            let state: Option<(String, bool)> = sqlx::query_as(TASK_STATE)
+            let state: Option<(String, bool, String)> = sqlx::query_as(TASK_STATE)
                 .bind(id.as_uuid())
                 .fetch_optional(&mut *tx)
                 .await
                 .map_err(db("reading a task to retry"))?;
-            outcomes.push(match state {
-                None => RetryOutcome::NotFound,
-                Some((status, grouped)) => match row::status(&status)? {
-                    TaskStatus::Failed | TaskStatus::Cancelled if grouped => RetryOutcome::InGroup,
-                    status => RetryOutcome::NotRetryable(status),
-                },
-            });
+            let Some((status, grouped, job)) = state else {
+                outcomes.push(RetryOutcome::NotFound);
+                continue;
+            };
+            match row::status(&status)? {
+                TaskStatus::Failed | TaskStatus::Cancelled if grouped => {
+                    outcomes.push(RetryOutcome::InGroup);
+                    continue;
+                }
+                TaskStatus::Failed | TaskStatus::Cancelled => {}
+                other => {
+                    outcomes.push(RetryOutcome::NotRetryable(other));
+                    continue;
+                }
+            }
+            let version: i64 = sqlx::query_scalar(RETRY_TASK)
+                .bind(id.as_uuid())
+                .bind(millis(now))
+                .fetch_one(&mut *tx)
+                .await
+                .map_err(db("retrying a task"))?;
+            events.push((
+                *id,
+                version,
+                vec![TaskEvent::Status {
+                    status: TaskStatus::Queued,
+                }],
+            ));
+            gone.push((job, status));
+            outcomes.push(RetryOutcome::Retried);
         }
+        discount(&mut tx, &gone).await?;
         tx.commit().await.map_err(db("committing retried tasks"))?;
         if !events.is_empty() {
             self.emit(events);
@@ -360,27 +370,29 @@ impl SqliteBackend {
         }
         let mut tx = self.begin("starting to delete tasks").await?;
         let mut outcomes = Vec::with_capacity(ids.len());
+        let mut gone = Vec::new();
         for id in ids {
-            let deleted = sqlx::query(DELETE_TASK)
+            let deleted: Option<(String, String)> = sqlx::query_as(DELETE_TASK)
                 .bind(id.as_uuid())
-                .execute(&mut *tx)
+                .fetch_optional(&mut *tx)
                 .await
-                .map_err(db("deleting a task"))?
-                .rows_affected();
-            if deleted > 0 {
+                .map_err(db("deleting a task"))?;
+            if let Some(deleted) = deleted {
+                gone.push(deleted);
                 outcomes.push(DeleteOutcome::Deleted);
                 continue;
             }
-            let state: Option<(String, bool)> = sqlx::query_as(TASK_STATE)
+            let state: Option<(String, bool, String)> = sqlx::query_as(TASK_STATE)
                 .bind(id.as_uuid())
                 .fetch_optional(&mut *tx)
                 .await
                 .map_err(db("reading a task to delete"))?;
             outcomes.push(match state {
                 None => DeleteOutcome::NotFound,
-                Some((status, _)) => DeleteOutcome::NotFinished(row::status(&status)?),
+                Some((status, ..)) => DeleteOutcome::NotFinished(row::status(&status)?),
             });
         }
+        discount(&mut tx, &gone).await?;
         tx.commit().await.map_err(db("committing deleted tasks"))?;
         Ok(outcomes)
     }
@@ -453,15 +465,16 @@ impl SqliteBackend {
         }
         let now = millis(self.now());
         let mut tx = self.begin("starting to purge tasks").await?;
-        let purged = sqlx::query(PURGE)
+        let gone: Vec<(String, String)> = sqlx::query_as(PURGE)
             .bind(now)
             .bind(limit)
-            .execute(&mut *tx)
+            .fetch_all(&mut *tx)
             .await
-            .map_err(db("purging finished tasks"))?
-            .rows_affected();
+            .map_err(db("purging finished tasks"))?;
+        discount(&mut tx, &gone).await?;
+        prune_throughput(&mut tx, now).await?;
         tx.commit().await.map_err(db("committing a purge"))?;
-        Ok(purged)
+        Ok(gone.len() as u64)
     }
 }
 

@@ -7,7 +7,7 @@ WITH cancelled AS (
         lease_owner = NULL,
         lease_expires_at = NULL
     WHERE t.id = $1
-    RETURNING t.id, t.status, t.group_id
+    RETURNING t.id, t.status, t.group_id, t.job
 ),
 {leave_groups},
 notified AS (

@@ -42,7 +42,7 @@ finished AS (
         END
     FROM input AS c
     WHERE t.id = c.id AND t.token = c.token AND t.status = 'running'
-    RETURNING t.id, t.token, t.status, c.progress, t.group_id
+    RETURNING t.id, t.token, t.status, c.progress, t.group_id, t.job
 ),
 {leave_groups},
 events AS (

@@ -5,7 +5,10 @@
 -- a root whose last member this was is fired: a plain root (job longtask.group) succeeds, a
 -- completion job's root becomes due. Roots are locked in id order first, so that concurrent
 -- statements never wait on each other in a cycle; a statement waiting for a root's lock counts
--- from the value the other committed.
+-- from the value the other committed. Then the tasks that reached a final status (and the plain
+-- roots that succeeded) are counted per job and status, and in the minute of {now}, on the
+-- connection's shard of the counters (see the stats migration); rows are written in (job, status)
+-- order, so that concurrent statements on one shard never wait on each other in a cycle.
 left_groups AS (
     SELECT x.group_id AS root, count(*) AS n
     FROM {ended} AS x
@@ -51,10 +54,10 @@ counted AS (
         SELECT g.root, g.n FROM left_groups AS g JOIN locked_roots AS k ON k.locked = g.root
     ) AS l
     WHERE r.id = l.root
-    RETURNING r.id, r.status, r.open_members
+    RETURNING r.id, r.status, r.open_members, r.job
 ),
 fired AS (
-    SELECT c.id, c.status FROM counted AS c
+    SELECT c.id, c.status, c.job FROM counted AS c
     WHERE c.open_members <= 0 AND c.status IN ('queued', 'succeeded')
 ),
 group_notified AS (
@@ -64,4 +67,28 @@ group_notified AS (
     UNION ALL
     SELECT pg_notify({channel}, 'w') AS sent
     FROM (SELECT 1 FROM fired WHERE status = 'queued' LIMIT 1) AS due
+),
+ended_counts AS (
+    SELECT x.job, x.status, count(*) AS n
+    FROM (
+        SELECT e.job, e.status FROM {ended} AS e
+        WHERE e.status IN ('succeeded', 'failed', 'cancelled')
+        UNION ALL
+        SELECT f.job, f.status FROM fired AS f WHERE f.status = 'succeeded'
+    ) AS x
+    GROUP BY x.job, x.status
+),
+finished_counted AS (
+    INSERT INTO {schema}.finished_counts AS f (job, status, shard, n)
+    SELECT c.job, c.status, pg_backend_pid() % 8, c.n
+    FROM ended_counts AS c
+    ORDER BY c.job, c.status
+    ON CONFLICT (job, status, shard) DO UPDATE SET n = f.n + excluded.n
+),
+throughput_counted AS (
+    INSERT INTO {schema}.throughput AS f (minute, job, status, shard, n)
+    SELECT {now} / 60000 * 60000, c.job, c.status, pg_backend_pid() % 8, c.n
+    FROM ended_counts AS c
+    ORDER BY c.job, c.status
+    ON CONFLICT (minute, job, status, shard) DO UPDATE SET n = f.n + excluded.n
 )

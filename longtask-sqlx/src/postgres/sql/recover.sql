@@ -35,7 +35,7 @@ recovered AS (
         END
     FROM expired AS e
     WHERE t.id = e.id AND t.status = 'running'
-    RETURNING t.id, t.status, t.group_id
+    RETURNING t.id, t.status, t.group_id, t.job
 ),
 {leave_groups},
 notified AS (

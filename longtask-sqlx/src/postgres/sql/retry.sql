@@ -1,7 +1,15 @@
 -- An operator's retry of the tasks $1 at $2 (now): each failed or cancelled one in no group is
 -- queued again, due now, with a fresh attempt budget (its last error kept); watchers and idle
--- workers are told on channel $3. Returns the ids retried.
-WITH retried AS (
+-- workers are told on channel $3; they leave the counts of finished tasks. Returns the ids
+-- retried.
+WITH retryable AS (
+    SELECT t.id, t.job, t.status FROM {schema}.tasks AS t
+    WHERE t.id = ANY ($1::uuid[])
+      AND t.status IN ('failed', 'cancelled')
+      AND t.group_id IS NULL AND t.open_members IS NULL
+    FOR UPDATE
+),
+retried AS (
     UPDATE {schema}.tasks AS t
     SET status = 'queued',
         attempt = 0,
@@ -12,11 +20,13 @@ WITH retried AS (
         output = NULL,
         lease_owner = NULL,
         lease_expires_at = NULL
-    WHERE t.id = ANY ($1::uuid[])
+    FROM retryable AS o
+    WHERE t.id = o.id
       AND t.status IN ('failed', 'cancelled')
       AND t.group_id IS NULL AND t.open_members IS NULL
-    RETURNING t.id
+    RETURNING t.id, o.job, o.status
 ),
+{discount},
 notified AS (
     SELECT pg_notify($3, json_build_object('t', r.id, 's', 'queued')::text) AS sent
     FROM retried AS r
