@@ -24,6 +24,11 @@ impl PostgresBackend {
         tx.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
             .await
             .map_err(read)?;
+        // The counts read one index in order; parallel workers only add their start-up cost
+        // (and, on a busy machine, wait for a core).
+        tx.execute("SET LOCAL max_parallel_workers_per_gather = 0")
+            .await
+            .map_err(read)?;
         let waiting: Vec<(String, i64, i64, i64)> = sqlx::query_as(&self.sql.stats_waiting)
             .bind(now)
             .fetch_all(&mut *tx)
