@@ -4,10 +4,11 @@
 #
 # Backend tests start their own throwaway PostgreSQL, redis-server and three-node Redis Cluster
 # on free loopback ports (or use DATABASE_URL / REDIS_URL / REDIS_CLUSTER_URLS when set); the
-# browser test drives Debian's headless Chromium. The fault-injection runs (benches/tests/faults.rs:
-# 2,000 tasks per backend, workers killed and frozen, servers restarted) start servers of their own.
-# On a Debian machine this script installs whichever of them is missing (when run as root, or
-# with passwordless sudo); elsewhere, install postgresql, redis-server and chromium yourself.
+# browser test drives Debian's headless Chromium; promtool (Debian's `prometheus`) checks the
+# metrics exposition. The fault-injection runs (benches/tests/faults.rs: 2,000 tasks per backend,
+# workers killed and frozen, servers restarted) start servers of their own. On a Debian machine
+# this script installs whichever of them is missing (when run as root, or with passwordless
+# sudo); elsewhere, install postgresql, redis-server, chromium and promtool yourself.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -23,6 +24,10 @@ command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
 command -v redis-cli >/dev/null 2>&1 || missing+=(redis-tools) # creates the test Redis Cluster
 command -v chromium >/dev/null 2>&1 || missing+=(chromium)
 command -v chromedriver >/dev/null 2>&1 || missing+=(chromium-driver)
+# promtool checks the Prometheus exposition (longtask-tower/tests/prometheus.rs). Debian ships it in
+# the `prometheus` package (with the server, which its install may enable as a service where
+# systemd runs).
+command -v promtool >/dev/null 2>&1 || missing+=(prometheus)
 
 if [ ${#missing[@]} -gt 0 ]; then
     sudo=""

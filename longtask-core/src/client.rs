@@ -36,6 +36,7 @@ use crate::{
     backend::Backend,
     error::{Error, Result},
     job::{Job, JobOptions},
+    metrics,
     queue::WorkerInfo,
     store::{CancelOutcome, DeleteOutcome, RetryOutcome},
     task::{Inserted, NewTask, RunAt, TaskId, TaskQuery, TaskRecord, TaskStatus},
@@ -184,6 +185,7 @@ impl Client {
     ) -> Result<Inserted> {
         let task = new_task::<J>(&params, options)?;
         let mut inserted = self.backend.store().insert(vec![task]).await?;
+        metrics::submitted([J::NAME], &inserted);
         inserted
             .pop()
             .ok_or_else(|| Error::InvalidInput("the backend inserted nothing".to_owned()))
@@ -202,7 +204,9 @@ impl Client {
         if tasks.is_empty() {
             return Ok(Vec::new());
         }
+        let count = tasks.len();
         let inserted = self.backend.store().insert(tasks).await?;
+        metrics::submitted(std::iter::repeat_n(J::NAME, count), &inserted);
         Ok(inserted.into_iter().map(|i| i.id).collect())
     }
 
@@ -211,7 +215,10 @@ impl Client {
         for task in &tasks {
             validate(task)?;
         }
-        self.backend.store().insert(tasks).await
+        let jobs: Vec<String> = tasks.iter().map(|task| task.job.clone()).collect();
+        let inserted = self.backend.store().insert(tasks).await?;
+        metrics::submitted(jobs.iter().map(String::as_str), &inserted);
+        Ok(inserted)
     }
 
     /// The task's record. Fails with [`Error::NotFound`] for an unknown (or purged) id.

@@ -59,7 +59,7 @@ mod eta;
 mod group;
 mod job;
 mod memory;
-mod metrics;
+pub mod metrics;
 mod progress;
 mod queue;
 mod registry;

@@ -49,6 +49,7 @@
 
 mod accept;
 mod body;
+mod dashboard;
 mod future;
 mod group;
 mod html;
@@ -62,6 +63,7 @@ mod status;
 
 pub use crate::{
     body::ResponseBody,
+    dashboard::{Authorized, Dashboard, DashboardBuilder, NeedsAuthorization},
     future::{MiddlewareFuture, ResponseFuture},
     group::GroupService,
     html::escape,
@@ -69,3 +71,8 @@ pub use crate::{
     render::ResultFile,
     service::JobService,
 };
+
+#[cfg(feature = "prometheus")]
+pub mod metrics;
+#[cfg(feature = "prometheus")]
+pub use crate::metrics::{MetricsService, Prometheus};

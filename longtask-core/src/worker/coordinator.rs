@@ -22,7 +22,11 @@ use tokio::{
 use crate::{
     backend::Backend,
     error::Result,
-    queue::{Ack, ClaimRequest, Completion, JobLimits, Lease, LeaseState, Outcome, WorkerInfo},
+    metrics::{Ended, Instruments},
+    queue::{
+        Ack, ClaimRequest, ClaimedTask, Completion, JobLimits, Lease, LeaseState, Outcome,
+        WorkerInfo,
+    },
 };
 
 use super::{
@@ -124,8 +128,9 @@ pub(super) struct Coordinator {
     /// Outcomes whose write failed, tried again with backoff while their leases are held.
     unwritten: Vec<Unwritten<Completion>>,
     outcome_retry: Retry,
-    /// Tasks whose give-back failed, tried again with backoff while their leases are held.
-    unreleased: Vec<Unwritten<()>>,
+    /// Tasks whose give-back failed, tried again with backoff while their leases are held (with
+    /// their job's name, for the metrics).
+    unreleased: Vec<Unwritten<&'static str>>,
     release_retry: Retry,
     /// When buffered tasks waiting for confirmation may next be confirmed (a heartbeat failed).
     confirm_at: Instant,
@@ -147,6 +152,7 @@ impl Coordinator {
             .max(Duration::from_millis(1));
         let now = Instant::now();
         let limits = worker.registry.limits();
+        let instruments = Instruments::new(worker.registry.names());
         let shared = Arc::new(Shared {
             registry: worker.registry,
             backend: worker.backend.clone(),
@@ -161,6 +167,7 @@ impl Coordinator {
             stopping: AtomicBool::new(false),
             low_water: worker.config.prefetch / 2,
             metrics: worker.metrics,
+            instruments,
         });
         Self {
             backend: worker.backend,
@@ -213,6 +220,7 @@ impl Coordinator {
 
     pub(super) async fn run(mut self, shutdown: impl Future<Output = ()> + Send) -> Result<()> {
         tracing::info!(worker = %self.config.id, jobs = ?self.jobs, "worker started");
+        let _slots = self.shared.instruments.slots(self.config.concurrency);
         self.register().await;
         let mut shutdown = pin!(shutdown.fuse());
         let mut signal = self.backend.queue().work_signal();
@@ -348,6 +356,7 @@ impl Coordinator {
                 self.exhausted = claimed.len() < limit && !freed;
                 if !claimed.is_empty() {
                     self.shared.metrics.claimed(claimed.len());
+                    self.record_waits(&claimed);
                     let valid_until = sent + self.config.lease;
                     lock(&self.shared.queue).extend(
                         claimed
@@ -438,14 +447,17 @@ impl Coordinator {
 
     /// Gives tasks back to the queue. A failed give-back is tried again with backoff while the
     /// leases are known to be held.
-    async fn release(&mut self, leases: Vec<(Lease, Instant)>) {
-        self.unreleased
-            .extend(leases.into_iter().map(|(lease, valid_until)| Unwritten {
-                item: (),
-                lease,
-                valid_until,
-                failed_since: None,
-            }));
+    async fn release(&mut self, leases: Vec<(Lease, Instant, &'static str)>) {
+        self.unreleased.extend(
+            leases
+                .into_iter()
+                .map(|(lease, valid_until, job)| Unwritten {
+                    item: job,
+                    lease,
+                    valid_until,
+                    failed_since: None,
+                }),
+        );
         self.flush_releases().await;
     }
 
@@ -460,10 +472,21 @@ impl Coordinator {
             Ok(_) => {
                 self.release_retry.succeeded();
                 self.shared.metrics.released(leases.len());
+                for write in &batch {
+                    if let Some(job) = self.shared.instruments.job(write.item) {
+                        job.released();
+                    }
+                }
             }
             Err(err) => {
                 let now = Instant::now();
                 let given_up = keep_for_retry(&mut self.unreleased, batch, now, self.config.lease);
+                for write in &given_up {
+                    // Its lease expires and another worker recovers the task.
+                    if let Some(job) = self.shared.instruments.job(write.item) {
+                        job.lost();
+                    }
+                }
                 if !given_up.is_empty() {
                     tracing::error!(
                         count = given_up.len(),
@@ -543,6 +566,19 @@ impl Coordinator {
         }
     }
 
+    /// Records how long each claimed task waited since it was due.
+    fn record_waits(&self, claimed: &[ClaimedTask]) {
+        let now = chrono::Utc::now();
+        for task in claimed {
+            let Some(due) = due_at(task) else {
+                continue;
+            };
+            if let Some(job) = self.shared.instruments.job(&task.job) {
+                job.waited((now - due).to_std().unwrap_or(Duration::ZERO));
+            }
+        }
+    }
+
     /// Extends every lease this worker holds: of running attempts, of buffered tasks (and those
     /// waiting for confirmation), and of writes being tried again. What it learns stops lost
     /// attempts, passes cancellation on, drops buffered tasks whose leases were lost and puts
@@ -604,8 +640,14 @@ impl Coordinator {
                 write.valid_until = write.valid_until.max(valid_until);
             }
         }
-        self.unreleased
-            .retain(|write| states.get(&write.lease) != Some(&LeaseState::Lost));
+        let instruments = &self.shared.instruments;
+        self.unreleased.retain(|write| {
+            let lost = states.get(&write.lease) == Some(&LeaseState::Lost);
+            if let Some(job) = instruments.job(write.item).filter(|_| lost) {
+                job.lost();
+            }
+            !lost
+        });
     }
 
     /// Applies a heartbeat's answers to the running attempts.
@@ -626,6 +668,9 @@ impl Coordinator {
                 }
                 Some(LeaseState::Lost) if c.kill.is_none() => {
                     self.shared.metrics.lease_lost();
+                    if let Some(job) = self.shared.instruments.job(c.cx.job) {
+                        job.lost();
+                    }
                     tracing::warn!(task_id = %c.lease.task, "lease lost; stopping the attempt");
                     c.kill = Some(Kill::Lost);
                     slot.kill.notify_waiters();
@@ -640,6 +685,7 @@ impl Coordinator {
     fn heard_waiting(&mut self, states: &HashMap<Lease, LeaseState>, valid_until: Instant) {
         let mut cancelled = Vec::new();
         let mut lost = 0;
+        let instruments = &self.shared.instruments;
         let mut heard = |buffered: &mut Buffered| match states.get(&buffered.task.lease) {
             Some(LeaseState::Held {
                 cancel_requested: false,
@@ -651,10 +697,16 @@ impl Coordinator {
                 cancel_requested: true,
             }) => {
                 cancelled.push(buffered.task.lease);
+                if let Some(job) = instruments.job(&buffered.task.job) {
+                    job.ended_unrun(Ended::Cancelled);
+                }
                 Some(false)
             }
             Some(LeaseState::Lost) => {
                 lost += 1;
+                if let Some(job) = instruments.job(&buffered.task.job) {
+                    job.lost();
+                }
                 Some(false)
             }
             None => None,
@@ -718,14 +770,21 @@ impl Coordinator {
     }
 
     async fn begin_shutdown(&mut self) {
-        let mut waiting: Vec<(Lease, Instant)> = lock(&self.shared.queue)
+        let shared = &self.shared;
+        let job = |buffered: &Buffered| {
+            shared
+                .registry
+                .get(&buffered.task.job)
+                .map_or("", |(name, _)| name)
+        };
+        let mut waiting: Vec<(Lease, Instant, &'static str)> = lock(&shared.queue)
             .drain(..)
-            .map(|b| (b.task.lease, b.valid_until))
+            .map(|b| (b.task.lease, b.valid_until, job(&b)))
             .collect();
         waiting.extend(
-            lock(&self.shared.unconfirmed)
+            lock(&shared.unconfirmed)
                 .drain(..)
-                .map(|b| (b.task.lease, b.valid_until)),
+                .map(|b| (b.task.lease, b.valid_until, job(&b))),
         );
         tracing::info!(
             running = self.shared.busy.load(Ordering::Acquire),
@@ -751,7 +810,7 @@ impl Coordinator {
             };
             c.kill = Some(Kill::Release);
             slot.kill.notify_waiters();
-            leases.push((c.lease, c.valid_until));
+            leases.push((c.lease, c.valid_until, c.cx.job));
         }
         if !leases.is_empty() {
             tracing::warn!(
@@ -761,7 +820,7 @@ impl Coordinator {
             // Outcomes that raced the deadline are written first, so they win over the release;
             // one whose write is being tried again is not given back either.
             self.flush_outcomes().await;
-            leases.retain(|(lease, _)| !self.unwritten.iter().any(|u| u.lease == *lease));
+            leases.retain(|(lease, _, _)| !self.unwritten.iter().any(|u| u.lease == *lease));
             self.release(leases).await;
         }
     }
@@ -781,4 +840,11 @@ fn host_name() -> String {
         .filter(|name| !name.is_empty())
         .or_else(|| std::env::var("HOSTNAME").ok())
         .unwrap_or_else(|| "unknown".to_owned())
+}
+
+/// When a claimed task became due (its `run_at`), for the wait-time histogram.
+// TODO(metrics): backends do not report `run_at` at claim yet (`ClaimedTask` has no such field);
+// until they do, `longtask_wait_seconds` stays empty.
+fn due_at(_task: &ClaimedTask) -> Option<chrono::DateTime<chrono::Utc>> {
+    None
 }

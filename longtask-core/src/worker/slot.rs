@@ -20,7 +20,7 @@ use crate::{
     backend::Backend,
     context::{Checkpoints, ContextInner, TaskContext},
     job::ErrorKind,
-    metrics::{Ended, WorkerMetrics},
+    metrics::{Ended, Instruments, WorkerMetrics},
     queue::{ClaimedTask, Completion, Lease, Outcome},
     registry::{ErasedJob, Registry},
 };
@@ -102,6 +102,8 @@ pub(super) struct Shared {
     /// Slots wake the coordinator when the queue falls to this length.
     pub(super) low_water: usize,
     pub(super) metrics: WorkerMetrics,
+    /// The worker's handles in the `metrics` facade's recorder.
+    pub(super) instruments: Instruments,
 }
 
 pub(super) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -177,12 +179,19 @@ impl Shared {
 /// A slot's life: take a task, run it, report its outcome, repeat.
 pub(super) async fn run_slot(shared: Arc<Shared>, slot: Arc<Slot>) {
     while let Some(buffered) = shared.next_task().await {
+        let instruments = shared.instruments.job(&buffered.task.job);
+        let busy = shared.instruments.busy();
         shared.busy.fetch_add(1, Ordering::AcqRel);
         shared.metrics.started();
         let started = Instant::now();
         let ended = run_task(&shared, &slot, buffered).await;
-        shared.metrics.ended(ended, started.elapsed());
+        let took = started.elapsed();
+        shared.metrics.ended(ended, took);
+        if let (Some(ended), Some(instruments)) = (ended, instruments) {
+            instruments.ended(ended, took);
+        }
         shared.busy.fetch_sub(1, Ordering::AcqRel);
+        drop(busy);
         // Back-to-back instant tasks never wait on anything: give other tasks their turn.
         tokio::task::consume_budget().await;
     }

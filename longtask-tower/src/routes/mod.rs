@@ -19,7 +19,7 @@ use crate::{
 };
 
 pub(crate) mod group;
-mod submit;
+pub(crate) mod submit;
 mod task;
 
 /// A route, relative to the mount point.
@@ -62,9 +62,9 @@ impl<'a> Route<'a> {
 }
 
 /// What a route answers: a response, or a problem document.
-type Answer = Result<Response<ResponseBody>, Problem>;
+pub(crate) type Answer = Result<Response<ResponseBody>, Problem>;
 
-fn respond(
+pub(crate) fn respond(
     status: StatusCode,
     content_type: &'static str,
     body: impl Into<Bytes>,
@@ -77,7 +77,7 @@ fn respond(
     response
 }
 
-fn see_other(location: &str) -> Answer {
+pub(crate) fn see_other(location: &str) -> Answer {
     let mut response = respond(StatusCode::SEE_OTHER, "text/plain; charset=utf-8", "");
     response
         .headers_mut()
@@ -85,7 +85,7 @@ fn see_other(location: &str) -> Answer {
     Ok(response)
 }
 
-fn header_value(value: &str) -> Result<HeaderValue, Problem> {
+pub(crate) fn header_value(value: &str) -> Result<HeaderValue, Problem> {
     HeaderValue::from_str(value).map_err(|_| {
         Problem::new(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -107,7 +107,7 @@ fn set_retry_after(
 }
 
 /// `path` relative to the mount point `base`, whether or not it was stripped already.
-fn relative<'a>(base: &str, path: &'a str) -> &'a str {
+pub(crate) fn relative<'a>(base: &str, path: &'a str) -> &'a str {
     if base.is_empty() {
         return path;
     }
@@ -118,7 +118,7 @@ fn relative<'a>(base: &str, path: &'a str) -> &'a str {
 }
 
 /// `204 No Content` with the route's `Allow` header, for `OPTIONS`.
-fn options(allow: &'static str) -> Response<ResponseBody> {
+pub(crate) fn options(allow: &'static str) -> Response<ResponseBody> {
     let mut response = Response::new(ResponseBody::empty());
     *response.status_mut() = StatusCode::NO_CONTENT;
     response
@@ -129,7 +129,7 @@ fn options(allow: &'static str) -> Response<ResponseBody> {
 
 /// An HTML page for people: its Content-Security-Policy, never sniffed, and sending no
 /// `Referer` (its URL is a bookmark that may be private).
-fn html_page(body: String, csp: HeaderValue) -> Response<ResponseBody> {
+pub(crate) fn html_page(body: String, csp: HeaderValue) -> Response<ResponseBody> {
     let mut response = respond(StatusCode::OK, "text/html; charset=utf-8", body);
     let headers = response.headers_mut();
     headers.insert(header::CONTENT_SECURITY_POLICY, csp);
@@ -196,7 +196,7 @@ fn no_more_events() -> Response<ResponseBody> {
 }
 
 /// The headers of an event stream.
-fn event_stream_headers(response: &mut Response<ResponseBody>, cache: HeaderValue) {
+pub(crate) fn event_stream_headers(response: &mut Response<ResponseBody>, cache: HeaderValue) {
     let headers = response.headers_mut();
     headers.insert(
         header::CONTENT_TYPE,

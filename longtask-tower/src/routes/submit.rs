@@ -1,6 +1,8 @@
 //! `POST /`: submitting a task, from JSON or an HTML form, with an optional idempotency key,
 //! refusing forms posted from other sites.
 
+use std::time::Duration;
+
 use bytes::Bytes;
 use http::{header, request::Parts, StatusCode};
 use http_body::Body;
@@ -122,45 +124,58 @@ impl<J: Job> Config<J> {
         B::Data: Send,
         B::Error: Into<BoxError>,
     {
-        let too_large = || {
-            Problem::new(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                format!(
-                    "body exceeds {} limit (set with `with_body_limit`)",
-                    human_size(self.body_limit)
-                ),
-            )
-        };
-        let declared = parts
-            .headers
-            .get(header::CONTENT_LENGTH)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.parse::<u64>().ok());
-        if declared.is_some_and(|len| len > self.body_limit as u64) {
-            return Err(too_large());
-        }
-        let read = tokio::time::timeout(
-            self.body_timeout,
-            Limited::new(body, self.body_limit).collect(),
-        );
-        let Ok(read) = read.await else {
-            return Err(Problem::new(
-                StatusCode::REQUEST_TIMEOUT,
-                format!(
-                    "the request body did not arrive in full within {} s (set with \
-                     `with_body_timeout`); send the whole body at once",
-                    self.body_timeout.as_secs_f64()
-                ),
-            ));
-        };
-        match read {
-            Ok(collected) => Ok(collected.to_bytes()),
-            Err(err) if err.is::<LengthLimitError>() => Err(too_large()),
-            Err(err) => Err(Problem::new(
-                StatusCode::BAD_REQUEST,
-                format!("could not read the request body: {err}"),
-            )),
-        }
+        read_body(parts, body, self.body_limit, self.body_timeout).await
+    }
+}
+
+/// Reads a request body of at most `limit` bytes (`413` past it, whether declared by
+/// `Content-Length` or not), arriving in full within `timeout` (`408` after it).
+pub(crate) async fn read_body<B>(
+    parts: &Parts,
+    body: B,
+    limit: usize,
+    timeout: Duration,
+) -> Result<Bytes, Problem>
+where
+    B: Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<BoxError>,
+{
+    let too_large = || {
+        Problem::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!(
+                "body exceeds {} limit (set with `with_body_limit`)",
+                human_size(limit)
+            ),
+        )
+    };
+    let declared = parts
+        .headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|len| len > limit as u64) {
+        return Err(too_large());
+    }
+    let read = tokio::time::timeout(timeout, Limited::new(body, limit).collect());
+    let Ok(read) = read.await else {
+        return Err(Problem::new(
+            StatusCode::REQUEST_TIMEOUT,
+            format!(
+                "the request body did not arrive in full within {} s (set with \
+                 `with_body_timeout`); send the whole body at once",
+                timeout.as_secs_f64()
+            ),
+        ));
+    };
+    match read {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(err) if err.is::<LengthLimitError>() => Err(too_large()),
+        Err(err) => Err(Problem::new(
+            StatusCode::BAD_REQUEST,
+            format!("could not read the request body: {err}"),
+        )),
     }
 }
 
@@ -170,7 +185,7 @@ impl<J: Job> Config<J> {
 /// `Sec-Fetch-Site`; older ones only in `Origin`, compared with the host asked for (a request
 /// with an `Origin` but no host to compare it with is refused). Requests without either
 /// (programs, curl) pass.
-pub(super) fn refuse_cross_site(parts: &Parts) -> Result<(), Problem> {
+pub(crate) fn refuse_cross_site(parts: &Parts) -> Result<(), Problem> {
     let refused = |from: &str| {
         Err(Problem::new(
             StatusCode::FORBIDDEN,
@@ -328,7 +343,7 @@ fn decode_form<J: Job>(bytes: &[u8]) -> Result<(J::Params, Option<String>), Prob
 /// The name/value pairs of a form body, decoded strictly: `+` is a space, `%XX` a byte, and the
 /// result must be UTF-8 (a lossy decoding would store replacement characters in place of the
 /// sender's text).
-fn form_pairs(bytes: &[u8]) -> Result<Vec<(String, String)>, Problem> {
+pub(crate) fn form_pairs(bytes: &[u8]) -> Result<Vec<(String, String)>, Problem> {
     let decode = |part: &[u8], field: Option<&str>| -> Result<String, Problem> {
         let mut out = Vec::with_capacity(part.len());
         let mut i = 0;
