@@ -16,7 +16,7 @@
 //! |---|---|---|---|
 //! | `longtask_tasks_submitted_total` | counter | `job` | Tasks created through a [`Client`] (a repeated idempotency key creates none). |
 //! | `longtask_attempts_total` | counter | `job`, `outcome` | Claimed tasks by how their attempt ended in this process: `succeeded`, `retried` (failed, another attempt follows), `failed` (failed for good), `cancelled`, `released` (given back to the queue at shutdown, run or not), `lost` (the lease was lost and another worker took the task over). Every claim ends in exactly one outcome. |
-//! | `longtask_wait_seconds` | histogram | `job` | How long a task waited from being due (its `run_at`: submitted, scheduled time, or end of its backoff) until a worker claimed it. Not recorded yet: it needs the backends to report each claimed task's `run_at`. |
+//! | `longtask_wait_seconds` | histogram | `job` | How long a task waited from being due (its `run_at`: submitted, scheduled time, or end of its backoff) until a worker claimed it, measured by the worker's clock at the claim. |
 //! | `longtask_run_seconds` | histogram | `job` | How long attempts ran, from start to outcome (attempts stopped at shutdown or after losing their lease are not counted). |
 //! | `longtask_worker_busy_slots` | gauge | | Attempts running now, over this process's workers. |
 //! | `longtask_worker_slots` | gauge | | Slots (the `concurrency`) of this process's running workers. |

@@ -107,6 +107,9 @@ pub struct ClaimedTask {
     pub attempt: u32,
     /// Attempts allowed in all.
     pub max_attempts: u32,
+    /// When the task became due (its `run_at` when it was claimed: submitted for, retried at,
+    /// released at): how long it waited for a worker is the claim's time minus this.
+    pub due_at: DateTime<Utc>,
 }
 
 /// How an attempt ended.

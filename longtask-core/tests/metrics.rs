@@ -187,6 +187,12 @@ async fn a_worker_counts_attempts_by_job_and_outcome_and_times_them() {
     assert_eq!(attempts("lost"), 0);
     let runs = seen.histogram(longtask_metrics::RUN_SECONDS, &[("job", "outcomes")]);
     assert_eq!(runs.len(), 7, "one run time per attempt: {runs:?}");
+    let waits = seen.histogram(longtask_metrics::WAIT_SECONDS, &[("job", "outcomes")]);
+    assert_eq!(waits.len(), 7, "one wait per claim: {waits:?}");
+    assert!(
+        waits.iter().all(|secs| secs.is_finite() && *secs >= 0.0),
+        "{waits:?}"
+    );
     assert!(
         runs.iter().all(|secs| (0.25..0.3).contains(secs)),
         "each attempt slept 250 ms (paused clock): {runs:?}"

@@ -2,7 +2,8 @@
 -- ARGV: now, expires (lease end), worker, limit, promote (max delayed tasks to promote), the
 --   number of limited jobs, then 3 per limited job: job, max_running, max_running_per_key (""
 --   for no limit), then the jobs to claim.
--- Returns a flat list, 6 per task: id, token, job, params, attempt, max.
+-- Returns a flat list, 7 per task: id, token, job, params, attempt, max, and the run time it was
+-- due at.
 local now, expires, worker = ARGV[1], ARGV[2], ARGV[3]
 local limit, promote = tonumber(ARGV[4]), tonumber(ARGV[5])
 local first_job = 7 + 3 * tonumber(ARGV[6])
@@ -185,6 +186,7 @@ local function lease(id, key, h, job, ckey)
   out[#out + 1] = h[2]
   out[#out + 1] = attempt
   out[#out + 1] = h[4]
+  out[#out + 1] = h[6] or h[7]
   leased = leased + 1
 end
 
@@ -297,9 +299,10 @@ local function claim_limited()
         end
         if c[6] then p.l = p.l + 1 else p.z[#p.z + 1] = id end
         local key = k_task(id)
-        local h = redis.call('HMGET', key, 'status', 'params', 'attempt', 'max', 'token', 'ckey')
+        local h = redis.call('HMGET', key, 'status', 'params', 'attempt', 'max', 'token', 'run_at',
+          'created', 'ckey')
         if h[1] and is_waiting(h[1]) and not (c[6] and h[5]) then
-          local ckey = h[6]
+          local ckey = h[8]
           if limit_of and limit_of[2] and ckey and key_count(job, ckey) >= limit_of[2] then
             redis.call('ZADD', k_parked(job, ckey), -tonumber(c[5]), park_member(c[2], id))
           else
@@ -332,7 +335,8 @@ else
     examined = examined + #ids
     for n, id in ipairs(ids) do
       local key = k_task(id)
-      local h = redis.call('HMGET', key, 'status', 'params', 'attempt', 'max', 'token')
+      local h = redis.call('HMGET', key, 'status', 'params', 'attempt', 'max', 'token', 'run_at',
+        'created')
       if h[1] and is_waiting(h[1]) and not (listed[n] and h[5]) then
         lease(id, key, h, jobs[n], false)
       end

@@ -77,11 +77,20 @@ impl RedisBackend {
             call.arg(job);
         }
         let out: Vec<String> = self.invoke(&call, DOING).await?;
-        if out.len() % 6 != 0 {
+        if out.len() % 7 != 0 {
             return Err(unexpected(DOING, out.len()));
         }
         let mut fields = out.into_iter();
-        while let (Some(id), Some(token), Some(job), Some(params), Some(attempt), Some(max)) = (
+        while let (
+            Some(id),
+            Some(token),
+            Some(job),
+            Some(params),
+            Some(attempt),
+            Some(max),
+            Some(due),
+        ) = (
+            fields.next(),
             fields.next(),
             fields.next(),
             fields.next(),
@@ -89,6 +98,7 @@ impl RedisBackend {
             fields.next(),
             fields.next(),
         ) {
+            let due: i64 = parse_num(&due, DOING)?;
             claimed.push(ClaimedTask {
                 lease: Lease {
                     task: record::task_id(&id)?,
@@ -98,6 +108,8 @@ impl RedisBackend {
                 params,
                 attempt: parse_num(&attempt, DOING)?,
                 max_attempts: parse_num(&max, DOING)?,
+                due_at: chrono::DateTime::from_timestamp_millis(due)
+                    .ok_or_else(|| unexpected(DOING, due))?,
             });
         }
         Ok(())

@@ -175,6 +175,11 @@ async fn the_exposition_counts_real_tasks_and_promtool_accepts_it() {
     );
     assert_eq!(value(r#"longtask_run_seconds_count{job="invoice"}"#), 4.0);
     assert_eq!(
+        value(r#"longtask_wait_seconds_count{job="invoice"}"#),
+        4.0,
+        "one wait per claim"
+    );
+    assert_eq!(
         value(r#"longtask_run_seconds_bucket{job="invoice",le="+Inf"}"#),
         4.0,
         "a histogram with buckets, not a summary"

@@ -538,6 +538,7 @@ impl Queue for MemoryBackend {
                 params: record.params.clone(),
                 attempt: record.attempt,
                 max_attempts: record.max_attempts,
+                due_at: record.run_at,
             });
             state.running.insert(idx);
             state.emit(

@@ -7,15 +7,19 @@ use futures::FutureExt;
 use super::{numbered, Harness, WakeUps, LEASE};
 use crate::{Ack, ClaimRequest, Completion, NewTask, Outcome, RunAt, TaskId, TaskStatus};
 
-/// A claimed task becomes `running` under a lease, with its attempt counted.
+/// A claimed task becomes `running` under a lease, with its attempt counted; the claim says
+/// since when the task was due.
 pub async fn claim_marks_running(h: Harness) {
     let task = NewTask {
         max_attempts: 7,
         ..NewTask::new("claim", r#"{"x":1}"#)
     };
     let id = h.insert(vec![task]).await[0];
+    let submitted = h.now();
+    h.advance(Duration::from_secs(3));
     let claimed = h.claim_one("claim").await;
     assert_eq!(claimed.lease.task, id);
+    assert_eq!(claimed.due_at, submitted, "due since its submission");
     assert_eq!(claimed.job, "claim");
     assert_eq!(claimed.attempt, 1);
     assert_eq!(claimed.max_attempts, 7);

@@ -38,10 +38,12 @@ pub async fn failure_schedules_retry_after_backoff(h: Harness) {
         h.claim(&["flaky"], 1).await.is_empty(),
         "not before the backoff"
     );
-    h.advance(Duration::from_secs(10));
+    let retry_at = got.run_at;
+    h.advance(Duration::from_secs(12));
     let again = h.claim_one("flaky").await;
     assert_eq!(again.lease.task, id);
     assert_eq!(again.attempt, 2);
+    assert_eq!(again.due_at, retry_at, "due since its backoff ended");
     assert_eq!(h.get(id).await.status, TaskStatus::Running);
 }
 

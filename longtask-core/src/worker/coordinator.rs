@@ -566,15 +566,13 @@ impl Coordinator {
         }
     }
 
-    /// Records how long each claimed task waited since it was due.
+    /// Records how long each claimed task waited since it was due (by this machine's clock; a
+    /// clock behind the backend's reads as no wait).
     fn record_waits(&self, claimed: &[ClaimedTask]) {
         let now = chrono::Utc::now();
         for task in claimed {
-            let Some(due) = due_at(task) else {
-                continue;
-            };
             if let Some(job) = self.shared.instruments.job(&task.job) {
-                job.waited((now - due).to_std().unwrap_or(Duration::ZERO));
+                job.waited((now - task.due_at).to_std().unwrap_or(Duration::ZERO));
             }
         }
     }
@@ -840,11 +838,4 @@ fn host_name() -> String {
         .filter(|name| !name.is_empty())
         .or_else(|| std::env::var("HOSTNAME").ok())
         .unwrap_or_else(|| "unknown".to_owned())
-}
-
-/// When a claimed task became due (its `run_at`), for the wait-time histogram.
-// TODO(metrics): backends do not report `run_at` at claim yet (`ClaimedTask` has no such field);
-// until they do, `longtask_wait_seconds` stays empty.
-fn due_at(_task: &ClaimedTask) -> Option<chrono::DateTime<chrono::Utc>> {
-    None
 }

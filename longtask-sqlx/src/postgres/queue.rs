@@ -72,7 +72,7 @@ fn claimed_tasks(mut rows: Vec<ClaimedRow>) -> Vec<ClaimedTask> {
     rows.sort_unstable_by_key(|r| (Reverse(r.6), r.7, r.0));
     rows.into_iter()
         .map(
-            |(id, job, params, attempt, max_attempts, token, _, _)| ClaimedTask {
+            |(id, job, params, attempt, max_attempts, token, _, run_at)| ClaimedTask {
                 lease: Lease {
                     task: TaskId::from_uuid(id),
                     token: u64::try_from(token).unwrap_or(0),
@@ -81,6 +81,7 @@ fn claimed_tasks(mut rows: Vec<ClaimedRow>) -> Vec<ClaimedTask> {
                 params,
                 attempt: count(attempt),
                 max_attempts: count(max_attempts),
+                due_at: crate::codec::time(run_at),
             },
         )
         .collect()

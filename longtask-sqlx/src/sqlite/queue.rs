@@ -214,6 +214,7 @@ struct ClaimedRow {
     max_attempts: i64,
     token: i64,
     version: i64,
+    run_at: i64,
 }
 
 /// A lease as the heartbeat and release statements read it.
@@ -462,6 +463,7 @@ impl SqliteBackend {
                 params: row.params,
                 attempt: count(row.attempt),
                 max_attempts: count(row.max_attempts),
+                due_at: crate::codec::time(row.run_at),
             });
         }
         if watched {

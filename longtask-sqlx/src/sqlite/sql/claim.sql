@@ -10,4 +10,4 @@ SET status = 'running',
     started_at = ?4
 WHERE id IN (SELECT unhex(value) FROM json_each(?1))
   AND status IN ('queued', 'scheduled', 'retrying')
-RETURNING id, job, params, attempt, max_attempts, token, version
+RETURNING id, job, params, attempt, max_attempts, token, version, run_at
