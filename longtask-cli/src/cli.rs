@@ -11,7 +11,8 @@ const EXIT_CODES: &str = "\
 Exit status:
   0  success (for `watch`: the task succeeded)
   1  any other error
-  2  usage: a bad option, a malformed backend URL or task id
+  2  usage: a bad option, a malformed backend URL, task id or address; `dashboard` on a
+     non-loopback address without `--allow-anyone` or `--token`
   3  no such task (never submitted, or purged after its retention)
   4  the backend cannot be reached or opened
   5  `watch`: the task failed
@@ -65,6 +66,97 @@ pub(crate) enum Command {
     Delete(IdArg),
     /// List the live workers: host, process, jobs, busy slots, last heartbeat.
     Workers,
+    /// Each job's tasks per status, its oldest waiting task, and its tasks finished in the
+    /// last hour (with a sparkline of each minute); then the totals and the live workers.
+    Stats(StatsArgs),
+    /// Serve the operators' dashboard (every queue, the workers, the tasks and their actions)
+    /// over HTTP until Ctrl-C.
+    ///
+    /// On a loopback address (the default, 127.0.0.1:8080) it answers only requests that name
+    /// a loopback host, so that no web page elsewhere reaches it through DNS rebinding. It
+    /// refuses any other address unless `--token` or `--allow-anyone` is given.
+    Dashboard(DashboardArgs),
+}
+
+/// `stats`' options.
+#[derive(Debug, Args)]
+pub(crate) struct StatsArgs {
+    /// Only this job (and the workers that run it). A job without tasks shows an empty table.
+    #[arg(long)]
+    pub(crate) job: Option<String>,
+}
+
+/// `dashboard`'s options.
+#[derive(Debug, Args)]
+pub(crate) struct DashboardArgs {
+    /// The address to listen on: IP:PORT (`127.0.0.1:8080`, `[::1]:8080`, `0.0.0.0:8080`),
+    /// `localhost:PORT`, or a port alone (on 127.0.0.1). Port 0 picks a free one.
+    #[arg(long, default_value = "127.0.0.1:8080", value_parser = parse_bind, value_name = "ADDRESS")]
+    pub(crate) bind: std::net::SocketAddr,
+
+    /// The path to serve the dashboard under, such as `/admin` (default: the root). Other
+    /// paths answer 404.
+    #[arg(long, value_parser = parse_prefix, value_name = "PATH")]
+    pub(crate) prefix: Option<String>,
+
+    /// Require this secret with every request: `Authorization: Bearer <token>`, or as the
+    /// password of a browser's login prompt (any user name). At least 16 visible ASCII
+    /// characters. Prefer the environment variable: a command line shows in `ps`.
+    #[arg(
+        long,
+        env = "LONGTASK_DASHBOARD_TOKEN",
+        hide_env_values = true,
+        value_name = "SECRET"
+    )]
+    pub(crate) token: Option<String>,
+
+    /// Admit requests whatever host they name and, without `--token`, from anyone who can
+    /// reach the address: its actions retry, cancel and delete tasks. Required to listen on
+    /// a non-loopback address without `--token`.
+    #[arg(long)]
+    pub(crate) allow_anyone: bool,
+}
+
+fn parse_bind(text: &str) -> Result<std::net::SocketAddr, String> {
+    use std::net::{Ipv4Addr, SocketAddr};
+    let text = text.trim();
+    if let Ok(addr) = text.parse::<SocketAddr>() {
+        return Ok(addr);
+    }
+    if let Ok(port) = text.parse::<u16>() {
+        return Ok(SocketAddr::from((Ipv4Addr::LOCALHOST, port)));
+    }
+    if let Some(port) = text
+        .rsplit_once(':')
+        .filter(|(host, _)| host.eq_ignore_ascii_case("localhost"))
+        .and_then(|(_, port)| port.parse::<u16>().ok())
+    {
+        return Ok(SocketAddr::from((Ipv4Addr::LOCALHOST, port)));
+    }
+    Err(format!(
+        "`{}` is not an address to listen on: give IP:PORT (127.0.0.1:8080, [::1]:8080), \
+         localhost:PORT or a port",
+        crate::render::clean(text)
+    ))
+}
+
+fn parse_prefix(text: &str) -> Result<String, String> {
+    let trimmed = text.trim_matches('/');
+    let plain = |c: char| c.is_ascii_alphanumeric() || "-._~/".contains(c);
+    let dots = trimmed
+        .split('/')
+        .any(|segment| segment == "." || segment == "..");
+    if !text.starts_with('/') || !trimmed.chars().all(plain) || trimmed.contains("//") || dots {
+        return Err(format!(
+            "`{}` is not a path prefix: give one such as /admin (letters, digits, `-._~` and `/`)",
+            crate::render::clean(text)
+        ));
+    }
+    Ok(if trimmed.is_empty() {
+        String::new()
+    } else {
+        format!("/{trimmed}")
+    })
 }
 
 /// `retry`'s target: one task, or every failed task of a job.

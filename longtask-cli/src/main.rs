@@ -3,6 +3,8 @@
 //! ```text
 //! longtask --url sqlite://longtask.db list --status failed
 //! longtask --url postgres://app@db/app watch 0193f0d4-7c2a-7b1e-9d1c-5e2f3a4b5c6d
+//! longtask --url redis://cache stats --job monthly-report
+//! longtask --url sqlite://longtask.db dashboard --bind 127.0.0.1:8080
 //! ```
 //!
 //! See the crate README for every command and the exit statuses.
@@ -11,6 +13,7 @@ mod cli;
 mod commands;
 mod error;
 mod render;
+mod server;
 
 use std::process::ExitCode;
 

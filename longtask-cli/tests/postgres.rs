@@ -39,6 +39,8 @@ async fn every_command_on_postgres() {
     scenarios::purge(&url, &client).await;
     scenarios::watch(&url, &client).await;
     scenarios::admin(&url, &client).await;
+    scenarios::stats(&url, &client).await;
+    scenarios::dashboard(&url, &client).await;
     scenarios::errors(&url).await;
 
     // The server goes away: one line, exit 4, soon, without the password.

@@ -54,6 +54,18 @@ async fn retry_delete_and_workers_say_what_they_did() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stats_counts_every_status_exactly() {
+    let (_dir, url, client) = sqlite().await;
+    scenarios::stats(&url, &client).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dashboard_serves_loopback_hosts_only_and_stops_on_sigint() {
+    let (_dir, url, client) = sqlite().await;
+    scenarios::dashboard(&url, &client).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn errors_are_one_line_with_distinct_exit_statuses() {
     let (_dir, url, _client) = sqlite().await;
     scenarios::errors(&url).await;

@@ -2,12 +2,14 @@
 //! URL and output format), and returns the exit status or a [`Failure`].
 
 mod cancel;
+mod dashboard;
 mod delete;
 mod list;
 mod migrate;
 mod purge;
 mod retry;
 mod show;
+mod stats;
 mod watch;
 mod workers;
 
@@ -70,5 +72,7 @@ pub(crate) async fn run(command: Command, cx: &Context) -> Result<ExitCode, Fail
         Command::Retry(args) => retry::run(args, cx).await,
         Command::Delete(args) => delete::run(args.id, cx).await,
         Command::Workers => workers::run(cx).await,
+        Command::Stats(args) => stats::run(args, cx).await,
+        Command::Dashboard(args) => dashboard::run(args, cx).await,
     }
 }

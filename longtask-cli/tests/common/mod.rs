@@ -14,8 +14,9 @@ use longtask::{
 };
 use serde_json::Value;
 use tokio::{
-    io::{AsyncBufReadExt, BufReader, Lines},
-    process::{Child, ChildStdout, Command},
+    io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader, Lines},
+    net::TcpStream,
+    process::{Child, ChildStderr, ChildStdout, Command},
 };
 
 /// Long enough for any step on a loaded machine; a hang fails the test instead.
@@ -92,6 +93,7 @@ pub async fn at(url: &str, args: &[&str]) -> Run {
 pub struct Running {
     child: Child,
     lines: Lines<BufReader<ChildStdout>>,
+    stderr: ChildStderr,
     pub seen: Vec<String>,
 }
 
@@ -101,11 +103,24 @@ impl Running {
         all.extend_from_slice(args);
         let mut child = command(&all).spawn().expect("starting longtask");
         let stdout = child.stdout.take().expect("piped stdout");
+        let stderr = child.stderr.take().expect("piped stderr");
         Self {
             child,
             lines: BufReader::new(stdout).lines(),
+            stderr,
             seen: Vec::new(),
         }
+    }
+
+    /// Sends the process SIGINT, as Ctrl-C does.
+    pub async fn interrupt(&self) {
+        let pid = self.child.id().expect("the process is running");
+        let status = Command::new("kill")
+            .args(["-INT", &pid.to_string()])
+            .status()
+            .await
+            .expect("running kill");
+        assert!(status.success(), "kill -INT {pid}");
     }
 
     /// Waits for a line containing `text`; returns it.
@@ -130,18 +145,131 @@ impl Running {
     }
 
     /// Waits for the process to end; returns its exit status and the rest of stdout.
-    pub async fn end(mut self) -> (i32, Vec<String>) {
+    pub async fn end(self) -> (i32, Vec<String>) {
+        let (code, lines, _) = self.end_with_stderr().await;
+        (code, lines)
+    }
+
+    /// Waits for the process to end; returns its exit status, the rest of stdout, and all of
+    /// stderr.
+    pub async fn end_with_stderr(mut self) -> (i32, Vec<String>, String) {
+        let mut stderr = String::new();
         let wait = async {
             while let Some(line) = self.lines.next_line().await.expect("reading stdout") {
                 self.seen.push(line);
             }
+            self.stderr
+                .read_to_string(&mut stderr)
+                .await
+                .expect("reading stderr");
             self.child.wait().await.expect("waiting for longtask")
         };
         let status = tokio::time::timeout(BOUND, wait)
             .await
-            .unwrap_or_else(|_| panic!("longtask did not end within {BOUND:?}"));
-        (status.code().expect("exited, not killed"), self.seen)
+            .unwrap_or_else(|_| panic!("longtask did not end within {BOUND:?}: {:#?}", self.seen));
+        (
+            status.code().expect("exited, not killed"),
+            self.seen,
+            stderr,
+        )
     }
+}
+
+/// What an HTTP server answered.
+#[derive(Debug)]
+pub struct Answer {
+    pub status: u16,
+    /// Header lines, names in lower case: `("set-cookie", "a=b; Path=/")`.
+    pub headers: Vec<(String, String)>,
+    pub body: String,
+}
+
+impl Answer {
+    /// The first value of a header.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// Sends `request` (a whole HTTP/1.1 request; it should say `Connection: close`) to
+/// 127.0.0.1:`port` over plain TCP, so that the test chooses every header (`Host` included),
+/// and reads the answer to its end.
+pub async fn http(port: u16, request: &str) -> Answer {
+    let exchange = async {
+        let mut stream = TcpStream::connect(("127.0.0.1", port))
+            .await
+            .expect("connecting to the dashboard");
+        stream
+            .write_all(request.as_bytes())
+            .await
+            .expect("sending the request");
+        let mut raw = Vec::new();
+        stream
+            .read_to_end(&mut raw)
+            .await
+            .expect("reading the answer");
+        String::from_utf8(raw).expect("a UTF-8 answer")
+    };
+    let raw = tokio::time::timeout(BOUND, exchange)
+        .await
+        .unwrap_or_else(|_| panic!("no answer within {BOUND:?} to {request}"));
+    let (head, body) = raw.split_once("\r\n\r\n").expect("a head and a body");
+    let mut lines = head.split("\r\n");
+    let status = lines
+        .next()
+        .and_then(|line| line.split(' ').nth(1))
+        .and_then(|code| code.parse().ok())
+        .unwrap_or_else(|| panic!("a status line: {head}"));
+    let headers = lines
+        .filter_map(|line| line.split_once(':'))
+        .map(|(n, v)| (n.trim().to_ascii_lowercase(), v.trim().to_owned()))
+        .collect();
+    assert!(
+        !head
+            .to_ascii_lowercase()
+            .contains("transfer-encoding: chunked"),
+        "this helper reads whole bodies only: {head}"
+    );
+    Answer {
+        status,
+        headers,
+        body: body.to_owned(),
+    }
+}
+
+/// `GET path` naming `host`, accepting `accept`, with `extra` header lines (each ending in
+/// `\r\n`).
+pub async fn get(port: u16, host: &str, path: &str, accept: &str, extra: &str) -> Answer {
+    http(
+        port,
+        &format!(
+            "GET {path} HTTP/1.1\r\nHost: {host}\r\nAccept: {accept}\r\n{extra}Connection: close\r\n\r\n"
+        ),
+    )
+    .await
+}
+
+/// Starts `longtask dashboard` with `args` on a free loopback port (port 0: the binary prints
+/// the one it got); returns it and the port.
+pub async fn dashboard(url: &str, args: &[&str]) -> (Running, u16) {
+    let mut all = vec!["dashboard"];
+    all.extend_from_slice(args);
+    if !args.contains(&"--bind") {
+        all.extend(["--bind", "127.0.0.1:0"]);
+    }
+    let mut running = Running::start(url, &all);
+    let line = running.line_with("longtask dashboard: http://").await;
+    let port = line
+        .split("http://")
+        .nth(1)
+        .and_then(|rest| rest.split('/').next())
+        .and_then(|addr| addr.rsplit(':').next())
+        .and_then(|port| port.parse().ok())
+        .unwrap_or_else(|| panic!("a URL with a port: {line}"));
+    (running, port)
 }
 
 /// A job name of this test alone, so that tests sharing a backend do not see each other's

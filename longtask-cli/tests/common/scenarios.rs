@@ -398,3 +398,425 @@ pub async fn admin(url: &str, client: &Client) {
     let listed = at(url, &["workers", "--json"]).await.json();
     assert_eq!(listed[0]["pid"], 42, "{listed}");
 }
+
+/// Seeds `job` with a different number of tasks in each status (see [`EVERY_STATUS`]), so
+/// that a count shown in another status's place shows; returns the failed ones.
+async fn every_status(client: &Client, job: &str) -> Vec<TaskId> {
+    let backend = client.backend();
+    let count = |status: &str| {
+        EVERY_STATUS
+            .iter()
+            .find(|(s, _)| *s == status)
+            .map_or(0, |(_, n)| *n)
+    };
+    for _ in 0..count("running") {
+        let id = submit(client, job, "\"running\"").await;
+        assert_eq!(claim(backend, job).await.lease.task, id);
+    }
+    for _ in 0..count("succeeded") {
+        submit(client, job, "\"succeeded\"").await;
+        let task = claim(backend, job).await;
+        finish(backend, &task, succeeded("1")).await;
+    }
+    let mut broken = Vec::new();
+    for _ in 0..count("failed") {
+        broken.push(submit(client, job, "\"failed\"").await);
+        let task = claim(backend, job).await;
+        finish(backend, &task, failed("out of paper", false)).await;
+    }
+    for _ in 0..count("retrying") {
+        submit(client, job, "\"retrying\"").await;
+        let task = claim(backend, job).await;
+        let later = Outcome::Failed {
+            error: "the ledger is locked".to_owned(),
+            retry_after: Some(Duration::from_secs(3600)),
+        };
+        finish(backend, &task, later).await;
+    }
+    for _ in 0..count("cancelled") {
+        let id = submit(client, job, "\"cancelled\"").await;
+        client.cancel(id).await.expect("cancelling");
+    }
+    for _ in 0..count("scheduled") {
+        let mut scheduled = NewTask::new(job, "\"scheduled\"");
+        scheduled.run_at = longtask::RunAt::After(Duration::from_secs(3600));
+        submit_task(client, scheduled).await;
+    }
+    for _ in 0..count("queued") {
+        submit(client, job, "\"queued\"").await;
+    }
+    broken
+}
+
+/// The counts [`every_status`] leaves, each different, in the table's order.
+const EVERY_STATUS: [(&str, u64); 7] = [
+    ("queued", 7),
+    ("scheduled", 2),
+    ("running", 3),
+    ("retrying", 5),
+    ("succeeded", 6),
+    ("failed", 4),
+    ("cancelled", 1),
+];
+
+/// Tasks [`every_status`] finishes (succeeded, failed, cancelled).
+const FINISHED: u64 = 6 + 4 + 1;
+
+/// A worker of `jobs` in the backend's registry, `busy` of 4 slots busy.
+async fn register_worker(client: &Client, jobs: &[&str], busy: u32) {
+    let info = longtask::WorkerInfo {
+        id: format!("stats-worker-{}", TaskId::new()),
+        host: "box".to_owned(),
+        pid: 4242,
+        jobs: jobs.iter().map(|job| (*job).to_owned()).collect(),
+        concurrency: 4,
+        busy,
+        started_at: chrono::Utc::now(),
+        last_seen: chrono::Utc::now(),
+    };
+    client
+        .backend()
+        .queue()
+        .register_worker(&info, Duration::from_secs(300))
+        .await
+        .expect("registering a worker");
+}
+
+/// `stats`: exact counts per job and status in JSON, the table with its totals, sparklines
+/// and workers, `--job` filtering, and an unknown job.
+pub async fn stats(url: &str, client: &Client) {
+    let report = job("report");
+    let email = job("email");
+    every_status(client, &report).await;
+    submit(client, &email, "\"ada@example.com\"").await;
+    register_worker(client, &[&report], 1).await;
+    register_worker(client, &[&email], 3).await;
+
+    // JSON, one job: every count exact, the hour's minutes, the worker.
+    let json = at(url, &["stats", "--json", "--job", &report]).await.json();
+    let jobs = json["jobs"].as_array().expect("a jobs array");
+    assert_eq!(jobs.len(), 1, "{json:#}");
+    let stats = &jobs[0];
+    assert_eq!(stats["job"], report.as_str());
+    for (status, n) in EVERY_STATUS {
+        assert_eq!(stats["counts"][status], n, "{status}: {json:#}");
+        assert_eq!(json["totals"][status], n, "total {status}: {json:#}");
+    }
+    let minutes = stats["finished"]
+        .as_array()
+        .expect("a finished array")
+        .clone();
+    assert_eq!(minutes.len(), 60, "one entry per minute of the hour");
+    let sum = |outcome: &str| {
+        minutes
+            .iter()
+            .map(|m| m[outcome].as_u64().expect("a count"))
+            .sum::<u64>()
+    };
+    assert_eq!(
+        (sum("succeeded"), sum("failed"), sum("cancelled")),
+        (6, 4, 1),
+        "{json:#}"
+    );
+    assert!(stats["oldest_due"].is_string(), "{json:#}");
+    assert!(json["oldest_wait_seconds"].is_u64(), "{json:#}");
+    assert!(json["at"].is_string(), "{json:#}");
+    let workers = json["workers"].as_array().expect("a workers array");
+    assert_eq!(workers.len(), 1, "only the worker of {report}: {json:#}");
+    assert_eq!(workers[0]["jobs"][0], report.as_str());
+
+    // JSON, every job: both jobs, each with its own counts.
+    let all = at(url, &["stats", "--json"]).await.json();
+    let of = |name: &str| {
+        all["jobs"]
+            .as_array()
+            .expect("a jobs array")
+            .iter()
+            .find(|stats| stats["job"] == name)
+            .unwrap_or_else(|| panic!("{name} in {all:#}"))
+            .clone()
+    };
+    assert_eq!(of(&report)["counts"], stats["counts"]);
+    assert_eq!(of(&email)["counts"]["queued"], 1);
+    assert_eq!(of(&email)["counts"]["succeeded"], 0);
+    assert!(
+        all["totals"]["queued"].as_u64().is_some_and(|n| n >= 3),
+        "{all:#}"
+    );
+    assert!(
+        all["workers"].as_array().is_some_and(|w| w.len() >= 2),
+        "{all:#}"
+    );
+
+    // The table, one job: the header, the job's row, the totals, the sparkline, the workers.
+    let table = at(url, &["stats", "--job", &report]).await;
+    let lines: Vec<&str> = table.ok().lines().collect();
+    let header: Vec<&str> = lines[0].split_whitespace().collect();
+    assert_eq!(
+        header,
+        [
+            "JOB",
+            "QUEUED",
+            "SCHEDULED",
+            "RUNNING",
+            "RETRYING",
+            "SUCCEEDED",
+            "FAILED",
+            "CANCELLED",
+            "OLDEST",
+            "WAIT",
+            "FINISHED",
+            "1H"
+        ],
+        "{table:#?}"
+    );
+    let counts: Vec<String> = EVERY_STATUS.iter().map(|(_, n)| n.to_string()).collect();
+    for (line, name) in [(lines[1], report.as_str()), (lines[2], "TOTAL")] {
+        let cells: Vec<&str> = line.split_whitespace().collect();
+        assert_eq!(cells[0], name, "{table:#?}");
+        assert_eq!(cells[1..8], counts, "{table:#?}");
+        let wait = cells[8];
+        assert!(
+            wait.ends_with('s') && wait[..wait.len() - 1].parse::<u64>().is_ok(),
+            "the oldest wait in seconds: {table:#?}"
+        );
+        assert_eq!(
+            cells[9],
+            FINISHED.to_string(),
+            "finished in the last hour: {table:#?}"
+        );
+    }
+    assert_eq!(lines[3], "", "{table:#?}");
+    assert!(lines[4].starts_with("finished per minute"), "{table:#?}");
+    let spark = lines[5]
+        .strip_prefix(report.as_str())
+        .and_then(|rest| rest.trim_start().strip_prefix('│'))
+        .and_then(|rest| rest.split_once('│'))
+        .unwrap_or_else(|| panic!("a sparkline: {table:#?}"));
+    assert_eq!(
+        spark.0.chars().count(),
+        60,
+        "one character per minute: {table:#?}"
+    );
+    assert!(
+        spark.0.chars().last().is_some_and(|c| c != ' ')
+            || spark.0.chars().nth(58).is_some_and(|c| c != ' '),
+        "this minute (or the last, if it just turned) shows the finished tasks: {table:#?}"
+    );
+    assert!(
+        spark
+            .0
+            .chars()
+            .all(|c| c == ' ' || ('▁'..='█').contains(&c)),
+        "{table:#?}"
+    );
+    // All finished within a few seconds: in one minute, or two if it turned meanwhile.
+    let busiest = minutes
+        .iter()
+        .map(|m| {
+            ["succeeded", "failed", "cancelled"]
+                .map(|o| m[o].as_u64().unwrap_or(0))
+                .iter()
+                .sum::<u64>()
+        })
+        .max()
+        .unwrap_or(0);
+    assert!(
+        (FINISHED.div_ceil(2)..=FINISHED).contains(&busiest),
+        "{json:#}"
+    );
+    assert_eq!(
+        spark.1.trim(),
+        format!("busiest minute: {busiest}"),
+        "{table:#?}"
+    );
+    assert_eq!(
+        lines[6],
+        format!("1 live worker run {report}, 1 of 4 slots busy"),
+        "{table:#?}"
+    );
+    assert_eq!(lines.len(), 7, "{table:#?}");
+
+    // Every job: a row for each.
+    let table = at(url, &["stats"]).await;
+    let text = table.ok();
+    for name in [&report, &email] {
+        assert!(
+            text.lines().any(|line| line.starts_with(name.as_str())),
+            "{name}: {table:#?}"
+        );
+    }
+
+    // A job without tasks: an empty table, exit 0.
+    let nothing = job("nothing");
+    let empty = at(url, &["stats", "--job", &nothing]).await;
+    let lines: Vec<&str> = empty.ok().lines().collect();
+    assert_eq!(lines.len(), 3, "{empty:#?}");
+    assert!(lines[0].starts_with("JOB"), "{empty:#?}");
+    assert_eq!(
+        lines[1].split_whitespace().collect::<Vec<_>>(),
+        ["TOTAL", "0", "0", "0", "0", "0", "0", "0", "-", "0"],
+        "{empty:#?}"
+    );
+    assert_eq!(lines[2], format!("0 live workers run {nothing}"));
+    let json = at(url, &["stats", "--json", "--job", &nothing])
+        .await
+        .json();
+    assert_eq!(json["jobs"], serde_json::json!([]));
+    assert_eq!(json["totals"]["queued"], 0);
+    assert_eq!(json["oldest_wait_seconds"], Value::Null);
+    assert_eq!(json["workers"], serde_json::json!([]));
+}
+
+/// The text of a status's cell in a job's row of the dashboard's overview.
+fn overview_cell<'a>(html: &'a str, job: &str, status: &str) -> &'a str {
+    let row_start = html
+        .find(&format!("<tr data-job=\"{job}\">"))
+        .unwrap_or_else(|| panic!("a row for {job} in {html}"));
+    let row = &html[row_start..];
+    let row = &row[..row.find("</tr>").expect("the row's end")];
+    let cell = &row[row
+        .find(&format!("data-status=\"{status}\""))
+        .unwrap_or_else(|| panic!("a {status} cell in {row}"))..];
+    let text = &cell[..cell.find("</a>").expect("the cell's link")];
+    text.rsplit('>').next().unwrap_or_default()
+}
+
+/// `dashboard`: served on a free loopback port, the overview (HTML and JSON) shows the
+/// backend's counts to a request naming a loopback host and refuses any other host, an action
+/// works through it, and SIGINT stops it (even with a live-update stream open), exit 0.
+pub async fn dashboard(url: &str, client: &Client) {
+    let report = job("report");
+    let failed_tasks = every_status(client, &report).await;
+    let (running, port) = super::dashboard(url, &[]).await;
+    let host = format!("127.0.0.1:{port}");
+
+    let page = get(port, &host, "/", "text/html", "").await;
+    assert_eq!(page.status, 200, "{page:#?}");
+    assert!(
+        page.header("content-type")
+            .is_some_and(|t| t.starts_with("text/html")),
+        "{page:#?}"
+    );
+    for (status, n) in EVERY_STATUS {
+        assert_eq!(
+            overview_cell(&page.body, &report, status),
+            n.to_string(),
+            "{status}"
+        );
+    }
+    let json = get(
+        port,
+        &format!("localhost:{port}"),
+        "/?format=json",
+        "application/json",
+        "",
+    )
+    .await;
+    assert_eq!(json.status, 200, "{json:#?}");
+    let figures: Value = serde_json::from_str(&json.body).expect("JSON figures");
+    let stats = figures["jobs"]
+        .as_array()
+        .expect("a jobs array")
+        .iter()
+        .find(|stats| stats["job"] == report.as_str())
+        .expect("the job's figures");
+    for (status, n) in EVERY_STATUS {
+        assert_eq!(stats["counts"][status], n, "{status}: {figures:#}");
+    }
+    let v6 = get(port, &format!("[::1]:{port}"), "/tasks", "text/html", "").await;
+    assert_eq!(v6.status, 200, "{v6:#?}");
+
+    // Another host name (DNS rebinding), or another port: refused, and nothing shown.
+    for foreign in [
+        format!("evil.example:{port}"),
+        format!("127.0.0.1.evil.example:{port}"),
+        format!("127.0.0.1:{}", port.wrapping_add(1)),
+        "127.0.0.1".to_owned(),
+    ] {
+        let refused = get(port, &foreign, "/", "text/html", "").await;
+        assert_eq!(refused.status, 403, "{foreign}: {refused:#?}");
+        assert!(!refused.body.contains(&report), "{foreign}: {refused:#?}");
+        let action = http(
+            port,
+            &format!(
+                "POST /purge HTTP/1.1\r\nHost: {foreign}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+            ),
+        )
+        .await;
+        assert_eq!(action.status, 403, "{foreign}: {action:#?}");
+    }
+    let missing = http(port, "GET / HTTP/1.0\r\n\r\n").await;
+    assert_eq!(missing.status, 403, "no Host at all: {missing:#?}");
+
+    // An action, as a browser posts it: the page's CSRF token and cookie, from this origin.
+    let cookie = page
+        .headers
+        .iter()
+        .find(|(name, value)| name == "set-cookie" && value.starts_with("longtask_dashboard_csrf="))
+        .and_then(|(_, value)| value.split(';').next())
+        .unwrap_or_else(|| panic!("a CSRF cookie: {page:#?}"));
+    let marker = "name=\"csrf\" value=\"";
+    let token = page.body[page.body.find(marker).expect("a CSRF field") + marker.len()..]
+        .split('"')
+        .next()
+        .expect("a token");
+    let form = format!("csrf={token}&job={report}");
+    let retried = http(
+        port,
+        &format!(
+            "POST /retry-failed HTTP/1.1\r\nHost: {host}\r\nOrigin: http://{host}\r\n\
+             Cookie: {cookie}\r\nContent-Type: application/x-www-form-urlencoded\r\n\
+             Content-Length: {}\r\nConnection: close\r\n\r\n{form}",
+            form.len()
+        ),
+    )
+    .await;
+    assert_eq!(retried.status, 303, "{retried:#?}");
+    for id in failed_tasks {
+        let task = client.status(id).await.expect("a retried task");
+        assert_eq!(
+            task.status,
+            longtask::TaskStatus::Queued,
+            "the failed tasks are queued again"
+        );
+    }
+
+    // A live-update stream stays open; SIGINT still stops the server, soon, with exit 0.
+    let mut stream = TcpStream::connect(("127.0.0.1", port))
+        .await
+        .expect("connecting for events");
+    stream
+        .write_all(
+            format!("GET /events HTTP/1.1\r\nHost: {host}\r\nAccept: text/event-stream\r\n\r\n")
+                .as_bytes(),
+        )
+        .await
+        .expect("asking for events");
+    let mut first = vec![0_u8; 4096];
+    let n = tokio::time::timeout(BOUND, stream.read(&mut first))
+        .await
+        .expect("the stream answers")
+        .expect("reading the stream");
+    let head = String::from_utf8_lossy(&first[..n]);
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    running.interrupt().await;
+    let started = std::time::Instant::now();
+    let (code, lines) = running.end().await;
+    assert_eq!(code, 0, "{lines:#?}");
+    assert_eq!(
+        lines.last().map(String::as_str),
+        Some("stopped"),
+        "{lines:#?}"
+    );
+    assert!(
+        started.elapsed() < BOUND / 2,
+        "took {:?}",
+        started.elapsed()
+    );
+    drop(stream);
+    assert!(
+        TcpStream::connect(("127.0.0.1", port)).await.is_err(),
+        "nothing listens on {port} any more"
+    );
+}
