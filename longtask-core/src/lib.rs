@@ -49,6 +49,7 @@
 //! # Ok(()) }
 //! ```
 
+mod attempt;
 mod backend;
 mod client;
 mod clock;
@@ -74,6 +75,7 @@ mod worker;
 pub mod testing;
 
 pub use crate::{
+    attempt::{AttemptOutcome, AttemptRecord, ParseAttemptOutcomeError, MAX_ATTEMPT_HISTORY},
     backend::Backend,
     client::{Client, SubmitOptions, MAX_KEY_LEN},
     clock::{saturating_add, Clock, ManualClock, SystemClock},

@@ -26,7 +26,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use crate::queue::CheckpointInfo;
+use crate::{queue::CheckpointInfo, AttemptRecord};
 
 /// A task's id: a UUIDv7, so ids sort by submission time (good index locality) while carrying 74
 /// random bits (unguessable, safe to put in a URL).
@@ -344,6 +344,10 @@ pub struct TaskRecord {
     /// [`TaskContext::checkpoint`]: crate::TaskContext::checkpoint
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub checkpoint: Option<CheckpointInfo>,
+    /// The attempts that ended without success, oldest first: the last
+    /// [`MAX_ATTEMPT_HISTORY`](crate::MAX_ATTEMPT_HISTORY) of them (see [`AttemptRecord`]).
+    #[serde(default)]
+    pub attempts: Vec<AttemptRecord>,
 }
 
 impl TaskRecord {
@@ -406,6 +410,7 @@ impl TaskRecord {
             },
             open_members: matches!(task.group, Some(GroupRole::Root)).then_some(0),
             checkpoint: None,
+            attempts: Vec::new(),
         }
     }
 }

@@ -17,6 +17,10 @@
 --   lo (lease owner, "+name") lx (lease expiry): meaningful only while the status is running,
 --   left behind afterwards; started finished output progress (JSON)
 --   em ea et (last error: message, attempt, time)
+--   ah (attempt history: a JSON array of the attempts that ended without success, oldest
+--   first, the last MAX_ATTEMPT_HISTORY; each {attempt (a number), started_at, ended_at (times
+--   as strings), worker (absent = none), outcome ("failed", "lost" or "cancelled"), error};
+--   absent until an attempt fails; written by record_attempt, never on a success)
 --   checkpoint (the last checkpoint's state, JSON: only load_checkpoint reads it, never a
 --   record read) checkpoint_info (what the record shows of it, JSON)
 --   grp (a group member: its root's id; the member is also in the group's index, see k_group)
@@ -502,11 +506,45 @@ leave_group = function(root, now)
   end
 end
 
--- Ends an attempt without success: records the error, then retries at `retry_at` (if given,
--- attempts remain and no cancellation was requested), or fails, or cancels when cancellation
--- was requested. Returns whether the task was retried.
-local function fail_attempt(id, h, message, retry_at, now)
+-- How many ended attempts a task keeps (longtask-core's MAX_ATTEMPT_HISTORY).
+local MAX_ATTEMPT_HISTORY = 20
+
+-- Appends the running attempt of task `id` (whose LEASED_FIELDS are `h`, completed) to its
+-- attempt history `ah`, as ended at `now` with `outcome` and `message`, keeping the last
+-- MAX_ATTEMPT_HISTORY. Called before the attempt's end is written, while lo and started are
+-- still the attempt's. Times stay strings, so that cjson never rounds them.
+local function record_attempt(id, h, outcome, message, now)
+  local key = k_task(id)
+  local r = redis.call('HMGET', key, 'ah', 'started', 'lo')
+  local history = {}
+  if r[1] and r[1] ~= '' then
+    history = cjson.decode(r[1])
+  end
+  local worker = nil
+  if r[3] and r[3] ~= '' then
+    worker = string.sub(r[3], 2)
+  end
+  history[#history + 1] = {
+    attempt = tonumber(h[ATTEMPT]) or 0,
+    started_at = r[2] or now,
+    ended_at = now,
+    worker = worker,
+    outcome = outcome,
+    error = message,
+  }
+  while #history > MAX_ATTEMPT_HISTORY do
+    table.remove(history, 1)
+  end
+  redis.call('HSET', key, 'ah', cjson.encode(history))
+end
+
+-- Ends an attempt without success (`outcome`: "failed" or "lost", kept in its history):
+-- records the error, then retries at `retry_at` (if given, attempts remain and no cancellation
+-- was requested), or fails, or cancels when cancellation was requested. Returns whether the
+-- task was retried.
+local function fail_attempt(id, h, outcome, message, retry_at, now)
   complete(id, h)
+  record_attempt(id, h, outcome, message, now)
   local attempt = h[ATTEMPT] or '0'
   local cancel = h[CANCEL] == '1'
   if retry_at ~= '' and (tonumber(attempt) < tonumber(h[MAX])) and not cancel then

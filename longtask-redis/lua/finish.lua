@@ -1,7 +1,8 @@
 -- finish.lua: records attempts' outcomes, each fenced by its lease token.
 -- ARGV: now, then 6 per completion: id, token, kind ("s" succeeded, "f" failed, "c" cancelled),
 --   text (output, error or reason), retry_at ("" for a permanent failure), progress ("" or JSON).
--- Returns one integer per completion: 1 applied, 0 stale.
+-- A failed or cancelled attempt joins the task's attempt history. Returns one integer per
+-- completion: 1 applied, 0 stale.
 local now = ARGV[1]
 local out = {}
 for i = 2, #ARGV, 6 do
@@ -17,9 +18,10 @@ for i = 2, #ARGV, 6 do
       finalize(id, h, 'succeeded', now, 'output', text)
     elseif kind == 'c' then
       complete(id, h)
+      record_attempt(id, h, 'cancelled', text, now)
       finalize(id, h, 'cancelled', now, 'em', text, 'ea', h[ATTEMPT] or '0', 'et', now)
     else
-      fail_attempt(id, h, text, retry_at, now)
+      fail_attempt(id, h, 'failed', text, retry_at, now)
     end
     out[#out + 1] = 1
   else

@@ -10,7 +10,8 @@ use std::{collections::HashMap, str::FromStr, time::Duration};
 
 use chrono::{DateTime, Utc};
 use longtask_core::{
-    CheckpointInfo, Error, Progress, Result, TaskError, TaskId, TaskRecord, TaskStatus,
+    AttemptOutcome, AttemptRecord, CheckpointInfo, Error, Progress, Result, TaskError, TaskId,
+    TaskRecord, TaskStatus,
 };
 
 /// A stored field that cannot be read back.
@@ -40,7 +41,7 @@ pub(crate) fn encode_opt(value: Option<&str>) -> String {
 /// The hash fields a record is made of, read with `HMGET` (see [`decode_fields`]): every field
 /// but the lease token and the checkpoint's state, which may be large and is read only by
 /// `load_checkpoint`.
-pub(crate) const RECORD_FIELDS: [&str; 25] = [
+pub(crate) const RECORD_FIELDS: [&str; 26] = [
     "status",
     "job",
     "prio",
@@ -66,6 +67,7 @@ pub(crate) const RECORD_FIELDS: [&str; 25] = [
     "checkpoint_info",
     "grp",
     "open",
+    "ah",
 ];
 
 /// Decodes the values of [`RECORD_FIELDS`] (in that order, from `HMGET`); a task with none of
@@ -149,8 +151,51 @@ pub(crate) fn decode(id: TaskId, mut hash: HashMap<String, String>) -> Result<Op
             .take("checkpoint_info")
             .map(|json| CheckpointInfo::from_json(&json))
             .transpose()?,
+        attempts: match fields.take("ah") {
+            Some(json) => decode_attempts(id, &json)?,
+            None => Vec::new(),
+        },
     };
     Ok(Some(record))
+}
+
+/// One entry of the attempt history (`ah`) as `record_attempt` in common.lua writes it: times
+/// as strings of epoch milliseconds (so that Lua's cjson never rounds them).
+#[derive(serde::Deserialize)]
+struct StoredAttempt {
+    attempt: u32,
+    started_at: String,
+    ended_at: String,
+    worker: Option<String>,
+    outcome: AttemptOutcome,
+    error: Option<String>,
+}
+
+/// Decodes a task's attempt history.
+fn decode_attempts(id: TaskId, json: &str) -> Result<Vec<AttemptRecord>> {
+    let corrupt = |e: Box<dyn std::error::Error + Send + Sync>| {
+        Error::backend(format!("decoding the attempt history of task {id}"), e)
+    };
+    let stored: Vec<StoredAttempt> = serde_json::from_str(json).map_err(|e| corrupt(e.into()))?;
+    stored
+        .into_iter()
+        .map(|a| {
+            let time = |ms: &str| {
+                ms.parse::<i64>()
+                    .ok()
+                    .and_then(DateTime::from_timestamp_millis)
+                    .ok_or_else(|| corrupt(format!("`{ms}` is not a time in milliseconds").into()))
+            };
+            Ok(AttemptRecord {
+                attempt: a.attempt,
+                started_at: time(&a.started_at)?,
+                ended_at: time(&a.ended_at)?,
+                worker: a.worker,
+                outcome: a.outcome,
+                error: a.error,
+            })
+        })
+        .collect()
 }
 
 struct Fields<'a> {

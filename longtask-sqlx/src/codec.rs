@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 
-use longtask_core::{Error, Progress, Result, TaskStatus};
+use longtask_core::{AttemptOutcome, AttemptRecord, Error, Progress, Result, TaskStatus};
 
 /// A duration in whole milliseconds, saturating.
 pub(crate) fn duration_millis(d: Duration) -> i64 {
@@ -47,6 +47,38 @@ pub(crate) fn encode_progress(progress: &Progress) -> Result<String> {
 /// Stored progress.
 pub(crate) fn decode_progress(json: &str) -> Result<Progress> {
     serde_json::from_str(json).map_err(|err| Error::backend("decoding stored progress", err))
+}
+
+/// One entry of a stored attempt history, as both engines write it: times in epoch
+/// milliseconds.
+#[derive(serde::Deserialize)]
+struct StoredAttempt {
+    attempt: i64,
+    started_at: Option<i64>,
+    ended_at: i64,
+    worker: Option<String>,
+    outcome: AttemptOutcome,
+    error: Option<String>,
+}
+
+/// A stored attempt history (a JSON array, oldest first; NULL when no attempt has failed).
+pub(crate) fn decode_attempts(json: Option<&str>) -> Result<Vec<AttemptRecord>> {
+    let Some(json) = json else {
+        return Ok(Vec::new());
+    };
+    let stored: Vec<StoredAttempt> = serde_json::from_str(json)
+        .map_err(|err| Error::backend("decoding a stored attempt history", err))?;
+    Ok(stored
+        .into_iter()
+        .map(|a| AttemptRecord {
+            attempt: count(a.attempt),
+            started_at: time(a.started_at.unwrap_or(a.ended_at)),
+            ended_at: time(a.ended_at),
+            worker: a.worker,
+            outcome: a.outcome,
+            error: a.error,
+        })
+        .collect())
 }
 
 #[cfg(test)]

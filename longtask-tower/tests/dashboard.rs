@@ -489,11 +489,48 @@ async fn the_pages_show_the_figures_and_escape_what_they_show() {
     assert!(html.contains("failed: &lt;script&gt;alert(1)&lt;/script&gt;"));
     assert!(html.contains(">Retry</button>") && html.contains(">Delete</button>"));
     assert!(!html.contains(">Cancel</button>"));
+    // The attempt history: the failed attempt, its worker, outcome and error, escaped.
+    let worker = app.client.workers().await.unwrap()[0].id.clone();
+    let history = &html[html
+        .find("<table class=\"attempts\" id=\"attempts\">")
+        .expect("an attempt history")..];
+    let row = &history[history.find("<tr data-attempt=\"1\">").expect("attempt 1")..];
+    let row = &row[..row.find("</tr>").unwrap()];
+    assert!(
+        row.starts_with(&format!(
+            "<tr data-attempt=\"1\"><td>1</td><td><code>{worker}</code></td>"
+        )),
+        "{row}"
+    );
+    assert!(
+        row.contains("<td class=\"outcome failed\">Failed</td>"),
+        "{row}"
+    );
+    assert!(
+        row.contains("<td><pre>failed: &lt;script&gt;alert(1)&lt;/script&gt;</pre></td>"),
+        "{row}"
+    );
+    assert_eq!(
+        row.matches("<time datetime=").count(),
+        2,
+        "started and ended: {row}"
+    );
+    let json = app
+        .admin(admin_json(&format!("/admin/tasks/{failed}")))
+        .await
+        .json();
+    assert_eq!(json["attempts"][0]["attempt"], 1, "{json}");
+    assert_eq!(json["attempts"][0]["outcome"], "failed", "{json}");
+    assert_eq!(json["attempts"][0]["worker"], worker.as_str(), "{json}");
     let page = app
         .admin(browser_get(&format!("/admin/tasks/{done}")))
         .await
         .text();
     assert!(page.contains("done: &lt;b&gt;bold&lt;/b&gt;"), "{page}");
+    assert!(
+        !page.contains("id=\"attempts\""),
+        "a success has no failed attempts: {page}"
+    );
     let page = app
         .admin(browser_get(&format!("/admin/tasks/{running}")))
         .await

@@ -28,6 +28,7 @@ use futures::{channel::mpsc, stream::BoxStream, StreamExt};
 use tokio::sync::watch;
 
 use crate::{
+    attempt::AttemptOutcome,
     clock::{saturating_add, Clock, SystemClock},
     error::{Error, Result},
     progress::{ProgressSink, TaskEvent},
@@ -602,9 +603,20 @@ impl Queue for MemoryBackend {
                         if let Some(progress) = progress {
                             state.emit(id, &TaskEvent::Progress(progress));
                         }
-                        retried |= state.fail_attempt(idx, error, retry_after, now);
+                        retried |= state.fail_attempt(
+                            idx,
+                            AttemptOutcome::Failed,
+                            error,
+                            retry_after,
+                            now,
+                        );
                     }
                     Outcome::Cancelled { reason } => {
+                        slot.record.push_attempt(
+                            AttemptOutcome::Cancelled,
+                            Some(reason.clone()),
+                            now,
+                        );
                         slot.record.last_error = Some(TaskError {
                             message: reason,
                             attempt: slot.record.attempt,
@@ -683,7 +695,8 @@ impl Queue for MemoryBackend {
             let error = format!(
                 "attempt {attempt} was lost: its worker stopped renewing the lease (crashed, killed or stalled)"
             );
-            retried |= state.fail_attempt(idx, error, Some(Duration::ZERO), now);
+            retried |=
+                state.fail_attempt(idx, AttemptOutcome::Lost, error, Some(Duration::ZERO), now);
         }
         retried |= std::mem::take(&mut state.fired);
         drop(state);

@@ -11,6 +11,7 @@ use chrono::{DateTime, Utc};
 use futures::channel::mpsc;
 
 use crate::{
+    attempt::AttemptOutcome,
     clock::saturating_add,
     progress::TaskEvent,
     queue::Lease,
@@ -336,11 +337,13 @@ impl State {
             .map(|_| idx)
     }
 
-    /// Ends an attempt without success: retry after `retry_after` if allowed, else fail (or
-    /// cancel, when cancellation was requested).
+    /// Ends an attempt without success (`outcome`: failed or lost, recorded in its history):
+    /// retry after `retry_after` if allowed, else fail (or cancel, when cancellation was
+    /// requested).
     pub(super) fn fail_attempt(
         &mut self,
         idx: u32,
+        outcome: AttemptOutcome,
         error: String,
         retry_after: Option<Duration>,
         now: DateTime<Utc>,
@@ -349,6 +352,7 @@ impl State {
             return false;
         };
         let record = &mut slot.record;
+        record.push_attempt(outcome, Some(error.clone()), now);
         record.last_error = Some(TaskError {
             message: error,
             attempt: record.attempt,

@@ -43,6 +43,7 @@ use crate::{
 };
 
 pub mod admin;
+pub mod attempts;
 pub mod cancel;
 pub mod cancel_safety;
 pub mod checkpoint;
@@ -340,6 +341,14 @@ pub async fn submitted<J: crate::Job>(
         .collect()
 }
 
+/// A failed attempt's outcome: retried after `retry_after` if attempts remain, else final.
+pub fn failed(error: &str, retry_after: Option<Duration>) -> Outcome {
+    Outcome::Failed {
+        error: error.to_owned(),
+        retry_after,
+    }
+}
+
 /// `{"n": i}` as params.
 pub fn numbered(i: usize) -> String {
     format!("{{\"n\":{i}}}")
@@ -413,6 +422,9 @@ macro_rules! conformance_suite {
             admin::delete_removes_finished_tasks_only,
             admin::workers_register_refresh_and_age_out,
             admin::worker_registers_itself,
+            attempts::failed_attempts_are_kept_in_order,
+            attempts::lost_and_cancelled_attempts_are_kept,
+            attempts::attempt_history_keeps_the_last_twenty,
             stats::stats_count_tasks_per_job_and_status,
             stats::stats_oldest_due_is_the_longest_waiting_task,
             stats::stats_count_finished_tasks_per_minute,

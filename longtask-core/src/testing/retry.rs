@@ -2,15 +2,8 @@
 
 use std::time::Duration;
 
-use super::Harness;
-use crate::{Ack, NewTask, Outcome, TaskStatus};
-
-fn fail(error: &str, retry_after: Option<Duration>) -> Outcome {
-    Outcome::Failed {
-        error: error.to_owned(),
-        retry_after,
-    }
-}
+use super::{failed as fail, Harness};
+use crate::{Ack, NewTask, TaskStatus};
 
 /// A retryable failure waits out its backoff as `retrying`, with the error recorded.
 pub async fn failure_schedules_retry_after_backoff(h: Harness) {

@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use super::Harness;
+use super::{failed, Harness};
 use crate::{
     minute_of, FinishedMinute, JobStats, NewTask, Outcome, RunAt, Stats, StatusCounts, TaskStatus,
     THROUGHPUT_MINUTES,
@@ -105,14 +105,8 @@ pub async fn stats_count_tasks_per_job_and_status(h: Harness) {
     h.backend.store().cancel(ids[2]).await.unwrap();
     // beta: one fails with a retry later, one is cancelled while running, one fails for good.
     let retried = h.claim_one("beta").await;
-    h.finish(
-        retried.lease,
-        Outcome::Failed {
-            error: "busy".to_owned(),
-            retry_after: Some(Duration::from_secs(60)),
-        },
-    )
-    .await;
+    h.finish(retried.lease, failed("busy", Some(Duration::from_secs(60))))
+        .await;
     let cancelled = h.claim_one("beta").await;
     h.backend.store().cancel(ids[5]).await.unwrap();
     h.finish(
@@ -122,16 +116,9 @@ pub async fn stats_count_tasks_per_job_and_status(h: Harness) {
         },
     )
     .await;
-    let failed = h.claim_one("beta").await;
-    assert_eq!(failed.lease.task, ids[6]);
-    h.finish(
-        failed.lease,
-        Outcome::Failed {
-            error: "broken".to_owned(),
-            retry_after: None,
-        },
-    )
-    .await;
+    let broken = h.claim_one("beta").await;
+    assert_eq!(broken.lease.task, ids[6]);
+    h.finish(broken.lease, failed("broken", None)).await;
     let s = stats(&h).await;
     assert_eq!(
         counts(&s, "alpha"),
@@ -228,14 +215,8 @@ pub async fn stats_oldest_due_is_the_longest_waiting_task(h: Harness) {
     // The low one runs and fails with a retry in 5 s: not due, nothing is.
     let claimed = h.claim_one("wait").await;
     assert_eq!(claimed.lease.task, low);
-    h.finish(
-        claimed.lease,
-        Outcome::Failed {
-            error: "later".to_owned(),
-            retry_after: Some(Duration::from_secs(5)),
-        },
-    )
-    .await;
+    h.finish(claimed.lease, failed("later", Some(Duration::from_secs(5))))
+        .await;
     let failed_at = h.now();
     assert_eq!(stats(&h).await.job("wait").unwrap().oldest_due, None);
 
@@ -283,14 +264,8 @@ pub async fn stats_count_finished_tasks_per_minute(h: Harness) {
     // Minute 0: two succeed (one of them after a retry), the other job's one too.
     let retried = h.claim_one("flow").await;
     assert_eq!(retried.lease.task, ids[1], "the higher priority first");
-    h.finish(
-        retried.lease,
-        Outcome::Failed {
-            error: "again".to_owned(),
-            retry_after: Some(Duration::from_secs(1)),
-        },
-    )
-    .await;
+    h.finish(retried.lease, failed("again", Some(Duration::from_secs(1))))
+        .await;
     h.advance(Duration::from_secs(2));
     let again = h.claim_one("flow").await;
     assert_eq!(again.lease.task, ids[1], "the higher priority again");
@@ -302,16 +277,9 @@ pub async fn stats_count_finished_tasks_per_minute(h: Harness) {
     h.succeed(side.lease, "3").await;
     // Minute 1: one fails for good, one is cancelled while waiting.
     h.advance(Duration::from_secs(60));
-    let failed = h.claim_one("flow").await;
-    assert_eq!(failed.lease.task, ids[2]);
-    h.finish(
-        failed.lease,
-        Outcome::Failed {
-            error: "broken".to_owned(),
-            retry_after: None,
-        },
-    )
-    .await;
+    let broken = h.claim_one("flow").await;
+    assert_eq!(broken.lease.task, ids[2]);
+    h.finish(broken.lease, failed("broken", None)).await;
     h.backend.store().cancel(ids[3]).await.unwrap();
     // Minute 3: one is cancelled while running.
     h.advance(Duration::from_secs(120));

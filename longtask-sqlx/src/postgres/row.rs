@@ -5,7 +5,8 @@ use longtask_core::{CheckpointInfo, Result, TaskError, TaskId, TaskRecord, TaskS
 use uuid::Uuid;
 
 pub(crate) use crate::codec::{
-    count, decode_progress, duration_millis, encode_progress, parse_status, retention, time,
+    count, decode_attempts, decode_progress, duration_millis, encode_progress, parse_status,
+    retention, time,
 };
 
 /// One row of `tasks`, as `sql/columns.sql` selects it.
@@ -37,6 +38,7 @@ pub(crate) struct TaskRow {
     concurrency_key: Option<String>,
     group_id: Option<Uuid>,
     open_members: Option<i64>,
+    attempts: Option<String>,
 }
 
 impl TaskRow {
@@ -85,6 +87,7 @@ impl TaskRow {
                 .as_deref()
                 .map(CheckpointInfo::from_json)
                 .transpose()?,
+            attempts: decode_attempts(self.attempts.as_deref())?,
         })
     }
 }

@@ -13,9 +13,9 @@ use std::{
 
 use chrono::{DateTime, Utc};
 use longtask_core::{
-    saturating_add, Ack, Checkpoint, CheckpointInfo, ClaimRequest, ClaimedTask, Completion, Error,
-    JobLimits, Lease, LeaseState, Outcome, Result, TaskEvent, TaskId, TaskStatus, WorkSignal,
-    GROUP_JOB,
+    saturating_add, Ack, AttemptOutcome, Checkpoint, CheckpointInfo, ClaimRequest, ClaimedTask,
+    Completion, Error, JobLimits, Lease, LeaseState, Outcome, Result, TaskEvent, TaskId,
+    TaskStatus, WorkSignal, GROUP_JOB,
 };
 use serde::Serialize;
 use sqlx::{Sqlite, Transaction};
@@ -64,6 +64,9 @@ pub(crate) struct Settle {
     finished_at: Option<i64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     purge_at: Option<i64>,
+    /// How the running attempt ended without success: appended to the attempt history.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    outcome: Option<AttemptOutcome>,
     /// The task's group (its root's id), if it is a member: a final change discounts it there.
     #[serde(skip)]
     pub(crate) group: Option<Vec<u8>>,
@@ -89,6 +92,7 @@ impl Settle {
             output: None,
             finished_at: None,
             purge_at: None,
+            outcome: None,
             group: None,
             job: String::new(),
         }
@@ -247,16 +251,18 @@ fn token(stored: i64) -> u64 {
     u64::try_from(stored).unwrap_or(0)
 }
 
-/// Ends a failed attempt of `row`: a retry after `retry_after` when attempts remain and no
+/// Ends a failed (or lost) attempt of `row`, recorded in its attempt history: a retry after `retry_after` when attempts remain and no
 /// cancellation was requested, otherwise failed (or cancelled, when it was requested). Returns
 /// whether a retry was scheduled.
 fn fail_attempt(
     change: &mut Settle,
     row: &LeasedRow,
+    outcome: AttemptOutcome,
     error: String,
     retry_after: Option<Duration>,
     now: DateTime<Utc>,
 ) -> bool {
+    change.outcome = Some(outcome);
     change.error = Some(error);
     change.error_at = Some(millis(now));
     let retry = retry_after.filter(|_| row.attempt < row.max_attempts && !row.cancel_requested);
@@ -553,10 +559,18 @@ impl SqliteBackend {
                     change.finish(now, row.retention_ms);
                 }
                 Outcome::Failed { error, retry_after } => {
-                    retried |= fail_attempt(&mut change, &row, error, retry_after, now);
+                    retried |= fail_attempt(
+                        &mut change,
+                        &row,
+                        AttemptOutcome::Failed,
+                        error,
+                        retry_after,
+                        now,
+                    );
                 }
                 Outcome::Cancelled { reason } => {
                     change.status = TaskStatus::Cancelled;
+                    change.outcome = Some(AttemptOutcome::Cancelled);
                     change.error = Some(reason);
                     change.error_at = Some(millis(now));
                     change.finish(now, row.retention_ms);
@@ -653,7 +667,14 @@ impl SqliteBackend {
                 row.attempt
             );
             let mut change = Settle::new(id, TaskStatus::Failed);
-            retried |= fail_attempt(&mut change, row, error, Some(Duration::ZERO), now);
+            retried |= fail_attempt(
+                &mut change,
+                row,
+                AttemptOutcome::Lost,
+                error,
+                Some(Duration::ZERO),
+                now,
+            );
             events.push((
                 id,
                 row.version + 1,

@@ -8,7 +8,7 @@ use uuid::Uuid;
 pub(crate) use crate::codec::{
     count, duration_millis as duration_ms, encode_progress as progress_json, parse_status as status,
 };
-use crate::codec::{decode_progress, retention, time};
+use crate::codec::{decode_attempts, decode_progress, retention, time};
 
 /// `at` as milliseconds since the epoch.
 pub(crate) fn millis(at: DateTime<Utc>) -> i64 {
@@ -61,6 +61,7 @@ pub(crate) struct TaskRow {
     concurrency_key: Option<String>,
     group_id: Option<Vec<u8>>,
     open_members: Option<i64>,
+    attempts: Option<String>,
 }
 
 impl TaskRow {
@@ -107,6 +108,7 @@ impl TaskRow {
                 .as_deref()
                 .map(CheckpointInfo::from_json)
                 .transpose()?,
+            attempts: decode_attempts(self.attempts.as_deref())?,
         })
     }
 }

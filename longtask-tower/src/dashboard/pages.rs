@@ -10,7 +10,7 @@ use std::{fmt::Write as _, sync::LazyLock};
 
 use chrono::{DateTime, SecondsFormat, Utc};
 use http::HeaderValue;
-use longtask_core::{JobStats, Stats, TaskRecord, TaskStatus, WorkerInfo};
+use longtask_core::{AttemptOutcome, JobStats, Stats, TaskRecord, TaskStatus, WorkerInfo};
 
 use super::{
     query::{ListQuery, Notice},
@@ -643,6 +643,7 @@ impl TaskDetail<'_> {
                 escape(&err.message)
             );
         }
+        attempt_history(&mut html, task, now);
         let _ = write!(
             html,
             "<h2>Parameters</h2><pre id=\"params\">{}</pre>",
@@ -679,6 +680,46 @@ impl TaskDetail<'_> {
         let refresh = !task.status.is_final();
         document(self.config, "Task", refresh, "id=\"task\"", &html)
     }
+}
+
+/// The attempts that ended without success, oldest first (the last
+/// [`MAX_ATTEMPT_HISTORY`](longtask_core::MAX_ATTEMPT_HISTORY) a backend keeps), with each one's
+/// worker, start, end, outcome and error: why attempts 1 and 2 failed, not only the last one.
+fn attempt_history(html: &mut String, task: &TaskRecord, now: DateTime<Utc>) {
+    if task.attempts.is_empty() {
+        return;
+    }
+    let _ = write!(
+        html,
+        "<h2>Attempt history <span class=\"count\">{}</span></h2>\
+         <div class=\"scroll\"><table class=\"attempts\" id=\"attempts\"><thead><tr>\
+         <th scope=\"col\">Attempt</th><th scope=\"col\">Worker</th><th scope=\"col\">Started</th>\
+         <th scope=\"col\">Ended</th><th scope=\"col\">Outcome</th><th scope=\"col\">Error</th>\
+         </tr></thead><tbody>",
+        task.attempts.len()
+    );
+    for attempt in &task.attempts {
+        let outcome = match attempt.outcome {
+            AttemptOutcome::Failed => "Failed",
+            AttemptOutcome::Lost => "Lost",
+            AttemptOutcome::Cancelled => "Cancelled",
+        };
+        let _ = write!(
+            html,
+            "<tr data-attempt=\"{n}\"><td>{n}</td><td>{worker}</td><td>{started}</td>\
+             <td>{ended}</td><td class=\"outcome {o}\">{outcome}</td><td><pre>{error}</pre></td></tr>",
+            n = attempt.attempt,
+            worker = attempt
+                .worker
+                .as_deref()
+                .map_or_else(|| "—".to_owned(), |w| format!("<code>{}</code>", escape(w))),
+            started = time(attempt.started_at, now),
+            ended = time(attempt.ended_at, now),
+            o = attempt.outcome.as_str(),
+            error = escape(attempt.error.as_deref().unwrap_or("")),
+        );
+    }
+    html.push_str("</tbody></table></div>");
 }
 
 /// The page a browser gets when the authorization hook refuses it.

@@ -1,8 +1,7 @@
 //! A small WebDriver client for headless Chromium through Debian's chromedriver: start it
 //! (behind a watchdog shell that stops it if the test process dies), open a session with or
 //! without JavaScript, navigate, run scripts, find and click elements, take screenshots.
-//! Included with `#[path]` by `tests/dashboard_browser.rs`; the same protocol as the driver in
-//! `tests/browser.rs`, with element clicks added.
+//! Included with `#[path]` by `tests/browser.rs` and `tests/dashboard_browser.rs`.
 #![allow(dead_code, unreachable_pub, missing_docs)]
 
 use std::{
@@ -231,6 +230,15 @@ impl Driver {
         base64::engine::general_purpose::STANDARD
             .decode(data.as_str().unwrap_or_default())
             .expect("a base64 PNG")
+    }
+
+    pub fn resize(&self, width: u32, height: u32) {
+        self.call(
+            "POST",
+            &self.session_path("/window/rect"),
+            Some(&json!({ "width": width, "height": height })),
+        )
+        .expect("resize");
     }
 
     pub fn close_session(&mut self) {

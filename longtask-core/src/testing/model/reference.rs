@@ -11,9 +11,9 @@ use chrono::{DateTime, Utc};
 
 use super::ops::{Answer, Call, Watched};
 use crate::{
-    clock::saturating_add, testing::LEASE, Ack, CancelOutcome, ClaimedTask, Completion, Error,
-    Inserted, Lease, LeaseState, NewTask, Outcome, Result, RunAt, TaskError, TaskEvent, TaskId,
-    TaskQuery, TaskRecord, TaskStatus,
+    clock::saturating_add, testing::LEASE, Ack, AttemptOutcome, AttemptRecord, CancelOutcome,
+    ClaimedTask, Completion, Error, Inserted, Lease, LeaseState, NewTask, Outcome, Result, RunAt,
+    TaskError, TaskEvent, TaskId, TaskQuery, TaskRecord, TaskStatus,
 };
 
 /// Where a task stands in the model; the statuses a backend may show follow from it.
@@ -204,6 +204,24 @@ impl Model {
             }
             (a, b) => a == b,
         };
+        // A lost attempt's message is the backend's own; it must say "lost".
+        let attempts_same = e.attempts.len() == got.attempts.len()
+            && e.attempts.iter().zip(&got.attempts).all(|(a, b)| {
+                if a.outcome == AttemptOutcome::Lost {
+                    let times = |x: &AttemptRecord| (x.attempt, x.started_at, x.ended_at);
+                    times(a) == times(b)
+                        && (&a.worker, a.outcome) == (&b.worker, b.outcome)
+                        && b.error.as_deref().is_some_and(|m| m.contains("lost"))
+                } else {
+                    a == b
+                }
+            });
+        if !attempts_same {
+            out.push(format!(
+                "attempts: expected {:?} (lost ones with any message saying lost), got {:?}",
+                e.attempts, got.attempts
+            ));
+        }
         if !error_same {
             out.push(format!(
                 "last_error: expected {:?}{}, got {:?}",
@@ -254,6 +272,12 @@ impl Model {
             return;
         };
         let r = &mut task.record;
+        let outcome = if lost {
+            AttemptOutcome::Lost
+        } else {
+            AttemptOutcome::Failed
+        };
+        r.push_attempt(outcome, Some(message.clone()), now);
         r.last_error = Some(TaskError {
             message,
             attempt: r.attempt,
@@ -349,6 +373,7 @@ impl Model {
                 group: None,
                 open_members: None,
                 checkpoint: None,
+                attempts: Vec::new(),
             };
             let task = Task {
                 record,
@@ -463,6 +488,8 @@ impl Model {
                 }
                 Outcome::Cancelled { reason } => {
                     task.lost = false;
+                    task.record
+                        .push_attempt(AttemptOutcome::Cancelled, Some(reason.clone()), now);
                     task.record.last_error = Some(TaskError {
                         message: reason.clone(),
                         attempt: task.record.attempt,

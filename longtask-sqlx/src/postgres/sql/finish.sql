@@ -2,7 +2,8 @@
 -- ('succeeded', 'failed' or 'cancelled'), $4 output, $5 error message, $6 retry time (NULL: do not
 -- retry), $7 progress JSON (NULL: none). $8 now, $9 the latest representable time, $10 the
 -- NOTIFY channel. A failure is retried only if attempts remain and no cancel was requested;
--- otherwise it fails, or is cancelled when cancel was requested. Returns the leases applied.
+-- otherwise it fails, or is cancelled when cancel was requested. A failed or cancelled attempt
+-- is appended to the attempt history. Returns the leases applied.
 WITH input AS (
     SELECT *
     FROM unnest($1::uuid[], $2::bigint[], $3::text[], $4::text[], $5::text[], $6::bigint[],
@@ -28,6 +29,14 @@ finished AS (
                  AND NOT t.cancel_requested THEN c.retry_at
             ELSE t.run_at
         END,
+        -- An attempt that ended without success joins the history (the last 20,
+        -- MAX_ATTEMPT_HISTORY); SET reads the row as it was, lease owner included.
+        attempts = CASE WHEN c.kind = 'succeeded' THEN t.attempts ELSE (
+            SELECT CASE WHEN jsonb_array_length(a) > 20 THEN a - 0 ELSE a END
+            FROM (SELECT COALESCE(t.attempts, '[]'::jsonb) || jsonb_build_array(jsonb_build_object(
+                'attempt', t.attempt, 'started_at', t.started_at, 'ended_at', $8::bigint,
+                'worker', t.lease_owner, 'outcome', c.kind, 'error', c.error)) AS a) AS appended
+        ) END,
         lease_owner = NULL,
         lease_expires_at = NULL,
         finished_at = CASE

@@ -1,6 +1,7 @@
 -- Recovers up to $2 running tasks whose lease expired at or before $1 (now): retried at once if
 -- attempts remain and no cancel was requested, cancelled if it was, failed otherwise. $3 is the
--- latest representable time, $4 the NOTIFY channel. Returns how many.
+-- latest representable time, $4 the NOTIFY channel. The lost attempt is appended to the attempt
+-- history. Returns how many.
 WITH expired AS (
     SELECT id FROM {schema}.tasks
     -- lease_expires_at is set exactly while a task runs (the tasks_leased index).
@@ -23,6 +24,16 @@ recovered AS (
             WHEN t.attempt < t.max_attempts AND NOT t.cancel_requested THEN $1
             ELSE t.run_at
         END,
+        -- The lost attempt joins the history (the last 20, MAX_ATTEMPT_HISTORY); SET reads the
+        -- row as it was, lease owner included.
+        attempts = (
+            SELECT CASE WHEN jsonb_array_length(a) > 20 THEN a - 0 ELSE a END
+            FROM (SELECT COALESCE(t.attempts, '[]'::jsonb) || jsonb_build_array(jsonb_build_object(
+                'attempt', t.attempt, 'started_at', t.started_at, 'ended_at', $1::bigint,
+                'worker', t.lease_owner, 'outcome', 'lost',
+                'error', 'attempt ' || t.attempt || ' was lost: its worker stopped renewing the lease (crashed, killed or stalled)'
+            )) AS a) AS appended
+        ),
         lease_owner = NULL,
         lease_expires_at = NULL,
         finished_at = CASE

@@ -4,7 +4,7 @@
 SELECT id, job, params, status, priority, run_at, attempt, max_attempts, lease_owner,
        lease_expires_at, cancel_requested, error_message, error_attempt, error_at, progress,
        output, created_at, started_at, finished_at, retention_ms, owner, idempotency_key,
-       checkpoint_info, concurrency_key, group_id, open_members
+       checkpoint_info, concurrency_key, group_id, open_members, attempts
 FROM longtask_tasks INDEXED BY longtask_tasks_group
 WHERE group_id = ?6 AND id > ?4
   AND (?1 IS NULL OR job = ?1)
