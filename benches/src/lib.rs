@@ -127,7 +127,7 @@ pub async fn enqueue_batch<J: Job<Params = ()>>(client: &Client, n: u64, batch: 
 pub async fn claim_complete(backend: &Backend, n: u64, batch: usize) -> Duration {
     let client = Client::new(backend.clone());
     enqueue_batch::<Noop>(&client, n, 1000).await;
-    claim_and_complete(backend, Noop::NAME, n, batch, &[]).await
+    claim_and_complete(backend, &[Noop::NAME], n, batch, &[], succeeded).await
 }
 
 /// [`claim_complete`] under concurrency limits that every claim must check but that never hold
@@ -158,20 +158,30 @@ pub async fn claim_complete_limited(backend: &Backend, n: u64, batch: usize) -> 
         max_running: Some(u32::try_from(batch).unwrap_or(u32::MAX)),
         max_running_per_key: Some(1000),
     }];
-    claim_and_complete(backend, LIMITED_JOB, n, batch, &limits).await
+    claim_and_complete(backend, &[LIMITED_JOB], n, batch, &limits, succeeded).await
 }
 
 /// The job of [`claim_complete_limited`]'s tasks (no worker runs it).
 const LIMITED_JOB: &str = "bench-limited";
 
+/// A success with a `null` output: what the no-op benchmarks' tasks end with.
+fn succeeded(_: usize) -> Outcome {
+    Outcome::Succeeded {
+        output: "null".to_owned(),
+    }
+}
+
+/// Claims `n` tasks of `jobs` in batches of `batch` and records each one's outcome (`outcome`
+/// of its place in its batch) straight through the queue API; returns the time taken.
 async fn claim_and_complete(
     backend: &Backend,
-    job: &str,
+    jobs: &[&str],
     n: u64,
     batch: usize,
     limits: &[longtask_core::JobLimits],
+    outcome: fn(usize) -> Outcome,
 ) -> Duration {
-    let jobs = [job.to_owned()];
+    let jobs: Vec<String> = jobs.iter().map(|&job| job.to_owned()).collect();
     let start = Instant::now();
     let mut left = n;
     while left > 0 {
@@ -180,7 +190,7 @@ async fn claim_and_complete(
             .claim(ClaimRequest {
                 jobs: &jobs,
                 worker: "bench",
-                limit: batch,
+                limit: batch.min(usize::try_from(left).unwrap_or(batch)),
                 lease: Duration::from_secs(60),
                 limits,
             })
@@ -190,14 +200,8 @@ async fn claim_and_complete(
         left = left.saturating_sub(claimed.len() as u64);
         let completions = claimed
             .into_iter()
-            .map(|c| {
-                Completion::new(
-                    c.lease,
-                    Outcome::Succeeded {
-                        output: "null".to_owned(),
-                    },
-                )
-            })
+            .enumerate()
+            .map(|(i, c)| Completion::new(c.lease, outcome(i)))
             .collect();
         backend
             .queue()
@@ -322,6 +326,20 @@ pub fn noop_task() -> NewTask {
     NewTask::new(Noop::NAME, "null")
 }
 
+/// 90 % succeeded, 7 % failed, 3 % cancelled, by place in the batch.
+fn mixed_outcome(i: usize) -> Outcome {
+    match i % 100 {
+        0..90 => succeeded(i),
+        90..97 => Outcome::Failed {
+            error: "the ledger is locked".to_owned(),
+            retry_after: None,
+        },
+        _ => Outcome::Cancelled {
+            reason: "asked to".to_owned(),
+        },
+    }
+}
+
 /// Jobs of the stats benchmark's tasks (no worker runs them).
 const STATS_JOBS: [&str; 5] = [
     "bench-stats-0",
@@ -365,47 +383,7 @@ pub async fn fill_for_stats(backend: &Backend, finished: u64, waiting: u64) -> (
             })
             .collect();
         client.submit_raw(tasks).await.expect("batch submit failed");
-        let jobs: Vec<String> = STATS_JOBS.iter().map(|&j| j.to_owned()).collect();
-        let mut left = size;
-        while left > 0 {
-            let claimed = backend
-                .queue()
-                .claim(ClaimRequest {
-                    jobs: &jobs,
-                    worker: "bench",
-                    limit: usize::try_from(left).unwrap_or(1000),
-                    lease: Duration::from_secs(600),
-                    limits: &[],
-                })
-                .await
-                .expect("claim failed");
-            assert!(!claimed.is_empty(), "ran out of tasks to finish");
-            left = left.saturating_sub(claimed.len() as u64);
-            let completions = claimed
-                .into_iter()
-                .enumerate()
-                .map(|(n, c)| {
-                    let outcome = match n % 100 {
-                        0..90 => Outcome::Succeeded {
-                            output: "null".to_owned(),
-                        },
-                        90..97 => Outcome::Failed {
-                            error: "the ledger is locked".to_owned(),
-                            retry_after: None,
-                        },
-                        _ => Outcome::Cancelled {
-                            reason: "asked to".to_owned(),
-                        },
-                    };
-                    Completion::new(c.lease, outcome)
-                })
-                .collect();
-            backend
-                .queue()
-                .finish(completions)
-                .await
-                .expect("finish failed");
-        }
+        claim_and_complete(backend, &STATS_JOBS, size, 1000, &[], mixed_outcome).await;
         have_finished += size;
     }
     let mut left = waiting.saturating_sub(have_waiting);
