@@ -79,7 +79,6 @@ async fn migrations_create_the_schema_and_rerun_as_no_op() {
         tables(&backend).await,
         [
             "_sqlx_migrations",
-            "finished_counts",
             "tasks",
             "throughput",
             "watches",

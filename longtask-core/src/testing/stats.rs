@@ -259,6 +259,7 @@ pub async fn stats_count_finished_tasks_per_minute(h: Harness) {
             kept("flow", short),
             kept("flow", short),
             kept("side", short),
+            kept("keep", Duration::from_secs(24 * 3600)),
         ])
         .await;
     // Minute 0: two succeed (one of them after a retry), the other job's one too.
@@ -275,6 +276,8 @@ pub async fn stats_count_finished_tasks_per_minute(h: Harness) {
     h.succeed(first.lease, "2").await;
     let side = h.claim_one("side").await;
     h.succeed(side.lease, "3").await;
+    let keep = h.claim_one("keep").await;
+    h.succeed(keep.lease, "4").await;
     // Minute 1: one fails for good, one is cancelled while waiting.
     h.advance(Duration::from_secs(60));
     let broken = h.claim_one("flow").await;
@@ -322,4 +325,18 @@ pub async fn stats_count_finished_tasks_per_minute(h: Harness) {
     h.advance(Duration::from_secs(60));
     let s = stats(&h).await;
     assert!(s.job("flow").is_none(), "nothing left in the hour: {s:?}");
+
+    // Hours later, after purges, the task still kept is still counted, though its minute has
+    // long left the hour.
+    h.advance(Duration::from_secs(3 * 3600));
+    assert_eq!(h.backend.store().purge(100).await.unwrap(), 0);
+    h.advance(Duration::from_secs(3600));
+    assert_eq!(h.backend.store().purge(100).await.unwrap(), 0);
+    let s = stats(&h).await;
+    let keep = s.job("keep").expect("a job with a task kept");
+    assert_eq!(keep.counts.get(TaskStatus::Succeeded), 1, "{keep:?}");
+    assert_eq!(
+        keep.finished.iter().map(FinishedMinute::total).sum::<u64>(),
+        0
+    );
 }

@@ -40,6 +40,7 @@ pub(crate) struct Queries {
     pub(crate) stats_counts: String,
     pub(crate) stats_throughput: String,
     pub(crate) stats_oldest: String,
+    pub(crate) fold_throughput: String,
 }
 
 impl Queries {
@@ -126,6 +127,7 @@ impl Queries {
             stats_counts: bind(include_str!("sql/stats_counts.sql")),
             stats_throughput: bind(include_str!("sql/stats_throughput.sql")),
             stats_oldest: bind(include_str!("sql/stats_oldest.sql")),
+            fold_throughput: bind(include_str!("sql/fold_throughput.sql")),
         }
     }
 }

@@ -475,12 +475,18 @@ impl PostgresBackend {
         if limit == 0 {
             return Ok(0);
         }
+        let now = millis(self.now());
         let purged: i64 = sqlx::query_scalar(&self.sql.purge)
-            .bind(millis(self.now()))
+            .bind(now)
             .bind(to_i64(limit as u64))
             .fetch_one(&self.pool)
             .await
             .map_err(|e| Error::backend("purging finished tasks", e))?;
+        sqlx::query(&self.sql.fold_throughput)
+            .bind(now)
+            .execute(&self.pool)
+            .await
+            .map_err(|e| Error::backend("folding old minutes of throughput", e))?;
         Ok(u64::try_from(purged).unwrap_or(0))
     }
 }

@@ -6,9 +6,9 @@
 -- completion job's root becomes due. Roots are locked in id order first, so that concurrent
 -- statements never wait on each other in a cycle; a statement waiting for a root's lock counts
 -- from the value the other committed. Then the tasks that reached a final status (and the plain
--- roots that succeeded) are counted per job and status, and in the minute of {now}, on the
--- connection's shard of the counters (see the stats migration); rows are written in (job, status)
--- order, so that concurrent statements on one shard never wait on each other in a cycle.
+-- roots that succeeded) are counted per job and status in the minute of {now}, on the
+-- connection's shard of the counters (see the stats migrations); rows are written in (job,
+-- status) order, so that concurrent statements on one shard never wait on each other in a cycle.
 left_groups AS (
     SELECT x.group_id AS root, count(*) AS n
     FROM {ended} AS x
@@ -77,13 +77,6 @@ ended_counts AS (
         SELECT f.job, f.status FROM fired AS f WHERE f.status = 'succeeded'
     ) AS x
     GROUP BY x.job, x.status
-),
-finished_counted AS (
-    INSERT INTO {schema}.finished_counts AS f (job, status, shard, n)
-    SELECT c.job, c.status, pg_backend_pid() % 8, c.n
-    FROM ended_counts AS c
-    ORDER BY c.job, c.status
-    ON CONFLICT (job, status, shard) DO UPDATE SET n = f.n + excluded.n
 ),
 throughput_counted AS (
     INSERT INTO {schema}.throughput AS f (minute, job, status, shard, n)

@@ -1,6 +1,6 @@
 -- Deletes up to $2 finished tasks whose retention ended at or before $1 (now), with their
--- watches, discounted from the counts; forgets minutes of throughput older than two hours.
--- Returns how many tasks went.
+-- watches, discounted from the counts. Returns how many tasks went. (fold_throughput.sql then
+-- folds minutes older than two hours into minute 0.)
 WITH doomed AS (
     SELECT id FROM {schema}.tasks
     WHERE expires_at <= $1
@@ -14,9 +14,6 @@ purged AS (
 ),
 unwatched AS (
     DELETE FROM {schema}.watches AS w USING purged AS p WHERE w.task_id = p.id
-),
-forgotten AS (
-    DELETE FROM {schema}.throughput WHERE minute < $1 / 60000 * 60000 - 7200000
 ),
 {discount}
 SELECT count(*) FROM purged
