@@ -173,7 +173,7 @@ impl SqliteBackend {
             .await
             .map_err(db("reading a watched task"))?;
         stored
-            .map(|(status, progress, version, ..)| {
+            .map(|(status, progress, version, _, _)| {
                 Ok(Seen {
                     status: row::status(&status)?,
                     progress: row::progress(progress.as_deref())?,

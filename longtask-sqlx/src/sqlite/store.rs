@@ -34,13 +34,16 @@ const WORKERS: &str = "SELECT info FROM longtask_workers WHERE expires_at > ?1 O
 const LIST_GROUP: &str = include_str!("sql/list_group.sql");
 const OPEN_GROUPS: &str = include_str!("sql/open_groups.sql");
 const JOIN_GROUP: &str = include_str!("sql/join_group.sql");
-const STATUS: &str = include_str!("sql/status.sql");
+const CANCEL_STATE: &str = include_str!("sql/cancel_state.sql");
 const REQUEST_CANCEL: &str = include_str!("sql/request_cancel.sql");
 const PURGE: &str = include_str!("sql/purge.sql");
 
 /// A blob that sorts before every 16-byte id: the `after` of a list from the start.
 /// What `status.sql` reads: status, progress, version, retention, group.
-pub(crate) type StatusRow = (String, Option<String>, i64, i64, Option<Vec<u8>>, String);
+pub(crate) type StatusRow = (String, Option<String>, i64, i64, Option<Vec<u8>>);
+
+/// What `cancel_state.sql` reads: a [`StatusRow`] and the job.
+type CancelRow = (String, Option<String>, i64, i64, Option<Vec<u8>>, String);
 
 const BEFORE_ALL: [u8; 15] = [0; 15];
 
@@ -264,12 +267,13 @@ impl SqliteBackend {
     pub(super) async fn direct_cancel(&self, id: TaskId) -> Result<CancelOutcome> {
         let now = self.now();
         let mut tx = self.begin("starting to cancel a task").await?;
-        let (status, _, version, retention_ms, group, job): StatusRow = sqlx::query_as(STATUS)
-            .bind(id.as_uuid())
-            .fetch_optional(&mut *tx)
-            .await
-            .map_err(db("reading a task to cancel"))?
-            .ok_or(Error::NotFound(id))?;
+        let (status, _, version, retention_ms, group, job): CancelRow =
+            sqlx::query_as(CANCEL_STATE)
+                .bind(id.as_uuid())
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(db("reading a task to cancel"))?
+                .ok_or(Error::NotFound(id))?;
         let status = row::status(&status)?;
         let mut fired = super::queue::Fired::default();
         let outcome = match status {

@@ -1,2 +1,2 @@
--- A task's status, progress, change counter, retention, group and job (cancel, watch).
-SELECT status, progress, version, retention_ms, group_id, job FROM longtask_tasks WHERE id = ?1
+-- A task's status, progress, change counter, retention and group (watch).
+SELECT status, progress, version, retention_ms, group_id FROM longtask_tasks WHERE id = ?1
